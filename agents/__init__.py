@@ -1,0 +1,1 @@
+"""Faust agents, one subpackage per capability: a pure core plus thin wiring."""

@@ -1,0 +1,1 @@
+"""The runtime around the agents: app factory, topics, settings, sinks, local stack, CLI."""

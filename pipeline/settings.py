@@ -1,0 +1,87 @@
+"""Runtime settings, from the environment (`TW_` prefix) with local-stack defaults."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEV_SIGNING_KEY", "Settings"]
+
+# Only for the local stack and tests; `tenantwatch` warns when it is in use.
+DEV_SIGNING_KEY = "tenantwatch-dev-key-change-me"
+
+
+class Settings(BaseSettings):
+    """Every knob of a tenantwatch process. `TW_BROKER=...`, `TW_CLICKHOUSE_DSN=...`, and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="TW_", extra="ignore", frozen=True)
+
+    # Where local state goes: chDB data, SMTP sink mail folder, Kafka log dirs, Faust tables.
+    data_dir: Path = Path(".tenantwatch")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "tenantwatch")
+
+    # Kafka
+    broker: str = "127.0.0.1:19092"
+    topic_prefix: str = "tw"
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication: int = Field(default=1, ge=1, le=5)
+    session_timeout_s: float = Field(default=30.0, gt=0)
+    kafka_version: str = "4.1.1"
+    kafka_controller_port: int = 19093
+    app_id: str = "tenantwatch"
+    producer_linger_ms: int = Field(default=10, ge=0)
+
+    # ClickHouse: chDB (embedded, default) or a server URL such as http://user:pass@host:8123/db
+    clickhouse_dsn: str | None = None
+    writer_batch_rows: int = Field(default=20_000, ge=1)
+    writer_flush_s: float = Field(default=1.0, gt=0)
+    writer_buffer_max_rows: int = Field(default=200_000, ge=1)
+    writer_retry_max_s: float = Field(default=30.0, gt=0)
+
+    # SMTP
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    mail_from: str = "tenantwatch <alerts@tenantwatch.local>"
+
+    # Dead letters keep at most this many bytes of the original message.
+    dlq_payload_max_bytes: int = Field(default=4096, ge=0)
+    max_events_per_record: int = Field(default=10_000, ge=1)
+
+    # Admin command signing (HMAC-SHA256) and replay window.
+    signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
+    command_max_skew_s: float = Field(default=300.0, gt=0)
+
+    # Event time: how far behind the newest event the watermark trails (allowed lateness),
+    # and an optional idle tick that advances time from the wall clock when nothing arrives.
+    allowed_lateness_s: float = Field(default=5.0, ge=0)
+    idle_tick_s: float | None = None
+
+    @cached_property
+    def dsn(self) -> str:
+        """The ClickHouse DSN in force: the configured one, or chDB under the data dir."""
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def broker_port(self) -> int:
+        return int(self.broker.rsplit(":", 1)[1])
+
+    @property
+    def signing_key_bytes(self) -> bytes:
+        return self.signing_key.get_secret_value().encode()

@@ -1,0 +1,70 @@
+"""The one place that names tenantwatch's Kafka topics, their keys and what flows on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["INPUT_TOPICS", "TOPICS", "Topic", "TopicSpec", "topic_name"]
+
+
+class Topic(StrEnum):
+    """Logical topic names; the physical name is `<prefix>.<value>`."""
+
+    REQUESTS = "requests"
+    BILLING = "billing"
+    ERRORS = "errors"
+    USAGE = "usage"
+    COMMANDS = "commands"
+    METRICS = "metrics"
+    DECISIONS = "decisions"
+    VIOLATIONS = "violations"
+    BANS = "bans"
+    LIMITS = "limits"
+    ROLLUPS = "rollups"
+    ANOMALIES = "anomalies"
+    TRIAL_STATE = "trial-state"
+    TENANT_COMMANDS = "tenant-commands"
+    NOTIFICATIONS = "notifications"
+    DELIVERIES = "deliveries"
+    AUDIT = "audit"
+    DLQ = "dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    topic: Topic
+    key: str  # what the record key is, for humans and for the SDK
+    doc: str
+    compacted: bool = False
+
+
+TOPICS: dict[Topic, TopicSpec] = {
+    s.topic: s
+    for s in [
+        TopicSpec(Topic.REQUESTS, "tenant:ip", "RequestEvent, one per record or a JSON array batch"),
+        TopicSpec(Topic.BILLING, "tenant", "BillingEvent (trials, charges, refunds, cancellations)"),
+        TopicSpec(Topic.ERRORS, "tenant", "ErrorEvent"),
+        TopicSpec(Topic.USAGE, "tenant", "UsageEvent"),
+        TopicSpec(Topic.COMMANDS, "tenant", "signed AdminCommand"),
+        TopicSpec(Topic.METRICS, "tenant", "metric points for the anomaly agent"),
+        TopicSpec(Topic.DECISIONS, "tenant:ip", "rate-limit decision state changes for gateways"),
+        TopicSpec(Topic.VIOLATIONS, "tenant:ip", "rate-limit violations"),
+        TopicSpec(Topic.BANS, "tenant:ip", "bans started and ended"),
+        TopicSpec(Topic.LIMITS, "tenant", "limit configuration history"),
+        TopicSpec(Topic.ROLLUPS, "tenant", "per-minute request rollups"),
+        TopicSpec(Topic.ANOMALIES, "tenant", "anomaly records and status changes"),
+        TopicSpec(Topic.TRIAL_STATE, "tenant", "trial state changes"),
+        TopicSpec(Topic.TENANT_COMMANDS, "tenant", "suspend/unsuspend for upstream apps to enforce"),
+        TopicSpec(Topic.NOTIFICATIONS, "recipient", "mails and webhooks to deliver"),
+        TopicSpec(Topic.DELIVERIES, "notification", "delivery log"),
+        TopicSpec(Topic.AUDIT, "tenant", "every admin command, accepted or rejected"),
+        TopicSpec(Topic.DLQ, "source topic", "dead letters with their reason"),
+    ]
+}
+
+INPUT_TOPICS = (Topic.REQUESTS, Topic.BILLING, Topic.ERRORS, Topic.USAGE)
+
+
+def topic_name(prefix: str, topic: Topic) -> str:
+    return f"{prefix}.{topic.value}"

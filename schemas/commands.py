@@ -47,6 +47,7 @@ class Action(StrEnum):
 
 ParamValue = str | int | float | bool | None
 Nonce = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+ParamName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
 Signature = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -59,7 +60,7 @@ class AdminCommand(Record):
     actor: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
     action: Action
     tenant_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-    params: Annotated[dict[Annotated[str, StringConstraints(max_length=64)], ParamValue], Field(max_length=32)] = {}
+    params: Annotated[dict[ParamName, ParamValue], Field(max_length=32)] = Field(default_factory=dict)
     reason: ShortText = ""
     signature: Signature
 

@@ -10,13 +10,13 @@ from pydantic import AfterValidator, Field, StringConstraints, TypeAdapter, mode
 from schemas._base import EventId, IpAddress, Record, ShortText, TenantId, Timestamp, check_header_safe
 
 __all__ = [
+    "EVENT_ADAPTER",
     "BillingEvent",
     "BillingType",
     "Email",
     "ErrorEvent",
     "ErrorSeverity",
     "Event",
-    "EVENT_ADAPTER",
     "HttpMethod",
     "RequestEvent",
     "UsageEvent",

@@ -32,9 +32,10 @@ class DeadLetter(Record):
     source_topic: Annotated[str, StringConstraints(max_length=249)]
     partition: Annotated[int, Field(ge=0)]
     offset: Annotated[int, Field(ge=-1)]
-    index: Annotated[int, Field(ge=-1)] = -1  # position inside a batch record; -1 = whole record
+    batch_index: Annotated[int, Field(ge=-1)] = -1  # position inside a batch record; -1 = whole record
     error: Annotated[str, StringConstraints(max_length=2000)]
-    payload_b64: str  # original bytes, base64, cut at the configured bound
+    # the original bytes, base64, cut at the configured bound (settings.dlq_payload_max_bytes)
+    payload_b64: Annotated[str, StringConstraints(max_length=1 << 22)]
     payload_size: Annotated[int, Field(ge=0)]
     truncated: bool
 

@@ -1,0 +1,42 @@
+# tenantwatch — every target installs what it needs (venv, pip packages, Kafka jars) once.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka-jars demo test test-unit bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## create .venv and install tenantwatch with its dev tools
+
+kafka-jars: $(STAMP)  ## fetch the Apache Kafka broker jars from Maven Central (cached)
+	$(BIN)/python -c "from pipeline.settings import Settings as S; from pipeline.stack.kafka import resolve_jars; s=S(); print(resolve_jars(s.cache_dir, s.kafka_version))"
+
+demo: kafka-jars  ## run the pipeline on ~14 simulated days of synthetic traffic, print a summary
+	$(BIN)/tenantwatch demo
+
+test: kafka-jars  ## run every test (unit, property, integration on real Kafka/chDB/SMTP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)  ## only the fast tests (no broker)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: kafka-jars  ## run the benchmarks and print their figures
+	$(BIN)/python tests/bench/run_all.py
+
+lint: $(STAMP)  ## ruff and mypy (strict on schemas and the pure cores)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:  ## remove local state (.tenantwatch); keeps the venv and the jar cache
+	rm -rf .tenantwatch

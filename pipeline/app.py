@@ -1,0 +1,48 @@
+"""The Faust app factory: one place that turns Settings into a configured processing app."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+from pipeline.topics import Topic
+from schemas.events import BillingEvent, ErrorEvent, RequestEvent, UsageEvent
+
+__all__ = ["CAPABILITIES", "create_app"]
+
+# Capability packages that expose `register(runtime)` in `agents/<name>/agent.py`.
+CAPABILITIES: tuple[str, ...] = ()
+
+
+def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) -> tuple[Any, Runtime]:
+    import faust
+
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.broker}",
+        store="memory://",  # tables recover from their changelog topics on start
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        topic_allow_declare=True,
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_request_size=8 << 20,
+        broker_session_timeout=settings.session_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        datadir=str((settings.data_dir / "faust").resolve()),
+        table_cleanup_interval=60.0,
+        stream_buffer_maxsize=16384,
+    )
+    runtime = Runtime(app, settings)
+    for topic, model in (
+        (Topic.REQUESTS, RequestEvent),
+        (Topic.BILLING, BillingEvent),
+        (Topic.ERRORS, ErrorEvent),
+        (Topic.USAGE, UsageEvent),
+    ):
+        runtime.add_input(topic, model)
+    for name in CAPABILITIES if capabilities is None else capabilities:
+        importlib.import_module(f"agents.{name}.agent").register(runtime)
+    return app, runtime

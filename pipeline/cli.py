@@ -1,0 +1,176 @@
+"""`tenantwatch`: the command line of the local stack, the workers and the admin tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import DEV_SIGNING_KEY, Settings
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.stack.manager import LocalStack
+
+    stack = LocalStack(settings)
+    if args.action == "up":
+        result: Any = stack.up()
+    elif args.action == "down":
+        result = stack.down()
+    else:
+        result = stack.status()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.kafka_admin import ensure_topics
+
+    created = ensure_topics(settings)
+    print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.processes import run_worker
+
+    caps = tuple(args.capabilities.split(",")) if args.capabilities else None
+    run_worker(settings, caps, loglevel=args.loglevel)
+    return 0
+
+
+def _writer(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.processes import run_writer
+
+    run_writer(settings)
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.clickhouse.client import connect
+    from pipeline.clickhouse.migrations import migrate
+
+    applied = migrate(connect(settings.dsn))
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.sdk import InvalidEventError, Publisher
+
+    sent = bad = 0
+    with Publisher(settings.broker, prefix=settings.topic_prefix) as pub, open(args.file, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                pub.publish(json.loads(line))
+                sent += 1
+            except (InvalidEventError, json.JSONDecodeError) as exc:
+                bad += 1
+                print(f"{args.file}:{lineno}: not sent: {exc}", file=sys.stderr)
+    print(f"published {sent} event(s); {bad} invalid line(s) not sent")
+    return 1 if bad and args.strict else 0
+
+
+def _schemas_export(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(Path(args.dir)):
+        print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(settings, preset=args.preset, days=args.days, seed=args.seed, keep_stack=args.keep_stack)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tenantwatch",
+        description="Streaming watchtower for multi-tenant SaaS: rate limits, anomalies, trial automation. "
+        "Settings come from TW_* environment variables (see README).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="start, stop or inspect the local Kafka broker and SMTP sink")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=_stack)
+
+    p = sub.add_parser("topics", help="create tenantwatch's Kafka topics (idempotent)")
+    p.add_argument("action", choices=["create"])
+    p.set_defaults(func=_topics)
+
+    p = sub.add_parser("worker", help="run a processing worker (Faust consumer-group member)")
+    p.add_argument("--capabilities", help="comma-separated subset of agents to run (default: all)")
+    p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("writer", help="run the ClickHouse writer stage (one per chDB data dir)")
+    p.set_defaults(func=_writer)
+
+    p = sub.add_parser("migrate", help="apply ClickHouse schema migrations")
+    p.set_defaults(func=_migrate)
+
+    p = sub.add_parser("publish", help="validate and publish events from a JSON-lines file")
+    p.add_argument("file")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any line was invalid")
+    p.set_defaults(func=_publish)
+
+    p = sub.add_parser("schemas", help="export JSON Schema of the event contracts")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("dir")
+    p.set_defaults(func=_schemas_export)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on synthetic traffic and print a summary")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--days", type=float, default=None, help="simulated days (default: the preset's)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep-stack", action="store_true", help="leave Kafka and the SMTP sink running")
+    p.set_defaults(func=_demo)
+
+    for extend in _extensions():
+        extend(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[Any], None]]:
+    """Capability CLIs: each `agents.<name>.cli` module adds its own subcommands."""
+    import importlib
+
+    found = []
+    for name in ("ratelimit", "anomaly", "trials", "notify"):
+        try:
+            module = importlib.import_module(f"agents.{name}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name not in (f"agents.{name}.cli", f"agents.{name}"):
+                raise
+            continue
+        found.append(module.add_commands)
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    if settings.signing_key.get_secret_value() == DEV_SIGNING_KEY and args.command not in {"stack", "schemas"}:
+        logging.getLogger("tenantwatch").info("using the development signing key; set TW_SIGNING_KEY")
+    func: Command = args.func
+    return func(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

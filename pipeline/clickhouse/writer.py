@@ -1,0 +1,193 @@
+"""The ClickHouse writer stage: result topics in, batched idempotent inserts out.
+
+At-least-once: offsets are committed only after every row read up to them is inserted. When
+inserts fail, the writer keeps its buffer, retries with exponential back-off, and once the
+buffer holds `buffer_max_rows` it pauses its partitions (back-pressure: the data waits in
+Kafka, nothing is dropped). Records are decoded with the same codec as the workers; a record
+that does not decode is counted and skipped here (the processing worker dead-letters it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.clickhouse.sinks import SINKS, Sink, SinkSpec
+from pipeline.codec import Codec
+from pipeline.topics import Topic, topic_name
+
+__all__ = ["ClickHouseWriter", "WriterStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriterStats:
+    rows_inserted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    records_skipped: int = 0
+    batches: int = 0
+    insert_failures: int = 0
+    last_batch_rows: int = 0
+    last_batch_seconds: float = 0.0
+    buffered_rows: int = 0
+    paused: bool = False
+
+
+class ClickHouseWriter:
+    """Consumes `topics` with kafka-python and writes them through `sink` in batches."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        prefix: str,
+        sink: Sink,
+        topics: Iterable[Topic] | None = None,
+        group_id: str = "tenantwatch-writer",
+        batch_rows: int = 20_000,
+        flush_s: float = 1.0,
+        buffer_max_rows: int = 200_000,
+        retry_max_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.sink = sink
+        self.specs: dict[str, SinkSpec] = {
+            topic_name(prefix, t): SINKS[t] for t in (topics if topics is not None else SINKS)
+        }
+        self.codecs = {name: Codec(spec.model) for name, spec in self.specs.items()}
+        self.batch_rows = batch_rows
+        self.flush_s = flush_s
+        self.buffer_max_rows = buffer_max_rows
+        self.retry_max_s = retry_max_s
+        self.clock = clock
+        self.stats = WriterStats()
+        self._buffer: dict[str, list[Any]] = defaultdict(list)  # topic name -> records
+        self._offsets: dict[Any, int] = {}  # TopicPartition -> next offset to commit
+        self._last_flush = clock()
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._stop = False
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self.consumer: Any = None
+
+    # -- buffer -------------------------------------------------------------------------
+    def add(self, topic: str, value: bytes | None) -> None:
+        records, rejected = self.codecs[topic].decode(value)
+        if rejected:
+            self.stats.records_skipped += len(rejected)
+        if records:
+            self._buffer[topic].extend(records)
+            self.stats.buffered_rows += len(records)
+
+    def flush(self) -> bool:
+        """Insert everything buffered. True when the buffer is empty afterwards."""
+        started = self.clock()
+        rows = 0
+        for topic in list(self._buffer):
+            records = self._buffer[topic]
+            if not records:
+                continue
+            spec = self.specs[topic]
+            try:
+                self.sink.insert(spec.table, spec.columns, spec.to_columns(records))
+            except Exception as exc:
+                self.stats.insert_failures += 1
+                log.warning("insert into %s failed (%d rows kept for retry): %s", spec.table, len(records), exc)
+                return False
+            rows += len(records)
+            self.stats.rows_inserted[spec.table] += len(records)
+            self.stats.buffered_rows -= len(records)
+            del self._buffer[topic]
+        self.stats.batches += 1 if rows else 0
+        self.stats.last_batch_rows = rows
+        self.stats.last_batch_seconds = self.clock() - started
+        self._last_flush = self.clock()
+        return True
+
+    def _flush_and_commit(self) -> None:
+        now = self.clock()
+        if now < self._retry_at:
+            return
+        if self.flush():
+            self._backoff = 0.0
+            self._commit()
+        else:
+            self._backoff = min(self.retry_max_s, max(0.1, self._backoff * 2))
+            self._retry_at = now + self._backoff
+
+    def _commit(self) -> None:
+        if not self._offsets or self.consumer is None:
+            return
+        from kafka.structs import OffsetAndMetadata
+
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._offsets.items()}
+        self.consumer.commit(offsets)
+        self._offsets.clear()
+
+    def _due(self) -> bool:
+        buffered = self.stats.buffered_rows
+        return buffered >= self.batch_rows or (buffered > 0 and self.clock() - self._last_flush >= self.flush_s)
+
+    # -- loop ---------------------------------------------------------------------------
+    def _connect(self) -> None:
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=5000,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=16 << 20,
+            consumer_timeout_ms=1000,
+        )
+        self.consumer.subscribe(topics=sorted(self.specs))
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        """One round: poll (unless paused), buffer, flush when due. Returns records read."""
+        if self.consumer is None:
+            self._connect()
+        consumer = self.consumer
+        full = self.stats.buffered_rows >= self.buffer_max_rows
+        if full and not self.stats.paused:
+            consumer.pause(*consumer.assignment())
+            self.stats.paused = True
+            log.warning("writer buffer full (%d rows): pausing consumption", self.stats.buffered_rows)
+        elif not full and self.stats.paused:
+            consumer.resume(*consumer.paused())
+            self.stats.paused = False
+        batches = consumer.poll(timeout_ms=timeout_ms, max_records=5000)
+        n = 0
+        for tp, messages in batches.items():
+            for msg in messages:
+                self.add(tp.topic, msg.value)
+            n += len(messages)
+            self._offsets[tp] = messages[-1].offset + 1
+        if self._due() or (self.stats.paused and self.stats.buffered_rows):
+            self._flush_and_commit()
+        return n
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Run until `should_stop()` or `stop()`; flushes what it can on the way out."""
+        try:
+            while not (self._stop or should_stop()):
+                self.poll_once()
+            deadline = self.clock() + self.retry_max_s
+            while self.stats.buffered_rows and self.clock() < deadline:
+                if self.flush():
+                    self._commit()
+                    break
+                time.sleep(0.5)
+        finally:
+            if self.consumer is not None:
+                self.consumer.close(autocommit=False)
+                self.consumer = None
+
+    def stop(self) -> None:
+        self._stop = True

@@ -1,0 +1,48 @@
+"""Creating and inspecting tenantwatch's topics with kafka-python's admin client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.settings import Settings
+from pipeline.topics import TOPICS, topic_name
+
+__all__ = ["end_offsets", "ensure_topics"]
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create every topic that does not exist yet; return the names created."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.broker, client_id=f"{settings.app_id}-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted: dict[str, dict[str, Any]] = {}
+        for spec in TOPICS.values():
+            name = topic_name(settings.topic_prefix, spec.topic)
+            if name in existing:
+                continue
+            configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+            wanted[name] = {
+                "num_partitions": settings.partitions,
+                "replication_factor": settings.replication,
+                "configs": configs,
+            }
+        if wanted:
+            admin.create_topics(wanted, raise_errors=False, wait_for_metadata=True)
+        return sorted(wanted)
+    finally:
+        admin.close()
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of `topics` (how far producers have written)."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()

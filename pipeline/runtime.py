@@ -1,0 +1,160 @@
+"""The processing runtime: one Faust agent per input topic that decodes each record once,
+dead-letters what is bad, advances event time, and hands per-partition batches of validated
+events to the capabilities registered for that topic."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.clock import EventClock
+from pipeline.codec import Codec, Rejected, encode_batch, encode_one
+from pipeline.dlq import dead_letter
+from pipeline.settings import Settings
+from pipeline.topics import Topic, topic_name
+
+__all__ = ["Handler", "PartitionBatch", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PartitionBatch:
+    """Validated events from one source partition, in arrival order.
+
+    `anchor` is a Faust event of that partition: wrap table writes in
+    `pipeline.faust_compat.in_partition_of(batch.anchor)`.
+    """
+
+    topic: Topic
+    partition: int
+    anchor: Any
+    events: list[Any]
+    watermark: float | None = None
+
+
+Handler = Callable[[Sequence[PartitionBatch]], Awaitable[None]]
+
+
+@dataclass
+class Counters:
+    events: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    records: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Runtime:
+    """Holds the Faust app, topics, codecs, event clock and registered handlers."""
+
+    def __init__(self, app: Any, settings: Settings, take_max: int = 200, take_within_s: float = 0.05):
+        self.app = app
+        self.settings = settings
+        self.take_max = take_max
+        self.take_within_s = take_within_s
+        self.clock = EventClock(settings.allowed_lateness_s)
+        self.counters = Counters()
+        self._topics: dict[Topic, Any] = {}
+        self._handlers: dict[Topic, list[Handler]] = defaultdict(list)
+        self._codecs: dict[Topic, Codec[Any]] = {}
+        self._status: dict[str, Callable[[], Any]] = {}
+
+    def extra_status(self) -> dict[str, Any]:
+        """Capability figures for the status file (decisions, anomalies, mails, ...)."""
+        return {name: fn() for name, fn in self._status.items()}
+
+    def add_status(self, name: str, fn: Callable[[], Any]) -> None:
+        self._status[name] = fn
+
+    def topic(self, topic: Topic) -> Any:
+        if topic not in self._topics:
+            self._topics[topic] = self.app.topic(
+                topic_name(self.settings.topic_prefix, topic),
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=self.settings.partitions,
+            )
+        return self._topics[topic]
+
+    def on(self, topic: Topic, handler: Handler) -> None:
+        """Call `handler` with every batch of validated events from input `topic`."""
+        self._handlers[topic].append(handler)
+
+    async def send(self, topic: Topic, record: BaseModel, key: str | None = None) -> None:
+        await self.topic(topic).send(key=key.encode() if key else None, value=encode_one(record))
+
+    async def send_batch(self, topic: Topic, records: Sequence[BaseModel], key: str | None = None) -> None:
+        """Many records as one JSON-array Kafka record (consumers accept both forms)."""
+        if records:
+            await self.topic(topic).send(key=key.encode() if key else None, value=encode_batch(records))
+
+    def add_input(self, topic: Topic, model: type[BaseModel]) -> None:
+        """Register the agent that decodes `topic` into `model` and dispatches to handlers."""
+        codec: Codec[Any] = Codec(model, max_events=self.settings.max_events_per_record)
+        self._codecs[topic] = codec
+        name = topic_name(self.settings.topic_prefix, topic)
+
+        async def consume(stream: Any) -> None:
+            async for events in stream.take_events(self.take_max, within=self.take_within_s):
+                await self.process(topic, name, codec, events)
+
+        consume.__name__ = f"ingest_{topic.name.lower()}"
+        consume.__qualname__ = consume.__name__
+        self.app.agent(self.topic(topic), name=f"tenantwatch.ingest.{topic.value}")(consume)
+
+    async def process(self, topic: Topic, name: str, codec: Codec[Any], events: Sequence[Any]) -> None:
+        by_partition: dict[int, PartitionBatch] = {}
+        dead: list[BaseModel] = []
+        for ev in events:
+            msg = ev.message
+            try:
+                good, bad = codec.decode(ev.value)
+            except Exception as exc:  # a codec bug must not stop the stream
+                log.exception("decoding %s[%d]@%d failed", name, msg.partition, msg.offset)
+                good, bad = [], [Rejected(-1, f"internal decode error: {exc!r}", ev.value or b"")]
+            batch = by_partition.get(msg.partition)
+            if batch is None:
+                batch = by_partition[msg.partition] = PartitionBatch(topic, msg.partition, ev, [])
+            batch.events.extend(good)
+            dead.extend(self._dead_letters(bad, "ingest", name, msg.partition, msg.offset))
+        self.counters.records[topic] += len(events)
+        for batch in by_partition.values():
+            self.counters.events[topic] += len(batch.events)
+            if batch.events:
+                newest = max(e.ts for e in batch.events).timestamp()
+                self.clock.observe(batch.partition, newest)
+            batch.watermark = self.clock.now(batch.partition)
+        batches = [b for b in by_partition.values() if b.events]
+        for handler in self._handlers.get(topic, ()):
+            try:
+                await handler(batches)
+            except Exception as exc:
+                # A handler bug is a poison batch: keep its evidence, keep the stream moving.
+                stage = getattr(handler, "__qualname__", "handler")
+                log.exception("handler %s failed on a batch of %s", stage, name)
+                for b in batches:
+                    rejected = [Rejected(i, f"{stage} failed: {exc!r}", encode_one(e)) for i, e in enumerate(b.events)]
+                    dead.extend(self._dead_letters(rejected, stage[:64], name, b.partition, b.anchor.message.offset))
+        if dead:
+            self.counters.dead_letters[topic] += len(dead)
+            await self.send_batch(Topic.DLQ, dead, key=name)
+
+    def _dead_letters(
+        self, rejected: Sequence[Rejected], stage: str, name: str, partition: int, offset: int
+    ) -> list[BaseModel]:
+        if not rejected:
+            return []
+        now = datetime.now(UTC)
+        out: list[BaseModel] = []
+        for r in rejected:
+            try:
+                out.append(dead_letter(r, stage=stage, topic=name, partition=partition, offset=offset,
+                                       max_bytes=self.settings.dlq_payload_max_bytes, now=now))
+            except Exception:
+                log.exception("could not build a dead letter for %s[%d]@%d", name, partition, offset)
+        return out

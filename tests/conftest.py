@@ -1,0 +1,177 @@
+"""Shared fixtures: the real local stack (Kafka broker, chDB, SMTP sink) for a test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or condition} (last value: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tenantwatch")
+
+
+@pytest.fixture(scope="session")
+def kafka(session_dir: Path) -> Iterator[str]:
+    """A real single-node Apache Kafka broker on free loopback ports, for the whole session."""
+    from pipeline.stack.kafka import KafkaBroker
+
+    broker = KafkaBroker(
+        cache_dir=Settings().cache_dir,
+        work_dir=session_dir / "kafka",
+        version=Settings().kafka_version,
+        port=free_port(),
+        controller_port=free_port(),
+        partitions=4,
+    )
+    broker.start(timeout=120)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_client(session_dir: Path) -> Any:
+    """The session's embedded ClickHouse (chDB allows one data path per process), migrated."""
+    from pipeline.clickhouse.client import connect
+    from pipeline.clickhouse.migrations import migrate
+
+    client = connect(f"chdb://{session_dir / 'clickhouse'}")
+    migrate(client)
+    return client
+
+
+@pytest.fixture
+def settings_factory(kafka: str, session_dir: Path) -> Callable[..., Settings]:
+    """Settings on the session broker with a fresh topic prefix (isolates tests from each other)."""
+
+    def make(**overrides: Any) -> Settings:
+        prefix = overrides.pop("topic_prefix", f"t{uuid.uuid4().hex[:8]}")
+        data = session_dir / prefix
+        return Settings(broker=kafka, topic_prefix=prefix, app_id=f"tw-{prefix}", data_dir=data,
+                        clickhouse_dsn=f"chdb://{session_dir / 'clickhouse'}", partitions=4, **overrides)
+
+    return make
+
+
+class WorkerProcess:
+    """A `tenantwatch worker` subprocess with the given settings (environment variables)."""
+
+    def __init__(self, settings: Settings, capabilities: str | None = None):
+        self.settings = settings
+        self.capabilities = capabilities
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = settings.data_dir / "worker.log"
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update({
+            "TW_BROKER": s.broker, "TW_TOPIC_PREFIX": s.topic_prefix, "TW_APP_ID": s.app_id,
+            "TW_DATA_DIR": str(s.data_dir), "TW_PARTITIONS": str(s.partitions),
+            "TW_SMTP_PORT": str(s.smtp_port), "TW_SESSION_TIMEOUT_S": "10",
+        })
+        return env
+
+    def start(self) -> WorkerProcess:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pipeline.cli", "worker"]
+        if self.capabilities is not None:
+            cmd += ["--capabilities", self.capabilities]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def worker_factory() -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def make(settings: Settings, capabilities: str | None = None) -> WorkerProcess:
+        w = WorkerProcess(settings, capabilities).start()
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        w.stop()
+
+
+class WriterThread:
+    """The ClickHouse writer stage running in a thread of the test process (chDB lives here)."""
+
+    def __init__(self, writer: Any):
+        self.writer = writer
+        self.thread = threading.Thread(target=writer.run, daemon=True)
+
+    def __enter__(self) -> WriterThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.stop()
+        self.thread.join(timeout=60)
+
+
+@pytest.fixture
+def writer_factory(chdb_client: Any) -> Callable[..., WriterThread]:
+    from pipeline.clickhouse.sinks import ClickHouseSink
+    from pipeline.clickhouse.writer import ClickHouseWriter
+
+    def make(settings: Settings, sink: Any = None, **kw: Any) -> WriterThread:
+        kw.setdefault("flush_s", 0.2)
+        writer = ClickHouseWriter(bootstrap=settings.broker, prefix=settings.topic_prefix,
+                                  sink=sink or ClickHouseSink(chdb_client), group_id=f"{settings.app_id}-writer", **kw)
+        return WriterThread(writer)
+
+    return make

@@ -31,13 +31,25 @@ class Rejected:
     payload: bytes
 
 
+def _is_branch_tag(part: object) -> bool:
+    """Union branches show up in locations as tags like `constrained-str` or `function-after[...]`."""
+    return isinstance(part, str) and ("[" in part or part in _BRANCH_TAGS)
+
+
+_BRANCH_TAGS = {"constrained-str", "str", "int", "float", "none"}
+
+
 def format_error(exc: ValidationError) -> str:
-    """Pydantic's errors as one compact line: `field.path: message; ...`."""
-    parts = []
+    """Pydantic's errors as one compact line: `field.path: message; ...`.
+
+    For a union (e.g. an IP: a fast IPv4 pattern, then a full parser) only the last branch's
+    message is kept: it is the most specific one.
+    """
+    by_loc: dict[str, str] = {}
     for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "<record>"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)[:_ERROR_MAX]
+        loc = ".".join(str(p) for p in err["loc"] if not _is_branch_tag(p)) or "<record>"
+        by_loc[loc] = err["msg"]
+    return "; ".join(f"{loc}: {msg}" for loc, msg in by_loc.items())[:_ERROR_MAX]
 
 
 class Codec(Generic[M]):

@@ -7,7 +7,7 @@ from typing import Any
 from pipeline.settings import Settings
 from pipeline.topics import TOPICS, topic_name
 
-__all__ = ["end_offsets", "ensure_topics"]
+__all__ = ["caught_up", "committed_offsets", "end_offsets", "ensure_topics"]
 
 
 def ensure_topics(settings: Settings) -> list[str]:
@@ -46,3 +46,22 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
     finally:
         consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The offsets consumer group `group` has committed, per (topic, partition)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        return {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
+    finally:
+        admin.close()
+
+
+def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
+    """True when `group` has committed up to the end of every partition of `topics`."""
+    ends = end_offsets(bootstrap, topics)
+    done = committed_offsets(bootstrap, group)
+    return all(done.get(k, 0) >= end for k, end in ends.items())

@@ -44,7 +44,7 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
     app, runtime = create_app(settings, capabilities)
     status = status_dir(settings) / f"worker-{os.getpid()}.json"
 
-    @app.timer(interval=1.0)
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust is untyped
     async def report() -> None:
         c = runtime.counters
         _write_status(status, {

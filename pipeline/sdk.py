@@ -52,7 +52,7 @@ def event_key(event: BaseModel) -> str:
 def _partition(key: str, partitions: int) -> int:
     from kafka.partitioner.default import murmur2
 
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 class Publisher:

@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, what: str = "") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, what: str | Callable[[], str] = ""
+) -> Any:
     """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -35,6 +37,8 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, interval: floa
         if last:
             return last
         time.sleep(interval)
+    if callable(what):
+        what = what()
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or condition} (last value: {last!r})")
 
 

@@ -145,20 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Capability command modules in this package: each has `add_commands(subparsers)` and imports
+# its agent package only inside the command functions, so parsing stays cheap (river and
+# scipy alone cost seconds of start-up).
+EXTENSIONS: tuple[str, ...] = ()
+
+
 def _extensions() -> list[Callable[[Any], None]]:
-    """Capability CLIs: each `agents.<name>.cli` module adds its own subcommands."""
     import importlib
 
-    found = []
-    for name in ("ratelimit", "anomaly", "trials", "notify"):
-        try:
-            module = importlib.import_module(f"agents.{name}.cli")
-        except ModuleNotFoundError as exc:
-            if exc.name not in (f"agents.{name}.cli", f"agents.{name}"):
-                raise
-            continue
-        found.append(module.add_commands)
-    return found
+    return [importlib.import_module(f"pipeline.cli.{name}").add_commands for name in EXTENSIONS]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,5 +168,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     return func(args, settings)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

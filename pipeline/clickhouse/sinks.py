@@ -3,11 +3,9 @@ from each result topic to its model and table."""
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -21,29 +19,44 @@ __all__ = ["SINKS", "ClickHouseSink", "FlakySink", "MemorySink", "Sink", "SinkSp
 
 
 class Sink(Protocol):
-    """Inserts one batch of rows, column-oriented. Raises on failure; the caller retries."""
+    """Inserts one batch of records into `table`. Raises on failure; the caller retries."""
 
-    def insert(self, table: str, column_names: Sequence[str], columns: list[list[Any]]) -> None: ...
+    def insert(self, table: str, column_names: Sequence[str], records: Sequence[BaseModel]) -> None: ...
+
+
+# JSON is parsed by ClickHouse in C++: measured 4.3 µs/event (to_json + insert) against 8 µs for
+# building Python columns for clickhouse-connect's native format.
+_JSON_SETTINGS = {
+    "input_format_skip_unknown_fields": 1,
+    "date_time_input_format": "best_effort",
+    "input_format_json_read_objects_as_strings": 1,
+}
 
 
 class ClickHouseSink:
-    """A Sink over a clickhouse-connect client (chDB or server)."""
+    """A Sink over a clickhouse-connect client (chDB or server), inserting JSONEachRow."""
 
     def __init__(self, client: Any):
         self.client = client
 
-    def insert(self, table: str, column_names: Sequence[str], columns: list[list[Any]]) -> None:
-        self.client.insert(table, columns, column_names=list(column_names), column_oriented=True)
+    def insert(self, table: str, column_names: Sequence[str], records: Sequence[BaseModel]) -> None:
+        body = b"\n".join(r.__pydantic_serializer__.to_json(r) for r in records)
+        self.client.raw_insert(table, column_names=list(column_names), insert_block=body, fmt="JSONEachRow",
+                               settings=_JSON_SETTINGS)
 
 
 @dataclass
 class MemorySink:
-    """A Sink that keeps rows in memory: for tests and dry runs."""
+    """A Sink that keeps rows (tuples of the columns) in memory: for tests and dry runs."""
 
     tables: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
 
-    def insert(self, table: str, column_names: Sequence[str], columns: list[list[Any]]) -> None:
-        self.tables.setdefault(table, []).extend(zip(*columns, strict=True))
+    def insert(self, table: str, column_names: Sequence[str], records: Sequence[BaseModel]) -> None:
+        get = attrgetter(*column_names)
+        rows = self.tables.setdefault(table, [])
+        for r in records:
+            value = get(r)
+            rows.append(value if len(column_names) > 1 else (value,))
 
 
 class FlakySink:
@@ -54,43 +67,21 @@ class FlakySink:
         self.failing = threading.Event()
         self.failures = 0
 
-    def insert(self, table: str, column_names: Sequence[str], columns: list[list[Any]]) -> None:
+    def insert(self, table: str, column_names: Sequence[str], records: Sequence[BaseModel]) -> None:
         if self.failing.is_set():
             self.failures += 1
             raise ConnectionError("simulated ClickHouse outage")
-        self.inner.insert(table, column_names, columns)
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, default=str)
-    return value
+        self.inner.insert(table, column_names, records)
 
 
 @dataclass(frozen=True)
 class SinkSpec:
-    """Records of `model` on `topic` become rows of `table` with these columns (attribute names)."""
+    """Records of `model` on `topic` become rows of `table`; `columns` are the model fields stored."""
 
     topic: Topic
     model: type[BaseModel]
     table: str
     columns: tuple[str, ...]
-    convert: Callable[[Any], Any] = _cell
-
-    def to_columns(self, records: Sequence[BaseModel]) -> list[list[Any]]:
-        get = attrgetter(*self.columns)
-        rows = [get(r) for r in records]
-        if len(self.columns) == 1:
-            rows = [(r,) for r in rows]
-        cols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in self.columns]
-        conv = self.convert
-        for i, col in enumerate(cols):
-            sample = next((v for v in col if v is not None), None)
-            if isinstance(sample, Enum | dict | list):
-                cols[i] = [conv(v) for v in col]
-        return cols
 
 
 SINKS: dict[Topic, SinkSpec] = {}

@@ -94,7 +94,7 @@ class ClickHouseWriter:
                 continue
             spec = self.specs[topic]
             try:
-                self.sink.insert(spec.table, spec.columns, spec.to_columns(records))
+                self.sink.insert(spec.table, spec.columns, records)
             except Exception as exc:
                 self.stats.insert_failures += 1
                 log.warning("insert into %s failed (%d rows kept for retry): %s", spec.table, len(records), exc)

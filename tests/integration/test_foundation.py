@@ -107,9 +107,10 @@ def test_malformed_messages_go_to_dlq_while_valid_ones_flow(settings_factory, wo
     producer.close()
     with writer_factory(settings):
         expected_dead = len(HOSTILE) + 1
-        wait_for(lambda: scalar(chdb_client, "SELECT count() FROM dead_letters FINAL WHERE source_topic={t:String}",
-                                t=topic) == expected_dead, timeout=90,
-                 what=f"{expected_dead} dead letters (worker log: {worker.log})")
+        dead_count = lambda: scalar(  # noqa: E731
+            chdb_client, "SELECT count() FROM dead_letters FINAL WHERE source_topic={t:String}", t=topic)
+        wait_for(lambda: dead_count() == expected_dead, timeout=90,
+                 what=lambda: f"{expected_dead} dead letters, have {dead_count()} (worker log: {worker.log})")
         wait_for(lambda: scalar(chdb_client, "SELECT count() FROM requests FINAL WHERE tenant_id={t:String}",
                                 t=tenant) == 20, what="the 20 valid requests")
     rows = chdb_client.query(

@@ -1,0 +1,98 @@
+"""A tenant's policy compiled for the hot path: limits as a tuple, allow/deny lists as prefix sets.
+
+Lookup cost does not grow with list length: networks are grouped by prefix length into
+sets of integer prefixes, so an address is checked once per distinct prefix length in
+use (at most 33 for IPv4, 129 for IPv6), and answers are cached per address text.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Final
+
+from schemas.ratelimit import TenantPolicy
+
+__all__ = ["BLACK", "NONE", "WHITE", "CompiledPolicy", "PrefixSet"]
+
+NONE: Final = 0
+WHITE: Final = 1
+BLACK: Final = 2
+_CACHE_MAX = 1 << 16
+
+
+class PrefixSet:
+    """Membership of an address in a set of CIDR networks (v4 and v6), by prefix length.
+
+    >>> s = PrefixSet(["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"])
+    >>> s.contains("10.1.2.3"), s.contains("11.0.0.1"), s.contains("2001:db8::1"), s.contains("192.0.2.7")
+    (True, False, True, True)
+    """
+
+    __slots__ = ("_v4", "_v6")
+
+    def __init__(self, networks: tuple[str, ...] | list[str]) -> None:
+        from ipaddress import ip_network
+
+        v4: dict[int, set[int]] = {}
+        v6: dict[int, set[int]] = {}
+        for text in networks:
+            net = ip_network(text, strict=False)
+            bits = 32 if net.version == 4 else 128
+            table = v4 if net.version == 4 else v6
+            table.setdefault(net.prefixlen, set()).add(int(net.network_address) >> (bits - net.prefixlen))
+        # longest prefixes first is irrelevant for a yes/no answer; sorted for determinism
+        self._v4 = tuple((32 - p, frozenset(s)) for p, s in sorted(v4.items()))
+        self._v6 = tuple((128 - p, frozenset(s)) for p, s in sorted(v6.items()))
+
+    def __bool__(self) -> bool:
+        return bool(self._v4 or self._v6)
+
+    def contains(self, ip: str) -> bool:
+        """Whether ``ip`` (text) falls in any of the networks."""
+        addr = ip_address(ip)
+        value = int(addr)
+        return any(value >> shift in prefixes for shift, prefixes in (self._v4 if addr.version == 4 else self._v6))
+
+
+class CompiledPolicy:
+    """What the limiter reads per request; rebuilt whenever the tenant's policy changes."""
+
+    __slots__ = (
+        "_black",
+        "_cache",
+        "_white",
+        "enabled",
+        "has_lists",
+        "limits",
+        "policy",
+        "shadow",
+    )
+
+    def __init__(self, policy: TenantPolicy) -> None:
+        self.policy = policy
+        self.enabled = policy.enabled
+        self.shadow = policy.shadow
+        # per window (minute, hour, day); None = not limited
+        self.limits: tuple[int | None, int | None, int | None] = (
+            policy.per_minute,
+            policy.per_hour,
+            policy.per_day,
+        )
+        self._white = PrefixSet(policy.whitelist)
+        self._black = PrefixSet(policy.blacklist)
+        self.has_lists = bool(self._white) or bool(self._black)
+        self._cache: dict[str, int] = {}
+
+    def __reduce__(self) -> tuple[type[CompiledPolicy], tuple[TenantPolicy]]:
+        return (CompiledPolicy, (self.policy,))
+
+    def listed(self, ip: str) -> int:
+        """``BLACK`` if blacklisted (wins over whitelist), else ``WHITE`` if whitelisted, else ``NONE``."""
+        hit = self._cache.get(ip)
+        if hit is not None:
+            return hit
+        verdict = BLACK if self._black.contains(ip) else WHITE if self._white.contains(ip) else NONE
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()  # crude but bounded; lookups are cheap to redo
+        self._cache[ip] = verdict
+        return verdict

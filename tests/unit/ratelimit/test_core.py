@@ -1,0 +1,182 @@
+# ruff: noqa: S301  # pickle only round-trips bytes these tests just produced
+"""RateLimiter: precedence, state-change decisions, violations, escalating bans, expiry, pickling."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from agents.ratelimit import ALLOWED, BANNED, BLOCKED, THROTTLED, Batch, KeyState, RateLimiter, apply_action
+from schemas.ratelimit import TenantPolicy
+
+T0 = 1_780_000_000.0
+
+
+def limiter(**kw: object) -> RateLimiter:
+    base: dict[str, object] = {"tenant_id": "acme", "per_minute": 3, "per_hour": None, "per_day": None}
+    return RateLimiter([TenantPolicy.model_validate({**base, **kw})])
+
+
+def hits(lim: RateLimiter, ip: str, times: list[float]) -> tuple[list[int], Batch]:
+    out = lim.decide_batch([("acme", ip, T0 + t) for t in times])
+    return out.verdicts, out
+
+
+# Precedence: blacklist > whitelist > ban > limits.  Rows: (lists, banned?, expected)
+PRECEDENCE = [
+    ({"blacklist": ("10.0.0.0/8",), "whitelist": ("10.0.0.1",)}, True, BLOCKED),
+    ({"whitelist": ("10.0.0.0/24",)}, True, ALLOWED),
+    ({}, True, BANNED),
+    ({}, False, THROTTLED),  # the 4th request in a minute with per_minute=3
+]
+
+
+@pytest.mark.parametrize(("lists", "banned", "expected"), PRECEDENCE)
+def test_precedence(lists: dict[str, tuple[str, ...]], banned: bool, expected: int) -> None:
+    """Blacklist beats whitelist beats an active ban beats the limits."""
+    lim = limiter(**lists)
+    if banned:
+        lim.ban("acme", "10.0.0.1", T0 - 1, duration_s=3600)
+    verdicts, _ = hits(lim, "10.0.0.1", [0, 1, 2, 3])
+    assert verdicts[-1] == expected
+
+
+def test_only_state_changes_are_emitted() -> None:
+    """allowed → throttled → allowed: one decision per change, none for steady states.
+
+    per_minute=3, every request counts (also throttled ones):
+      0 1 2 | 3 4 (throttled) | ....... 62.5: (2.5, 62.5] holds 3, 4, 62.5 → allowed
+    """
+    lim = limiter()
+    verdicts, out = hits(lim, "10.0.0.1", [0, 1, 2, 3, 4, 62.5])
+    assert verdicts == [ALLOWED] * 3 + [THROTTLED] * 2 + [ALLOWED]
+    assert [(d.state, d.reason) for d in out.decisions] == [("throttled", "limit:minute"), ("allowed", "ok")]
+    throttled = out.decisions[0]
+    assert (throttled.limit, throttled.remaining) == (3, 0)
+    # Reset, as of t=3: room for one more once t=1 has left, at 61; Retry-After from t=3
+    assert throttled.reset_ts is not None
+    assert throttled.reset_ts.timestamp() == T0 + 61
+    assert throttled.retry_after_s == pytest.approx(58.0)
+    assert [v.limit_name for v in out.violations] == ["minute"]
+
+
+def test_throttle_lifts_in_event_time() -> None:
+    """A throttled IP that goes quiet gets an "allowed" decision from expire() at its reset time."""
+    lim = limiter()
+    hits(lim, "10.0.0.1", [0, 1, 2, 3])
+    assert lim.expire(T0 + 60.5).decisions == []  # t=1, t=2 and t=3 still inside
+    lifted = lim.expire(T0 + 63)
+    assert [(d.state, d.reason) for d in lifted.decisions] == [("allowed", "reset")]
+    assert lim.expire(T0 + 1000).decisions == []
+
+
+def test_bans_escalate_and_end_in_event_time() -> None:
+    """Threshold violations → ban; each later ban doubles up to the cap; expire() ends them.
+
+    per_minute=1, threshold 2 in an hour: violation = a minute going over (a burst of 2).
+      ban 1: 60 s   ban 2: 120 s   ban 3: 150 s (cap)
+    """
+    lim = limiter(per_minute=1, violation_threshold=2, ban_base_s=60, ban_max_s=150)
+    durations = []
+    t = 0.0
+    for _ in range(3):
+        _, out = hits(lim, "10.0.0.2", [t, t + 0.1, t + 61, t + 61.1])  # two bursts → two violations
+        started = [b for b in out.bans if b.action == "started"]
+        assert len(started) == 1
+        assert started[0].reason == "auto"
+        durations.append((started[0].end - started[0].start).total_seconds())
+        end = started[0].end.timestamp()
+        assert lim.expire(end - 0.001).bans == []
+        ended = lim.expire(end)
+        assert [b.action for b in ended.bans] == ["ended"]
+        assert [d.state for d in ended.decisions] == ["allowed"]
+        t = end - T0 + 120  # let the minute window drain
+    assert durations == [60.0, 120.0, 150.0]
+
+
+def test_banned_ip_is_banned_until_end_then_judged_by_limits() -> None:
+    """During a manual ban every request is banned; after it, limits apply again."""
+    lim = limiter()
+    out = lim.ban("acme", "10.0.0.3", T0, duration_s=100)
+    assert [d.state for d in out.decisions] == ["banned"]
+    verdicts, out = hits(lim, "10.0.0.3", [1, 50, 99.9, 100])
+    assert verdicts == [BANNED, BANNED, BANNED, ALLOWED]
+    assert [b.action for b in out.bans] == ["ended"]  # ended lazily by the request at 100
+
+
+def test_unban_ends_ban_now() -> None:
+    """A manual unban emits the ended ban and an allowed decision; its timer then does nothing."""
+    lim = limiter()
+    lim.ban("acme", "10.0.0.4", T0, duration_s=100)
+    out = lim.unban("acme", "10.0.0.4", T0 + 10)
+    assert [(b.action, b.end.timestamp()) for b in out.bans] == [("ended", T0 + 10)]
+    assert [d.state for d in out.decisions] == ["allowed"]
+    assert lim.expire(T0 + 200).bans == []
+    assert lim.unban("acme", "10.0.0.4", T0 + 300).bans == []
+
+
+def test_shadow_mode_decides_but_flags() -> None:
+    """Shadow tenants get the same decisions and violations, all marked shadow."""
+    lim = limiter(shadow=True)
+    verdicts, out = hits(lim, "10.0.0.5", [0, 1, 2, 3])
+    assert verdicts[-1] == THROTTLED
+    assert out.decisions
+    assert all(d.shadow for d in out.decisions)
+    assert out.violations
+    assert all(v.shadow for v in out.violations)
+
+
+def test_disabled_tenant_counts_nothing_and_lifts() -> None:
+    """Disabling a tenant allows everything, keeps no new state, and lifts a throttle on the next request."""
+    lim = limiter()
+    hits(lim, "10.0.0.6", [0, 1, 2, 3])
+    apply_action(lim, "acme", "tenant.disable", {}, T0 + 4)
+    verdicts, out = hits(lim, "10.0.0.6", [5, 6])
+    assert verdicts == [ALLOWED, ALLOWED]
+    assert [(d.state, d.reason) for d in out.decisions] == [("allowed", "disabled")]
+    assert hits(lim, "10.0.0.99", [7])[1].changed == set()
+
+
+def test_unknown_tenant_without_default_is_not_limited() -> None:
+    """No policy and no default: allowed, no state kept; with a default template the tenant is limited."""
+    lim = RateLimiter()
+    assert lim.decide_batch([("other", "10.0.0.1", T0)] * 5).verdicts == [ALLOWED] * 5
+    assert len(lim.store) == 0
+    lim = RateLimiter(default=TenantPolicy(tenant_id="default", per_minute=1, per_hour=None, per_day=None))
+    assert lim.decide_batch([("other", "10.0.0.1", T0)] * 2).verdicts == [ALLOWED, THROTTLED]
+
+
+def test_batch_reports_changed_keys_once() -> None:
+    """decide_batch lists each touched key once, for one table write per key per batch."""
+    lim = limiter()
+    out = lim.decide_batch([("acme", ip, T0 + i) for i, ip in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.1"])])
+    assert out.changed == {"acme:10.0.0.1", "acme:10.0.0.2"}
+
+
+def test_state_round_trips_through_pickle_per_key_and_whole() -> None:
+    """Each KeyState and the whole limiter pickle; a restored limiter decides like the original."""
+    lim = limiter(violation_threshold=1, ban_base_s=30)
+    hits(lim, "10.0.0.7", [0, 1, 2, 3])  # → violation → ban
+    st = lim.store["acme:10.0.0.7"]
+    assert pickle.loads(pickle.dumps(st)) == st
+    clone = pickle.loads(pickle.dumps(lim))
+    fresh = limiter(violation_threshold=1, ban_base_s=30)
+    fresh.adopt("acme:10.0.0.7", pickle.loads(pickle.dumps(st)))  # per-key restore from a table
+    times = [10.0, 40.0, 200.0]
+    expected = hits(lim, "10.0.0.7", times)[0]
+    assert hits(clone, "10.0.0.7", times)[0] == expected
+    assert hits(fresh, "10.0.0.7", times)[0] == expected
+    assert [b.action for b in fresh.expire(T0 + 10_000).bans] == []  # ban ended on the request at 40
+
+
+def test_idle_keys_are_evicted_after_a_day() -> None:
+    """expire() evicts keys idle for a day (and nothing else) from hour buckets, not a full scan."""
+    lim = limiter()
+    hits(lim, "10.0.0.8", [0])
+    hits(lim, "10.0.0.9", [0, 80_000])
+    assert lim.expire(T0 + 3600).evicted == []
+    out = lim.expire(T0 + 86_400 + 7200)
+    assert out.evicted == ["acme:10.0.0.8"]
+    assert set(lim.store) == {"acme:10.0.0.9"}
+    assert isinstance(lim.store["acme:10.0.0.9"], KeyState)

@@ -1,0 +1,36 @@
+"""Notifications: templates, safe messages, storm control, charts, webhooks and the notifier."""
+
+from agents.notify.chart import anomaly_chart
+from agents.notify.message import InvalidMessage, build_message, chart_cid, check_address, message_id
+from agents.notify.notifier import Notifier
+from agents.notify.storm import StormDecision, StormGuard, StormPolicy
+from agents.notify.templates import (
+    TEMPLATE_VARIABLES,
+    MissingVariables,
+    RenderedMail,
+    TemplateRenderer,
+    UnknownTemplate,
+    UnsafeSubject,
+)
+from agents.notify.webhook import WebhookSender, slack_payload
+
+__all__ = [
+    "TEMPLATE_VARIABLES",
+    "InvalidMessage",
+    "MissingVariables",
+    "Notifier",
+    "RenderedMail",
+    "StormDecision",
+    "StormGuard",
+    "StormPolicy",
+    "TemplateRenderer",
+    "UnknownTemplate",
+    "UnsafeSubject",
+    "WebhookSender",
+    "anomaly_chart",
+    "build_message",
+    "chart_cid",
+    "check_address",
+    "message_id",
+    "slack_payload",
+]

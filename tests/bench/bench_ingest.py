@@ -1,0 +1,153 @@
+"""Ingest benchmark: preload request events, then measure in one run
+
+1. the raw ceiling: aiokafka consuming the same records and parsing them with the same codec;
+2. the worker's end-to-end rate: a `tenantwatch worker` process (all capabilities) plus the
+   ClickHouse writer, until the worker has committed every record and ClickHouse holds every
+   event;
+3. their ratio.
+
+    python tests/bench/bench_ingest.py [--events 500000] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.clickhouse.client import connect  # noqa: E402
+from pipeline.clickhouse.migrations import migrate  # noqa: E402
+from pipeline.clickhouse.sinks import ClickHouseSink  # noqa: E402
+from pipeline.clickhouse.writer import ClickHouseWriter  # noqa: E402
+from pipeline.codec import Codec  # noqa: E402
+from pipeline.kafka_admin import committed_offsets, end_offsets, ensure_topics  # noqa: E402
+from pipeline.sdk import Publisher  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.topics import Topic, topic_name  # noqa: E402
+from schemas.events import HttpMethod, RequestEvent  # noqa: E402
+from tests.bench._stack import bench_stack  # noqa: E402
+
+
+def preload(settings: Settings, n: int, batch: int) -> float:
+    """Publish n request events (many tenants and IPs, 10 minutes of event time per 100k)."""
+    t0 = datetime(2026, 5, 4, tzinfo=UTC)
+    started = time.perf_counter()
+    with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=batch) as pub:
+        for i in range(n):
+            tenant = f"tenant{i % 50:02d}"
+            pub.publish(RequestEvent.model_construct(
+                kind="request", event_id=f"r{i}", ts=t0 + timedelta(milliseconds=6 * i), tenant_id=tenant,
+                ip=f"10.{i % 7}.{(i // 7) % 250}.{(i // 1750) % 250}", method=HttpMethod.GET, path="/api/v1/items",
+                status=200 if i % 50 else 500, latency_ms=float(5 + i % 300), bytes=1024, user_id=None))
+    return time.perf_counter() - started
+
+
+async def raw_ceiling(settings: Settings, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    codec = Codec(RequestEvent)
+    consumer = AIOKafkaConsumer(topic_name(settings.topic_prefix, Topic.REQUESTS), bootstrap_servers=settings.broker,
+                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    seen = 0
+    started = time.perf_counter()
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for messages in batches.values():
+                for msg in messages:
+                    good, _ = codec.decode(msg.value)
+                    seen += len(good)
+    finally:
+        await consumer.stop()
+    return time.perf_counter() - started
+
+
+def end_to_end(settings: Settings, n: int, capabilities: str | None) -> tuple[float, float, dict[str, float]]:
+    client = connect(settings.dsn)
+    migrate(client)
+    writer = ClickHouseWriter(bootstrap=settings.broker, prefix=settings.topic_prefix, sink=ClickHouseSink(client),
+                              group_id="tw-bench-writer", batch_rows=50_000, flush_s=1.0, buffer_max_rows=400_000)
+    env = dict(os.environ, TW_BROKER=settings.broker, TW_DATA_DIR=str(settings.data_dir),
+               TW_APP_ID=settings.app_id, TW_PARTITIONS=str(settings.partitions), TW_SMTP_PORT=str(settings.smtp_port))
+    cmd = [sys.executable, "-m", "pipeline.cli", "worker"]
+    if capabilities is not None:
+        cmd += ["--capabilities", capabilities]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(settings.data_dir / "worker.log", "wb")  # noqa: SIM115 - closed below
+    started = time.perf_counter()
+    worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if os.environ.get("TW_BENCH_PROFILE"):  # py-spy flame graph of the worker, for tuning
+        subprocess.Popen(["py-spy", "record", "-o", os.environ["TW_BENCH_PROFILE"], "-d", "25", "-f", "raw",
+                          "-p", str(worker.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    requests = topic_name(settings.topic_prefix, Topic.REQUESTS)
+    ends = dict(end_offsets(settings.broker, [requests]).items())
+    worker_done = writer_done = first_commit = None
+    total = sum(ends.values())
+    try:
+        while worker_done is None or writer_done is None:
+            time.sleep(0.25)
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {settings.data_dir / 'worker.log'}")
+            if worker_done is None:
+                got = committed_offsets(settings.broker, settings.app_id)
+                done = sum(min(got.get(k, 0), v) for k, v in ends.items())
+                if first_commit is None and done > 0:
+                    first_commit = (time.perf_counter() - started, done / total * n)
+                if done >= total:
+                    worker_done = time.perf_counter() - started
+            if writer_done is None and writer.stats.rows_inserted.get("requests", 0) >= n:
+                writer_done = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        writer.stop()
+        thread.join(timeout=60)
+        log.close()
+    rows = client.query("SELECT count() FROM requests FINAL").result_rows[0][0]
+    assert rows == n, f"ClickHouse holds {rows} of {n} events"
+    extra = {}
+    if first_commit is not None and worker_done > first_commit[0]:
+        extra["startup_s"] = first_commit[0]
+        extra["steady_rate"] = (n - first_commit[1]) / (worker_done - first_commit[0])
+    return worker_done, writer_done, extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--batch", type=int, default=1000, help="events per Kafka record (SDK packing)")
+    parser.add_argument("--capabilities", default=None, help="worker capabilities (default: all)")
+    args = parser.parse_args()
+    with bench_stack() as (settings, _root):
+        ensure_topics(settings)
+        t_pre = preload(settings, args.events, args.batch)
+        print(f"preloaded {args.events:,} request events in {t_pre:.1f}s ({args.events / t_pre:,.0f}/s via the SDK)")
+        t_raw = asyncio.run(raw_ceiling(settings, args.events))
+        raw_rate = args.events / t_raw
+        print(f"raw ceiling (aiokafka consume + parse): {raw_rate:,.0f} events/s")
+        t_worker, t_e2e, extra = end_to_end(settings, args.events, args.capabilities)
+        worker_rate = args.events / t_worker
+        e2e_rate = args.events / max(t_e2e, t_worker)
+        if extra:
+            print(f"worker start-up (to first commit): {extra['startup_s']:.1f}s; "
+                  f"steady rate after it: {extra['steady_rate']:,.0f} events/s")
+        print(f"worker processed all events in {t_worker:.1f}s (incl. start-up): {worker_rate:,.0f} events/s")
+        print(f"end to end into ClickHouse (worker + writer): {e2e_rate:,.0f} events/s")
+        print(f"ratio end-to-end / raw ceiling: {e2e_rate / raw_rate:.1%} (goal ≥ 25%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         (Topic.USAGE, UsageEvent),
     ):
         runtime.add_input(topic, model)
+    runtime.commands  # noqa: B018 - the commands agent runs in every worker (audits even unknown actions)
     for name in CAPABILITIES if capabilities is None else capabilities:
         importlib.import_module(f"agents.{name}.agent").register(runtime)
     return app, runtime

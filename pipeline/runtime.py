@@ -63,6 +63,16 @@ class Runtime:
         self._handlers: dict[Topic, list[Handler]] = defaultdict(list)
         self._codecs: dict[Topic, Codec[Any]] = {}
         self._status: dict[str, Callable[[], Any]] = {}
+        self._commands: Any = None
+
+    @property
+    def commands(self) -> Any:
+        """The admin-command router (created on first use, so apps without commands skip it)."""
+        if self._commands is None:
+            from pipeline.commands import CommandRouter
+
+            self._commands = CommandRouter(self)
+        return self._commands
 
     def extra_status(self) -> dict[str, Any]:
         """Capability figures for the status file (decisions, anomalies, mails, ...)."""

@@ -23,6 +23,9 @@ class Topic(StrEnum):
     LIMITS = "limits"
     ROLLUPS = "rollups"
     ANOMALIES = "anomalies"
+    ANOMALY_STATUS = "anomaly-status"
+    BASELINES = "baselines"
+    ANOMALY_RULES = "anomaly-rules"
     TRIAL_STATE = "trial-state"
     TENANT_COMMANDS = "tenant-commands"
     NOTIFICATIONS = "notifications"
@@ -53,7 +56,10 @@ TOPICS: dict[Topic, TopicSpec] = {
         TopicSpec(Topic.BANS, "tenant:ip", "bans started and ended"),
         TopicSpec(Topic.LIMITS, "tenant", "limit configuration history"),
         TopicSpec(Topic.ROLLUPS, "tenant", "per-minute request rollups"),
-        TopicSpec(Topic.ANOMALIES, "tenant", "anomaly records and status changes"),
+        TopicSpec(Topic.ANOMALIES, "tenant", "anomaly records (one id per episode, latest wins)"),
+        TopicSpec(Topic.ANOMALY_STATUS, "tenant", "anomaly status changes (ack, resolve, false positive)"),
+        TopicSpec(Topic.BASELINES, "tenant", "baseline bands per tenant, metric and time, for charts"),
+        TopicSpec(Topic.ANOMALY_RULES, "tenant", "anomaly rule history"),
         TopicSpec(Topic.TRIAL_STATE, "tenant", "trial state changes"),
         TopicSpec(Topic.TENANT_COMMANDS, "tenant", "suspend/unsuspend for upstream apps to enforce"),
         TopicSpec(Topic.NOTIFICATIONS, "recipient", "mails and webhooks to deliver"),

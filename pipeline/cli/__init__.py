@@ -145,16 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Capability command modules in this package: each has `add_commands(subparsers)` and imports
-# its agent package only inside the command functions, so parsing stays cheap (river and
-# scipy alone cost seconds of start-up).
-EXTENSIONS: tuple[str, ...] = ()
-
-
 def _extensions() -> list[Callable[[Any], None]]:
-    import importlib
+    """Every other module of this package adds its subcommands with `add_commands(subparsers)`.
 
-    return [importlib.import_module(f"pipeline.cli.{name}").add_commands for name in EXTENSIONS]
+    Such a module imports its agent package only inside the command functions, so parsing
+    stays cheap (river and scipy alone cost seconds of start-up).
+    """
+    import importlib
+    import pkgutil
+
+    return [
+        importlib.import_module(f"{__name__}.{m.name}").add_commands
+        for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+        if not m.name.startswith("_")
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

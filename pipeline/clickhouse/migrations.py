@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIGRATIONS", "Migration", "applied_versions", "migrate"]
+__all__ = ["MIGRATIONS", "Migration", "all_migrations", "applied_versions", "migrate"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,27 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+def all_migrations() -> list[Migration]:
+    """The foundation's migrations plus each capability's, from `pipeline/clickhouse/schema_*.py`.
+
+    Versions: foundation 1-99, rate limiting 100-199, anomalies 200-299, trials and
+    notifications 300-399, dashboards and operations 400-499.
+    """
+    import importlib
+    import pkgutil
+
+    import pipeline.clickhouse as package
+
+    found = list(MIGRATIONS)
+    for m in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if m.name.startswith("schema_"):
+            found.extend(importlib.import_module(f"{package.__name__}.{m.name}").MIGRATIONS)
+    versions = [m.version for m in found]
+    if len(versions) != len(set(versions)):
+        raise RuntimeError(f"duplicate migration versions: {sorted(versions)}")
+    return found
+
+
 def applied_versions(client: Any) -> set[int]:
     client.command(
         f"CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at {_TS})"
@@ -69,7 +90,7 @@ def migrate(client: Any, migrations: list[Migration] | None = None) -> list[int]
     """Apply every migration not yet recorded, in version order; return the versions applied."""
     done = applied_versions(client)
     applied = []
-    for m in sorted(migrations or MIGRATIONS, key=lambda m: m.version):
+    for m in sorted(migrations if migrations is not None else all_migrations(), key=lambda m: m.version):
         if m.version in done:
             continue
         for stmt in m.statements:

@@ -15,7 +15,16 @@ from pipeline.topics import Topic
 from schemas.events import BillingEvent, ErrorEvent, RequestEvent, UsageEvent
 from schemas.results import AuditRecord, DeadLetter
 
-__all__ = ["SINKS", "ClickHouseSink", "FlakySink", "MemorySink", "Sink", "SinkSpec", "register_sink"]
+__all__ = [
+    "SINKS",
+    "ClickHouseSink",
+    "FlakySink",
+    "MemorySink",
+    "Sink",
+    "SinkSpec",
+    "load_capability_sinks",
+    "register_sink",
+]
 
 
 class Sink(Protocol):
@@ -91,6 +100,20 @@ def register_sink(spec: SinkSpec) -> SinkSpec:
     """Add a topic → table mapping (capabilities register theirs on import)."""
     SINKS[spec.topic] = spec
     return spec
+
+
+def load_capability_sinks() -> dict[Topic, SinkSpec]:
+    """Register the sinks of every `pipeline/clickhouse/schema_*.py` (its `SINK_SPECS`)."""
+    import importlib
+    import pkgutil
+
+    import pipeline.clickhouse as package
+
+    for m in pkgutil.iter_modules(package.__path__):
+        if m.name.startswith("schema_"):
+            for spec in importlib.import_module(f"{package.__name__}.{m.name}").SINK_SPECS:
+                register_sink(spec)
+    return SINKS
 
 
 for _spec in (

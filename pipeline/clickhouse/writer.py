@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.clickhouse.sinks import SINKS, Sink, SinkSpec
+from pipeline.clickhouse.sinks import Sink, SinkSpec, load_capability_sinks
 from pipeline.codec import Codec
 from pipeline.topics import Topic, topic_name
 
@@ -55,8 +55,9 @@ class ClickHouseWriter:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.sink = sink
+        sinks = load_capability_sinks()
         self.specs: dict[str, SinkSpec] = {
-            topic_name(prefix, t): SINKS[t] for t in (topics if topics is not None else SINKS)
+            topic_name(prefix, t): sinks[t] for t in (topics if topics is not None else sinks)
         }
         self.codecs = {name: Codec(spec.model) for name, spec in self.specs.items()}
         self.batch_rows = batch_rows

@@ -1,0 +1,340 @@
+"""Per-(tenant, metric) baseline: a rolling level plus an optional hour-of-day/-week profile.
+
+How the expected value of a point at time `t` is built (all windows are rolling):
+
+- points are averaged into *buckets* of `bucket_s` seconds (one hour by default), so memory
+  is bounded by the number of buckets kept, whatever the metric's rate;
+- **level** = mean of the last `level_buckets` completed bucket means (river `stats.Var`
+  over a rolling window, `RollingStats`);
+- **seasonal offset** of a slot (hour of day, or hour of week) = mean over the last
+  `history_days` occurrences (weeks for the weekly profile) of that slot of
+  (bucket mean − level at the time), kept in a compact ring (`SlotProfile`);
+- **σ** = the larger of 1.4826 × rolling median |residual| (MAD) and the rolling `tail_q`
+  quantile of |residual| over its normal value, over the last `scale_window` points
+  (river `stats.RollingQuantile`): robust to single outliers, honest about heavy tails.
+
+Two timescales are scored: the point itself (`Estimate.deviation`), and the mean residual of
+the open bucket against the spread of past bucket means (`Estimate.slow_deviation`), which
+catches level shifts and bursts of moderate points that no single point reveals.
+
+`Season.AUTO` scores each point under the three models (none, daily, weekly) and uses the
+seasonal ones only where their σ is clearly smaller (`auto_gain`): a normal night is then
+expected, while a flat series never pays for a profile it does not have.
+
+Robustness: before a value is learnt it is winsorised to expected ± `clip_sigma`·σ, and the
+residuals feeding σ are clipped at `scale_clip_sigma`·σ, so an anomaly cannot drag the
+baseline; a lasting level shift or a real change in noise is still absorbed, just slowly.
+Scoring reads state only (`estimate` closes buckets that time has left, which uses no value):
+callers score a point first and `update` after.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from river import stats
+
+from schemas.anomaly import Season
+
+__all__ = ["Estimate", "RollingStats", "SeasonalBaseline", "SlotProfile"]
+
+_MAD_TO_SIGMA = 1.4826  # σ of a normal distribution per unit of median absolute deviation
+_DAY_S = 86_400.0
+
+
+class RollingStats:
+    """Mean and sample standard deviation over the last `window` values.
+
+    river's revertible `stats.Var` over a window of plain floats: what `utils.Rolling(Var)`
+    does, without its per-value argument tuples, so the state pickles small and fast.
+    """
+
+    __slots__ = ("_var", "_window")
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("window must be ≥ 1")
+        self._var = stats.Var(ddof=1)
+        self._window: deque[float] = deque(maxlen=window)
+
+    def update(self, x: float) -> RollingStats:
+        if len(self._window) == self._window.maxlen:
+            self._var.revert(self._window[0])
+        self._window.append(x)
+        self._var.update(x)
+        return self
+
+    @property
+    def n(self) -> int:
+        return len(self._window)
+
+    @property
+    def mean(self) -> float | None:
+        return float(self._var.mean.get()) if self._window else None
+
+    @property
+    def std(self) -> float | None:
+        if len(self._window) < 2:
+            return None
+        var = float(self._var.get())
+        return math.sqrt(var) if var > 0 else 0.0  # rounding can leave a tiny negative variance
+
+
+class SlotProfile:
+    """Per-slot rolling means (hour of day / of week) in one flat float array: compact to pickle.
+
+    Each slot keeps its last `window` samples in a ring; windows are short (days or weeks),
+    so the mean is a plain sum over at most `window` floats.
+    """
+
+    __slots__ = ("_count", "_pos", "_values", "slots", "window")
+
+    def __init__(self, slots: int, window: int) -> None:
+        self.slots, self.window = slots, window
+        self._values = array("d", bytes(8 * slots * window))
+        self._count = array("H", bytes(2 * slots))
+        self._pos = array("H", bytes(2 * slots))
+
+    def update(self, slot: int, x: float) -> None:
+        base = slot * self.window
+        self._values[base + self._pos[slot]] = x
+        self._pos[slot] = (self._pos[slot] + 1) % self.window
+        self._count[slot] = min(self._count[slot] + 1, self.window)
+
+    def count(self, slot: int) -> int:
+        return self._count[slot]
+
+    def mean(self, slot: int) -> float | None:
+        n = self._count[slot]
+        if not n:
+            return None
+        base = slot * self.window
+        return math.fsum(self._values[base : base + n]) / n
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a point is compared against: expected value, σ, and whether a profile was used."""
+
+    expected: float
+    sigma: float
+    season: Season
+    clip_sigma: float = 4.0
+    # The slow timescale: residuals so far in the open bucket, σ of past bucket-mean residuals,
+    # and the usual number of points per bucket. None until enough buckets were seen.
+    bucket_resid: float = 0.0
+    bucket_n: int = 0
+    bucket_sigma: float | None = None
+    per_bucket: float = 1.0
+    min_fill: float = 0.5  # the slow test waits until the open bucket is this full
+
+    def deviation(self, value: float, cap: float = 1e6) -> float:
+        """Signed (value − expected)/σ; σ = 0 gives ±cap for any difference, 0 for none."""
+        return _ratio(value - self.expected, self.sigma, cap)
+
+    def clipped_residual(self, value: float) -> float:
+        half = self.clip_sigma * self.sigma
+        return min(max(value - self.expected, -half), half)
+
+    def slow_deviation(self, value: float, cap: float = 1e6) -> float | None:
+        """Signed z of the open bucket's mean residual (this point included), or None.
+
+        A partial bucket of k points is judged with σ·√(per_bucket/k): few points need a
+        larger mean to count, as the mean of k independent points would.
+        """
+        k = self.bucket_n + 1
+        if self.bucket_sigma is None or k < self.per_bucket * self.min_fill:
+            return None
+        mean = (self.bucket_resid + self.clipped_residual(value)) / k
+        return _ratio(mean, self.bucket_sigma * math.sqrt(max(self.per_bucket / k, 1.0)), cap)
+
+
+def _ratio(diff: float, sigma: float, cap: float) -> float:
+    if sigma > 0:
+        return max(-cap, min(cap, diff / sigma))
+    if diff == 0:
+        return 0.0
+    return cap if diff > 0 else -cap
+
+
+class _Scale:
+    """σ of a model's residuals: the larger of two normal-consistent robust estimates.
+
+    The MAD is right for well-behaved noise; heavy-tailed noise (bursty traffic, latency)
+    has a MAD far below its real spread, so the `tail_q` quantile of |residual| divided by
+    the normal's value at that quantile is the other candidate. On normal noise both agree.
+    """
+
+    __slots__ = ("_median", "_tail", "_tail_z", "n")
+
+    def __init__(self, window: int, tail_q: float) -> None:
+        self._median = stats.RollingQuantile(0.5, window)
+        self._tail = stats.RollingQuantile(tail_q, window)
+        self._tail_z = NormalDist().inv_cdf(0.5 + tail_q / 2)  # |N(0,1)| quantile
+        self.n = 0
+
+    def update(self, residual: float) -> None:
+        self._median.update(abs(residual))
+        self._tail.update(abs(residual))
+        self.n += 1
+
+    def sigma(self) -> float | None:
+        med, tail = self._median.get(), self._tail.get()
+        if med is None or tail is None:
+            return None
+        return max(_MAD_TO_SIGMA * float(med), float(tail) / self._tail_z)
+
+
+class SeasonalBaseline:
+    """Rolling, seasonality-aware baseline of one stream. Picklable (lives in a Faust table)."""
+
+    def __init__(
+        self,
+        *,
+        season: Season = Season.AUTO,
+        bucket_s: float = 3600.0,
+        level_buckets: int = 24,
+        history_days: int = 14,
+        scale_window: int = 512,
+        tail_q: float = 0.99,
+        bucket_window: int = 336,
+        min_buckets: int = 24,
+        min_fill: float = 0.5,
+        min_points: int = 12,
+        clip_sigma: float = 4.0,
+        scale_clip_sigma: float = 8.0,
+        sigma_floor: float = 1e-9,
+        auto_gain: float = 0.75,
+    ) -> None:
+        if bucket_s <= 0 or _DAY_S % bucket_s:
+            raise ValueError("bucket_s must divide a day")
+        self.season = season
+        self.bucket_s = bucket_s
+        self.history_days = history_days
+        self.min_points = min_points
+        self.clip_sigma = clip_sigma
+        self.scale_clip_sigma = scale_clip_sigma
+        self.sigma_floor = sigma_floor
+        self.auto_gain = auto_gain
+        self.level = RollingStats(level_buckets)
+        per_day = round(_DAY_S / bucket_s)
+        self._offsets = {
+            Season.DAILY: SlotProfile(per_day, history_days),
+            Season.WEEKLY: SlotProfile(7 * per_day, max(2, history_days // 7)),
+        }
+        self._scales = {s: _Scale(scale_window, tail_q) for s in (Season.NONE, Season.DAILY, Season.WEEKLY)}
+        self._bucket: int | None = None
+        self._bucket_sum = 0.0
+        self._bucket_n = 0
+        self._resid_sum = 0.0  # clipped residuals learnt in the open bucket
+        self._bucket_scale = _Scale(bucket_window, tail_q)
+        self._per_bucket = RollingStats(level_buckets)
+        self.min_buckets = min_buckets
+        self.min_fill = min_fill
+        self.n = 0  # points learnt
+
+    # -- reading -----------------------------------------------------------------------------
+    def _models(self, ts: float) -> dict[Season, float]:
+        """Expected value under each model that has enough history."""
+        level = self.level.mean
+        if level is None:
+            return {}
+        out = {Season.NONE: level}
+        bucket = math.floor(ts / self.bucket_s)
+        for season, profile in self._offsets.items():
+            slot = bucket % profile.slots
+            offset = profile.mean(slot)
+            need = 3 if season is Season.DAILY else 2
+            if offset is not None and profile.count(slot) >= need:
+                out[season] = level + offset
+        return out
+
+    def estimate(self, ts: float) -> Estimate | None:
+        """The estimate for a point at `ts`, or None while warming up. Does not learn the value."""
+        self._roll_to(ts)
+        models = self._models(ts)
+        if not models or self.n < self.min_points:
+            return None
+        chosen = self._choose(models)
+        if chosen is None:
+            return None
+        sigma = self._scales[chosen].sigma()
+        if sigma is None:
+            return None
+        expected = models[chosen]
+        slow = self._bucket_scale.sigma() if self._bucket_scale.n >= self.min_buckets else None
+        per_bucket = self._per_bucket.mean
+        return Estimate(
+            expected,
+            max(sigma, self.sigma_floor),
+            chosen,
+            self.clip_sigma,
+            self._resid_sum,
+            self._bucket_n,
+            None if slow is None else max(slow, self.sigma_floor),
+            1.0 if per_bucket is None else per_bucket,
+            self.min_fill,
+        )
+
+    def _choose(self, models: dict[Season, float]) -> Season | None:
+        if self.season is not Season.AUTO:
+            if self.season in models:
+                return self.season
+            return Season.NONE if self.season is Season.NONE else None
+        best = Season.NONE
+        plain = self._scales[Season.NONE].sigma()
+        if plain is None:
+            return None
+        best_sigma = plain
+        for season in (Season.DAILY, Season.WEEKLY):
+            scale = self._scales[season]
+            sigma = scale.sigma()
+            ready = season in models and sigma is not None and scale.n >= self.min_points
+            if ready and sigma is not None and sigma < self.auto_gain * best_sigma:
+                best, best_sigma = season, sigma
+        return best
+
+    # -- learning ----------------------------------------------------------------------------
+    def update(self, ts: float, value: float) -> SeasonalBaseline:
+        """Learn a point (after it was scored). Out-of-band values are winsorised first."""
+        self._roll_to(ts)
+        models = self._models(ts)
+        est = self.estimate(ts)
+        for season, expected in models.items():
+            scale = self._scales[season]
+            sigma = scale.sigma()
+            resid = value - expected
+            if sigma is not None and scale.n >= self.min_points:  # an outlier widens σ only a little
+                half = self.scale_clip_sigma * max(sigma, self.sigma_floor)
+                resid = min(max(resid, -half), half)
+            scale.update(resid)
+        if est is not None:
+            resid = est.clipped_residual(value)
+            self._resid_sum += resid
+            value = est.expected + resid
+        self._bucket_sum += value
+        self._bucket_n += 1
+        self.n += 1
+        return self
+
+    def _roll_to(self, ts: float) -> None:
+        bucket = math.floor(ts / self.bucket_s)
+        if self._bucket is None:
+            self._bucket = bucket
+            return
+        if bucket <= self._bucket:  # same bucket, or a late point: it joins the open bucket
+            return
+        if self._bucket_n:
+            mean = self._bucket_sum / self._bucket_n
+            level = self.level.mean
+            if level is not None:
+                for profile in self._offsets.values():
+                    profile.update(self._bucket % profile.slots, mean - level)
+            self.level.update(mean)
+            self._per_bucket.update(self._bucket_n)
+            self._bucket_scale.update(self._resid_sum / self._bucket_n)
+        self._bucket, self._bucket_sum, self._bucket_n, self._resid_sum = bucket, 0.0, 0, 0.0

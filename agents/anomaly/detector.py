@@ -1,0 +1,274 @@
+"""The per-(tenant, metric) detector: baseline + rule → bands, anomaly episodes, status changes.
+
+One `StreamDetector` per stream lives in the agent's Faust table under `"tenant|metric"`.
+For each point, in this order:
+
+1. score it against the baseline as it stood *before* the point (warm-up: no score);
+2. the point is *out of band* when its deviation passes the rule (direction, threshold σ,
+   minimum %); the rule *confirms* when N of the last M points were out of band;
+3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
+4. episodes: a confirmation opens one anomaly (unless the stream is cooling down); further
+   out-of-band points update that same anomaly (same id); `resolve_after` in-band points in a
+   row resolve it automatically, then `cooldown` points pass before a new one may open. An
+   episode closed by hand (resolved / false positive) stays silent until back in band.
+
+The rule is passed in on every call, so runtime edits to thresholds, confirmation and
+cooldown apply at once; `season` and `history_days` shape the baseline when it is created.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from agents.anomaly.baseline import Estimate, SeasonalBaseline
+from agents.anomaly.multivariate import combine
+from agents.anomaly.severity import classify, worst
+from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
+from schemas.anomaly import (
+    Anomaly,
+    AnomalyStatus,
+    AnomalyStatusChange,
+    BaselineBand,
+    Direction,
+    MetricName,
+    MetricPoint,
+    Rule,
+    Season,
+    Verdict,
+    anomaly_id,
+    band_id,
+    status_change_id,
+    to_datetime,
+)
+from schemas.commands import Action
+
+__all__ = ["Step", "StreamDetector"]
+
+_PCT_CAP = 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one point produced. `opened` marks the point at which a new anomaly was raised."""
+
+    band: BaselineBand | None
+    anomaly: Anomaly | None  # opened or updated by this point
+    changes: tuple[AnomalyStatusChange, ...]
+    deviation_sigma: float | None
+    out_of_band: bool
+    opened: bool
+
+    def records(self) -> list[BaselineBand | Anomaly | AnomalyStatusChange]:
+        """Everything to publish for this point, in order: band, anomaly, status changes."""
+        out: list[BaselineBand | Anomaly | AnomalyStatusChange] = []
+        if self.band is not None:
+            out.append(self.band)
+        if self.anomaly is not None:
+            out.append(self.anomaly)
+        out.extend(self.changes)
+        return out
+
+
+def _pct(value: float, expected: float) -> float | None:
+    if expected == 0:
+        return None
+    return max(-_PCT_CAP, min(_PCT_CAP, 100.0 * (value - expected) / abs(expected)))
+
+
+@dataclass(slots=True)
+class _Scored:
+    """A point as the rule sees it."""
+
+    ts: float
+    value: float
+    est: Estimate
+    z: float
+    pct: float | None
+    hst_score: float | None
+
+
+def _grow(episode: Anomaly, p: _Scored) -> Anomaly:
+    """The episode's anomaly updated by one more out-of-band point (same id)."""
+    verdict = combine(p.hst_score)
+    if episode.verdict is Verdict.CORROBORATED:  # once corroborated, it stays so
+        verdict = episode.verdict
+    return episode.model_copy(
+        update={
+            "last_ts": to_datetime(p.ts),
+            "value": p.value,
+            "expected": p.est.expected,
+            "sigma": p.est.sigma,
+            "deviation_sigma": p.z,
+            "deviation_pct": p.pct,
+            "peak_sigma": max(episode.peak_sigma, abs(p.z)),
+            "severity": worst(episode.severity, classify(p.z, p.pct)),
+            "points": episode.points + 1,
+            "hst_score": p.hst_score if p.hst_score is not None else episode.hst_score,
+            "verdict": verdict,
+        }
+    )
+
+
+def _passes(rule: Rule, z: float, pct: float | None) -> bool:
+    if rule.direction is Direction.UP:
+        side = z >= rule.threshold_sigma
+    elif rule.direction is Direction.DOWN:
+        side = z <= -rule.threshold_sigma
+    else:
+        side = abs(z) >= rule.threshold_sigma
+    if not side:
+        return False
+    return pct is None or abs(pct) >= rule.min_pct
+
+
+class StreamDetector:
+    """Detector state of one tenant metric. Plain attributes only: it pickles."""
+
+    def __init__(self, tenant: str, metric: MetricName, rule: Rule, **baseline_kw: float) -> None:
+        self.tenant = tenant
+        self.metric = metric
+        self.baseline = SeasonalBaseline(
+            season=rule.season,
+            history_days=rule.history_days,
+            **baseline_kw,  # type: ignore[arg-type]  # numeric knobs, for the bench and NAB
+        )
+        self.n = 0  # points seen
+        self._recent = 0  # bit i set: the point i steps ago was out of band
+        self._flag_ts: deque[tuple[int, float]] = deque(maxlen=64)
+        self.quiet_until = 0  # no new episode before point number `quiet_until` ...
+        self.quiet_until_ts = 0.0  # ... nor before this time
+        self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
+        self._in_band = 0
+
+    @classmethod
+    def for_point(cls, point: MetricPoint, rule: Rule) -> StreamDetector:
+        """A fresh detector for the stream `point` belongs to (key `point.key`)."""
+        return cls(point.tenant, point.metric, rule)
+
+    # -- points ------------------------------------------------------------------------------
+    def observe_point(self, point: MetricPoint, rule: Rule, hst_score: float | None = None) -> Step:
+        """`observe` for a metric-topic record; it must belong to this stream."""
+        if (point.tenant, point.metric) != (self.tenant, self.metric):
+            raise ValueError(f"{point.key} fed to the detector of {self.tenant}|{self.metric.value}")
+        return self.observe(point.epoch, point.value, rule, hst_score)
+
+    def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None) -> Step:
+        """Score, learn and track one point (`ts` in epoch seconds)."""
+        est = self.baseline.estimate(ts)
+        scored = None
+        out = False
+        if est is not None:
+            scored = _Scored(ts, value, est, est.deviation(value), _pct(value, est.expected), hst_score)
+            if self.n >= rule.warmup and rule.enabled:
+                out = _passes(rule, scored.z, scored.pct)
+                slow = est.slow_deviation(value)
+                if not out and slow is not None and _passes(rule, slow, scored.pct):
+                    out, scored.z = True, slow  # the slow timescale caught it: report its z
+        self.baseline.update(ts, value)
+        self.n += 1
+        self._recent = ((self._recent << 1) | int(out)) & ((1 << 1000) - 1)
+        if out:
+            self._flag_ts.append((self.n, ts))
+        band = self._band(ts, est, rule) if est is not None else None
+        if self.episode is not None:
+            anomaly, changes = self._continue(self.episode, ts, rule, scored if out else None)
+            return Step(band, anomaly, changes, None if scored is None else scored.z, out, False)
+        quiet = self.n < self.quiet_until or ts < self.quiet_until_ts
+        if scored is None or not out or quiet or not self.confirmed(rule):
+            return Step(band, None, (), None if scored is None else scored.z, out, False)
+        opened, change = self._open(scored, rule)
+        self.episode, self._in_band = opened, 0
+        return Step(band, opened, (change,), scored.z, out, True)
+
+    def _band(self, ts: float, est: Estimate, rule: Rule) -> BaselineBand:
+        half = rule.threshold_sigma * est.sigma
+        return BaselineBand(
+            id=band_id(self.tenant, self.metric.value, ts),
+            tenant=self.tenant,
+            metric=self.metric,
+            ts=to_datetime(ts),
+            expected=est.expected,
+            lower=est.expected - half,
+            upper=est.expected + half,
+            seasonal=est.season is not Season.NONE,
+        )
+
+    def confirmed(self, rule: Rule) -> bool:
+        """Whether N of the last M points were out of band."""
+        window = self._recent & ((1 << rule.confirm_m) - 1)
+        return window.bit_count() >= rule.confirm_n
+
+    def _continue(
+        self, episode: Anomaly, ts: float, rule: Rule, out: _Scored | None
+    ) -> tuple[Anomaly | None, tuple[AnomalyStatusChange, ...]]:
+        """An open episode: grow it on an out-of-band point, resolve it after K in band."""
+        if out is not None:
+            self._in_band = 0
+            if episode.status in TERMINAL:  # closed by hand: silent until back in band
+                return None, ()
+            self.episode = _grow(episode, out)
+            return self.episode, ()
+        self._in_band += 1
+        if self._in_band < rule.resolve_after:
+            return None, ()
+        self.episode = None
+        self.quiet_until = self.n + rule.cooldown
+        self.quiet_until_ts = ts + rule.cooldown_s
+        if episode.status in TERMINAL:
+            return None, ()
+        done = transition(episode, AnomalyStatus.RESOLVED, ts=ts, actor=SYSTEM_ACTOR, reason="back in band")
+        if isinstance(done, Rejected):  # pragma: no cover - active/acknowledged → resolved is legal
+            raise AssertionError(done.reason)
+        return done.anomaly, (done.change,)
+
+    def _open(self, p: _Scored, rule: Rule) -> tuple[Anomaly, AnomalyStatusChange]:
+        first = self.n - rule.confirm_m
+        flagged = [t for n, t in self._flag_ts if n > first]
+        start = flagged[0] if flagged else p.ts
+        anomaly = Anomaly(
+            id=anomaly_id(self.tenant, self.metric.value, start),
+            tenant=self.tenant,
+            metric=self.metric,
+            start_ts=to_datetime(start),
+            detected_ts=to_datetime(p.ts),
+            last_ts=to_datetime(p.ts),
+            value=p.value,
+            expected=p.est.expected,
+            sigma=p.est.sigma,
+            deviation_sigma=p.z,
+            deviation_pct=p.pct,
+            peak_sigma=abs(p.z),
+            direction=Direction.UP if p.z > 0 else Direction.DOWN,
+            severity=classify(p.z, p.pct),
+            status=AnomalyStatus.ACTIVE,
+            points=max(1, len(flagged)),
+            hst_score=p.hst_score,
+            verdict=combine(p.hst_score),
+            threshold_sigma=rule.threshold_sigma,
+        )
+        change = AnomalyStatusChange(
+            id=status_change_id(anomaly.id, AnomalyStatus.ACTIVE.value, p.ts),
+            anomaly_id=anomaly.id,
+            tenant=self.tenant,
+            metric=self.metric,
+            ts=to_datetime(p.ts),
+            from_status=None,
+            to_status=AnomalyStatus.ACTIVE,
+            actor=SYSTEM_ACTOR,
+            reason=f"{rule.confirm_n} of {rule.confirm_m} points beyond {rule.threshold_sigma:g}σ",
+        )
+        return anomaly, change
+
+    # -- commands ----------------------------------------------------------------------------
+    def command(
+        self, action: Action, target_id: str, *, ts: float, actor: str, reason: str = ""
+    ) -> Transition | Rejected:
+        """Apply an admin action to this stream's current anomaly."""
+        episode = self.episode
+        if episode is None or episode.id != target_id:
+            return Rejected(f"anomaly {target_id} is not open on {self.tenant}|{self.metric.value}")
+        result = apply_action(episode, action, ts=ts, actor=actor, reason=reason)
+        if isinstance(result, Transition):
+            self.episode = result.anomaly  # a closed episode stays, silent, until back in band
+        return result

@@ -1,0 +1,82 @@
+"""Default rule per metric, and a small runtime-editable rule book.
+
+Defaults (σ is the baseline's robust σ; counts are in points of the metric stream):
+
+| metric               | direction | threshold | confirm | why                                           |
+|----------------------|-----------|-----------|---------|-----------------------------------------------|
+| revenue              | down      | 2.5σ      | 2 of 3  | a drop in money is what hurts; 2.5σ per issue |
+| request_volume       | up        | 3σ        | 2 of 3  | usage spike (per issue)                       |
+| active_users         | down      | 3σ        | 3 of 4  | sudden loss of users; slow to confirm         |
+| error_rate           | up        | 2σ        | 2 of 3  | per issue; plus ≥ 25 % relative rise          |
+| latency_p95          | up        | 3σ        | 3 of 5  | p95 is noisy: a lasting rise, not a blip      |
+| storage_bytes        | up        | 4σ        | 1 of 1  | snapshots are smooth: one jump is real        |
+| cancellations        | up        | 3σ        | 1 of 1  | churn: rare counts, each burst matters        |
+| active_user_decline  | up        | 3σ        | 2 of 3  | churn: the decline ratio rising               |
+| top_ip_share         | up        | 3σ        | 2 of 3  | API abuse: traffic concentrating on few IPs   |
+| client_error_ratio   | up        | 3σ        | 2 of 3  | API abuse: 4xx storms (scanning, bad keys)    |
+
+Every rule waits `warmup` points (two days of hourly points by default: enough for the
+level and a first daily profile), resolves an episode after `resolve_after` (6) in-band
+points, then stays quiet for `cooldown` points (12) *and* `cooldown_s` seconds (1 hour).
+Severity is not part of the rule: see `severity.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+from schemas.anomaly import Direction, MetricName, Rule
+from schemas.commands import ParamValue
+
+__all__ = ["DEFAULT_RULES", "RuleBook", "default_rule", "edit_rule"]
+
+_M = MetricName
+_UP, _DOWN = Direction.UP, Direction.DOWN
+
+DEFAULT_RULES: Mapping[MetricName, Rule] = {
+    r.metric: r
+    for r in (
+        Rule(metric=_M.REVENUE, direction=_DOWN, threshold_sigma=2.5, confirm_n=2, confirm_m=3),
+        Rule(metric=_M.REQUEST_VOLUME, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
+        Rule(metric=_M.ACTIVE_USERS, direction=_DOWN, threshold_sigma=3.0, confirm_n=3, confirm_m=4),
+        Rule(metric=_M.ERROR_RATE, direction=_UP, threshold_sigma=2.0, min_pct=25.0, confirm_n=2, confirm_m=3),
+        Rule(metric=_M.LATENCY_P95, direction=_UP, threshold_sigma=3.0, confirm_n=3, confirm_m=5),
+        Rule(metric=_M.STORAGE_BYTES, direction=_UP, threshold_sigma=4.0),
+        Rule(metric=_M.CANCELLATIONS, direction=_UP, threshold_sigma=3.0),
+        Rule(metric=_M.ACTIVE_USER_DECLINE, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
+        Rule(metric=_M.TOP_IP_SHARE, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
+        Rule(metric=_M.CLIENT_ERROR_RATIO, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
+    )
+}
+
+
+def default_rule(metric: MetricName) -> Rule:
+    return DEFAULT_RULES[metric]
+
+
+def edit_rule(base: Rule, params: Mapping[str, ParamValue]) -> Rule | str:
+    """`base` with a `rule.set` command's params applied, or the reason they are refused."""
+    if "metric" in params and params["metric"] != base.metric.value:
+        return "a rule edit cannot change the metric"
+    try:
+        return Rule.model_validate({**base.model_dump(), **params})
+    except ValidationError as exc:
+        return f"invalid rule: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+
+
+class RuleBook:
+    """Rules in force: per-tenant overrides over the defaults. Picklable; edited by `rule.set`."""
+
+    def __init__(self) -> None:
+        self._overrides: dict[tuple[str, MetricName], Rule] = {}
+
+    def get(self, tenant: str, metric: MetricName) -> Rule:
+        return self._overrides.get((tenant, metric)) or DEFAULT_RULES[metric]
+
+    def set(self, tenant: str, rule: Rule) -> None:
+        self._overrides[(tenant, rule.metric)] = rule
+
+    def reset(self, tenant: str, metric: MetricName) -> None:
+        self._overrides.pop((tenant, metric), None)

@@ -55,7 +55,7 @@ def send_command(settings: Settings, command: AdminCommand, wait_s: float = 30.0
             for messages in consumer.poll(timeout_ms=250).values():
                 for msg in messages:
                     for record in codec.decode(msg.value)[0]:
-                        if record.id == command.nonce:
+                        if record.nonce == command.nonce:
                             return record
         return None
     finally:

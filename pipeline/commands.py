@@ -20,7 +20,7 @@ from pipeline.codec import Codec
 from pipeline.replay import ReplayGuard
 from pipeline.topics import Topic, topic_name
 from schemas.commands import Action, AdminCommand, signature_ok
-from schemas.results import AuditRecord
+from schemas.results import AuditRecord, stable_id
 
 __all__ = ["CommandHandler", "CommandRejected", "CommandRouter", "audit_record"]
 
@@ -37,9 +37,10 @@ class CommandRejected(Exception):
         self.reason = reason
 
 
-def audit_record(command: AdminCommand, outcome: str, reason: str, now: datetime) -> AuditRecord:
+def audit_record(command: AdminCommand, outcome: str, reason: str, now: datetime, attempt: str) -> AuditRecord:
+    """The audit row of one delivery `attempt` (e.g. "partition:offset") of `command`."""
     return AuditRecord(
-        id=command.nonce, ts=now, command_ts=command.ts, actor=command.actor, action=command.action.value,
+        id=stable_id(command.nonce, attempt), nonce=command.nonce, ts=now, command_ts=command.ts, actor=command.actor, action=command.action.value,
         tenant_id=command.tenant_id, params_json=json.dumps(command.params, sort_keys=True)[:4096],
         outcome="accepted" if outcome == "accepted" else "rejected", reason=reason[:512],
     )
@@ -83,8 +84,8 @@ class CommandRouter:
             self.rejected += len(bad)
         for command in commands:
             outcome, reason = await self.run(command)
-            await self.runtime.send(Topic.AUDIT, audit_record(command, outcome, reason, datetime.now(UTC)),
-                                    key=command.tenant_id)
+            record = audit_record(command, outcome, reason, datetime.now(UTC), f"{msg.partition}:{msg.offset}")
+            await self.runtime.send(Topic.AUDIT, record, key=command.tenant_id)
 
     async def run(self, command: AdminCommand) -> tuple[str, str]:
         """Verify and dispatch one command: ("accepted", summary) or ("rejected", reason)."""

@@ -41,9 +41,14 @@ class DeadLetter(Record):
 
 
 class AuditRecord(Record):
-    """Every admin command seen by an agent, accepted or rejected, with the reason."""
+    """Every admin command seen by an agent, accepted or rejected, with the reason.
+
+    `id` is per delivery attempt (nonce + Kafka coordinates): a replay gets its own row, a
+    redelivery of the same message the same row.
+    """
 
     id: str
+    nonce: Annotated[str, StringConstraints(max_length=64)]
     ts: Timestamp
     command_ts: Timestamp | None
     actor: Annotated[str, StringConstraints(max_length=64)]

@@ -49,7 +49,7 @@ MIGRATIONS: list[Migration] = [
             payload_size UInt64, truncated Bool
         ) ENGINE = ReplacingMergeTree ORDER BY (source_topic, id)""",
         f"""CREATE TABLE IF NOT EXISTS audit_log (
-            id String, ts {_TS}, command_ts Nullable({_TS}), actor String, action LowCardinality(String),
+            id String, nonce String, ts {_TS}, command_ts Nullable({_TS}), actor String, action LowCardinality(String),
             tenant_id LowCardinality(String), params_json String, outcome LowCardinality(String),
             reason String
         ) ENGINE = ReplacingMergeTree ORDER BY (tenant_id, id)""",

@@ -130,6 +130,6 @@ for _spec in (
              ("id", "ts", "stage", "source_topic", "partition", "offset", "batch_index", "error", "payload_b64",
               "payload_size", "truncated")),
     SinkSpec(Topic.AUDIT, AuditRecord, "audit_log",
-             ("id", "ts", "command_ts", "actor", "action", "tenant_id", "params_json", "outcome", "reason")),
+             ("id", "nonce", "ts", "command_ts", "actor", "action", "tenant_id", "params_json", "outcome", "reason")),
 ):
     register_sink(_spec)

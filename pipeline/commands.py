@@ -40,7 +40,8 @@ class CommandRejected(Exception):
 def audit_record(command: AdminCommand, outcome: str, reason: str, now: datetime, attempt: str) -> AuditRecord:
     """The audit row of one delivery `attempt` (e.g. "partition:offset") of `command`."""
     return AuditRecord(
-        id=stable_id(command.nonce, attempt), nonce=command.nonce, ts=now, command_ts=command.ts, actor=command.actor, action=command.action.value,
+        id=stable_id(command.nonce, attempt), nonce=command.nonce, ts=now, command_ts=command.ts,
+        actor=command.actor, action=command.action.value,
         tenant_id=command.tenant_id, params_json=json.dumps(command.params, sort_keys=True)[:4096],
         outcome="accepted" if outcome == "accepted" else "rejected", reason=reason[:512],
     )

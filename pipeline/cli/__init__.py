@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_schemas_export)
 
     p = sub.add_parser("demo", help="run the whole pipeline on synthetic traffic and print a summary")
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--days", type=float, default=None, help="simulated days (default: the preset's)")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "bench"])
+    p.add_argument("--days", type=int, default=None, help="simulated days (default: the preset's)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep-stack", action="store_true", help="leave Kafka and the SMTP sink running")
     p.set_defaults(func=_demo)

@@ -1,0 +1,195 @@
+"""`tenantwatch demo`: the whole pipeline on synthetic traffic, end to end, with a summary.
+
+It runs in `<data_dir>/demo` (reset at every run, so runs do not pile up), starts the local
+stack, a processing worker and the ClickHouse writer as separate processes, publishes the
+generator's preset through the SDK, shows live progress, waits until every consumer group
+has caught up, stops the processes, prints what landed in ClickHouse and where the mails
+went, and stops the stack (unless --keep-stack).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import Settings
+
+__all__ = ["run_demo"]
+
+_SUMMARY_SQL: list[tuple[str, str]] = [
+    ("requests", "SELECT count() FROM requests FINAL"),
+    ("billing events", "SELECT count() FROM billing FINAL"),
+    ("error events", "SELECT count() FROM errors FINAL"),
+    ("usage snapshots", "SELECT count() FROM usage FINAL"),
+    ("dead letters", "SELECT count() FROM dead_letters FINAL"),
+    ("audit log", "SELECT count() FROM audit_log FINAL"),
+]
+# Capability tables: counted when the table exists (capabilities land one by one).
+_OPTIONAL_TABLES = [
+    "rl_decisions", "rl_violations", "rl_bans", "rl_rollups", "metric_points", "anomalies", "baselines",
+    "trial_states", "tenant_commands", "notifications", "deliveries",
+]
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"TW_{name.upper()}"] = str(value)
+    return env
+
+
+def _status(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    folder = settings.data_dir / "status"
+    for path in folder.glob("*.json") if folder.exists() else ():
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _lag(settings: Settings, group: str, topics: list[str]) -> int:
+    from pipeline.kafka_admin import committed_offsets, end_offsets
+
+    ends = end_offsets(settings.broker, topics)
+    done = committed_offsets(settings.broker, group)
+    return sum(max(0, end - done.get(k, 0)) for k, end in ends.items())
+
+
+def _progress_table(settings: Settings, published: int, started: float) -> Any:
+    from rich.table import Table
+
+    status = _status(settings)
+    table = Table(title=f"tenantwatch demo — {time.monotonic() - started:5.0f}s", show_header=True)
+    table.add_column("stage")
+    table.add_column("figures", overflow="fold")
+    elapsed = max(1e-9, time.monotonic() - started)
+    table.add_row("generator → Kafka", f"{published:,} events ({published / elapsed:,.0f}/s)")
+    for name, s in sorted(status.items()):
+        if name.startswith("worker"):
+            events = sum(s.get("events", {}).values())
+            extra = ", ".join(f"{k}: {v}" for k, v in (s.get("extra") or {}).items())
+            table.add_row(name, f"{events:,} events; dead letters {sum(s.get('dead_letters', {}).values())}; {extra}")
+        elif name == "writer":
+            rows = s.get("rows", {})
+            table.add_row("writer → ClickHouse", f"{sum(rows.values()):,} rows; buffered {s.get('buffered', 0):,}; "
+                          + ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items())))
+    return table
+
+
+def run_demo(base: Settings, preset: str = "demo", days: float | None = None, seed: int = 7,
+             keep_stack: bool = False) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from pipeline.generator import iter_records
+    from pipeline.generator import preset as load_preset
+    from pipeline.kafka_admin import ensure_topics
+    from pipeline.sdk import Publisher
+    from pipeline.stack.manager import LocalStack
+    from pipeline.topics import INPUT_TOPICS, TOPICS, topic_name
+
+    console = Console()
+    settings = Settings(**{**base.model_dump(), "data_dir": base.data_dir / "demo", "clickhouse_dsn": None})
+    stack = LocalStack(settings)
+    stack.down()
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
+    config = load_preset(preset)
+    overrides: dict[str, Any] = {"seed": seed}
+    if days is not None:
+        overrides["days"] = days
+    config = config.model_copy(update=overrides)
+    console.print(f"[bold]tenantwatch demo[/]: preset {preset!r}, {config.days} simulated days, seed {seed}")
+    console.print("starting the local stack (Kafka from Maven Central jars, SMTP sink)…")
+    stack.up()
+    ensure_topics(settings)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        for role in ("writer", "worker"):
+            with open(logs / f"{role}.log", "wb") as out:
+                procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", role],  # noqa: S603
+                                              env=_env(settings), stdout=out, stderr=subprocess.STDOUT))
+        published = 0
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def publish() -> None:
+            nonlocal published
+            try:
+                with Publisher(settings.broker, prefix=settings.topic_prefix) as pub:
+                    for record in iter_records(config):
+                        pub.publish(record)
+                        published += 1
+            except BaseException as exc:  # reported below, with the progress shown so far
+                failure.append(exc)
+            finally:
+                done.set()
+
+        started = time.monotonic()
+        threading.Thread(target=publish, daemon=True).start()
+        worker_topics = [topic_name(settings.topic_prefix, t) for t in INPUT_TOPICS]
+        all_topics = [topic_name(settings.topic_prefix, t) for t in TOPICS]
+        quiet = 0
+        with Live(_progress_table(settings, 0, started), console=console, refresh_per_second=2) as live:
+            while quiet < 3:
+                time.sleep(1.0)
+                live.update(_progress_table(settings, published, started))
+                for p in procs:
+                    if p.poll() is not None:
+                        raise RuntimeError(f"a pipeline process exited early (code {p.returncode}); see {logs}")
+                if failure:
+                    raise failure[0]
+                if not done.is_set():
+                    continue
+                lag = _lag(settings, settings.app_id, worker_topics) + _lag(
+                    settings, f"{settings.app_id}-writer", all_topics)
+                quiet = quiet + 1 if lag == 0 else 0
+        console.print(f"published {published:,} events in {time.monotonic() - started:.0f}s; all stages caught up")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    _summary(console, settings)
+    if not keep_stack:
+        stack.down()
+        console.print("stack stopped (use --keep-stack to leave Kafka and the SMTP sink running)")
+    return 0
+
+
+def _summary(console: Any, settings: Settings) -> None:
+    from rich.table import Table
+
+    from pipeline.clickhouse.client import connect
+
+    client = connect(settings.dsn)
+    existing = {r[0] for r in client.query("SHOW TABLES").result_rows}
+    table = Table(title=f"ClickHouse ({settings.dsn})")
+    table.add_column("what")
+    table.add_column("rows", justify="right")
+    for label, sql in _SUMMARY_SQL:
+        table.add_row(label, f"{client.query(sql).result_rows[0][0]:,}")
+    for name in _OPTIONAL_TABLES:
+        if name in existing:
+            count = client.query(f"SELECT count() FROM {name} FINAL").result_rows[0][0]  # noqa: S608 - fixed names
+            table.add_row(name, f"{count:,}")
+    console.print(table)
+    mails = sorted(Path(settings.mail_dir).glob("*.eml")) if settings.mail_dir.exists() else []
+    console.print(f"mails received by the local SMTP sink: {len(mails)} in {settings.mail_dir.resolve()}")

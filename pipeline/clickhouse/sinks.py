@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from pipeline.topics import Topic
 from schemas.events import BillingEvent, ErrorEvent, RequestEvent, UsageEvent
@@ -47,9 +47,16 @@ class ClickHouseSink:
 
     def __init__(self, client: Any):
         self.client = client
+        self._adapters: dict[type[BaseModel], TypeAdapter[list[Any]]] = {}
 
     def insert(self, table: str, column_names: Sequence[str], records: Sequence[BaseModel]) -> None:
-        body = b"\n".join(r.__pydantic_serializer__.to_json(r) for r in records)
+        if not records:
+            return
+        model = type(records[0])
+        adapter = self._adapters.get(model)
+        if adapter is None:
+            adapter = self._adapters[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
+        body = adapter.dump_json(list(records))  # a JSON array: JSONEachRow accepts it, serialised in Rust
         self.client.raw_insert(table, column_names=list(column_names), insert_block=body, fmt="JSONEachRow",
                                settings=_JSON_SETTINGS)
 

@@ -41,11 +41,9 @@ _OPTIONAL_TABLES = [
 def _env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"TW_{name.upper()}"] = str(value)
+        if value is not None:
+            plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            env[f"TW_{name.upper()}"] = str(plain)
     return env
 
 
@@ -89,84 +87,107 @@ def _progress_table(settings: Settings, published: int, started: float) -> Any:
     return table
 
 
-def run_demo(base: Settings, preset: str = "demo", days: float | None = None, seed: int = 7,
-             keep_stack: bool = False) -> int:
-    from rich.console import Console
+class _Publisher(threading.Thread):
+    """Publishes the generator's records through the SDK in the background."""
+
+    def __init__(self, settings: Settings, config: Any):
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.config = config
+        self.published = 0
+        self.failure: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from pipeline.generator import iter_records
+        from pipeline.sdk import Publisher
+
+        try:
+            with Publisher(self.settings.broker, prefix=self.settings.topic_prefix) as pub:
+                for record in iter_records(self.config):
+                    pub.publish(record)
+                    self.published += 1
+        except BaseException as exc:  # re-raised by the main thread with the progress so far
+            self.failure = exc
+        finally:
+            self.done.set()
+
+
+def _start(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for role in ("writer", "worker"):
+        with open(logs / f"{role}.log", "wb") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", role],  # noqa: S603
+                                          env=_env(settings), stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _follow(console: Any, settings: Settings, procs: list[subprocess.Popen[bytes]], pub: _Publisher,
+            logs: Path) -> None:
+    """Show progress until publishing is done and every consumer group has caught up."""
     from rich.live import Live
 
-    from pipeline.generator import iter_records
+    from pipeline.topics import INPUT_TOPICS, TOPICS, topic_name
+
+    started = time.monotonic()
+    worker_topics = [topic_name(settings.topic_prefix, t) for t in INPUT_TOPICS]
+    all_topics = [topic_name(settings.topic_prefix, t) for t in TOPICS]
+    quiet = 0
+    with Live(_progress_table(settings, 0, started), console=console, refresh_per_second=2) as live:
+        while quiet < 3:
+            time.sleep(1.0)
+            live.update(_progress_table(settings, pub.published, started))
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a pipeline process exited early (code {p.returncode}); see {logs}")
+            if pub.failure is not None:
+                raise pub.failure
+            if not pub.done.is_set():
+                continue
+            lag = _lag(settings, settings.app_id, worker_topics) + _lag(
+                settings, f"{settings.app_id}-writer", all_topics)
+            quiet = quiet + 1 if lag == 0 else 0
+    console.print(f"published {pub.published:,} events in {time.monotonic() - started:.0f}s; all stages caught up")
+
+
+def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = 7,
+             keep_stack: bool = False) -> int:
+    from rich.console import Console
+
     from pipeline.generator import preset as load_preset
     from pipeline.kafka_admin import ensure_topics
-    from pipeline.sdk import Publisher
     from pipeline.stack.manager import LocalStack
-    from pipeline.topics import INPUT_TOPICS, TOPICS, topic_name
 
     console = Console()
     settings = Settings(**{**base.model_dump(), "data_dir": base.data_dir / "demo", "clickhouse_dsn": None})
     stack = LocalStack(settings)
     stack.down()
     shutil.rmtree(settings.data_dir, ignore_errors=True)
-    config = load_preset(preset)
-    overrides: dict[str, Any] = {"seed": seed}
-    if days is not None:
-        overrides["days"] = days
-    config = config.model_copy(update=overrides)
+    overrides: dict[str, Any] = {"seed": seed} | ({"days": days} if days is not None else {})
+    config = load_preset(preset).model_copy(update=overrides)
     console.print(f"[bold]tenantwatch demo[/]: preset {preset!r}, {config.days} simulated days, seed {seed}")
     console.print("starting the local stack (Kafka from Maven Central jars, SMTP sink)…")
     stack.up()
     ensure_topics(settings)
-    procs: list[subprocess.Popen[bytes]] = []
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    procs = _start(settings, logs)
     try:
-        for role in ("writer", "worker"):
-            with open(logs / f"{role}.log", "wb") as out:
-                procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", role],  # noqa: S603
-                                              env=_env(settings), stdout=out, stderr=subprocess.STDOUT))
-        published = 0
-        done = threading.Event()
-        failure: list[BaseException] = []
-
-        def publish() -> None:
-            nonlocal published
-            try:
-                with Publisher(settings.broker, prefix=settings.topic_prefix) as pub:
-                    for record in iter_records(config):
-                        pub.publish(record)
-                        published += 1
-            except BaseException as exc:  # reported below, with the progress shown so far
-                failure.append(exc)
-            finally:
-                done.set()
-
-        started = time.monotonic()
-        threading.Thread(target=publish, daemon=True).start()
-        worker_topics = [topic_name(settings.topic_prefix, t) for t in INPUT_TOPICS]
-        all_topics = [topic_name(settings.topic_prefix, t) for t in TOPICS]
-        quiet = 0
-        with Live(_progress_table(settings, 0, started), console=console, refresh_per_second=2) as live:
-            while quiet < 3:
-                time.sleep(1.0)
-                live.update(_progress_table(settings, published, started))
-                for p in procs:
-                    if p.poll() is not None:
-                        raise RuntimeError(f"a pipeline process exited early (code {p.returncode}); see {logs}")
-                if failure:
-                    raise failure[0]
-                if not done.is_set():
-                    continue
-                lag = _lag(settings, settings.app_id, worker_topics) + _lag(
-                    settings, f"{settings.app_id}-writer", all_topics)
-                quiet = quiet + 1 if lag == 0 else 0
-        console.print(f"published {published:,} events in {time.monotonic() - started:.0f}s; all stages caught up")
+        pub = _Publisher(settings, config)
+        pub.start()
+        _follow(console, settings, procs, pub, logs)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
     _summary(console, settings)
     if not keep_stack:
         stack.down()

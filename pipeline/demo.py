@@ -2,7 +2,8 @@
 
 It runs in `<data_dir>/demo` (reset at every run, so runs do not pile up), starts the local
 stack, a processing worker and the ClickHouse writer as separate processes, publishes the
-generator's preset through the SDK, shows live progress, waits until every consumer group
+generator's preset through the SDK (plus a few malformed records, to show the dead-letter
+path), shows live progress, waits until every consumer group
 has caught up, stops the processes, prints what landed in ClickHouse and where the mails
 went, and stops the stack (unless --keep-stack).
 """
@@ -107,10 +108,33 @@ class _Publisher(threading.Thread):
                 for record in iter_records(self.config):
                     pub.publish(record)
                     self.published += 1
+                _send_malformed(self.settings)
         except BaseException as exc:  # re-raised by the main thread with the progress so far
             self.failure = exc
         finally:
             self.done.set()
+
+
+_MALFORMED = [
+    b"not json at all",
+    b'{"kind": "request", "event_id": "bad-1", "ts": "yesterday"}',
+    b'[{"kind": "request", "event_id": "bad-2", "ts": "2026-01-05T00:00:00Z", "tenant_id": "acme", '
+    b'"ip": "999.1.1.1", "method": "GET", "path": "/", "status": 200, "latency_ms": 1}]',
+    b"\xff\xfe\x00\x01",
+]
+
+
+def _send_malformed(settings: Settings) -> None:
+    """A few records as a buggy upstream would send them: they must end in the dead-letter table."""
+    from kafka import KafkaProducer
+
+    from pipeline.topics import Topic, topic_name
+
+    producer = KafkaProducer(bootstrap_servers=settings.broker)
+    for value in _MALFORMED:
+        producer.send(topic_name(settings.topic_prefix, Topic.REQUESTS), value=value)
+    producer.flush()
+    producer.close()
 
 
 def _start(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:

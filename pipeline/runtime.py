@@ -52,11 +52,11 @@ class Counters:
 class Runtime:
     """Holds the Faust app, topics, codecs, event clock and registered handlers."""
 
-    def __init__(self, app: Any, settings: Settings, take_max: int = 200, take_within_s: float = 0.05):
+    def __init__(self, app: Any, settings: Settings):
         self.app = app
         self.settings = settings
-        self.take_max = take_max
-        self.take_within_s = take_within_s
+        self.take_max = settings.take_max_records
+        self.take_within_s = settings.take_within_s
         self.clock = EventClock(settings.allowed_lateness_s)
         self.counters = Counters()
         self._topics: dict[Topic, Any] = {}

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     smtp_tls: bool = False
     mail_from: str = "tenantwatch <alerts@tenantwatch.local>"
 
+    # Worker batching: up to `take_max_records` Kafka records (each may pack up to
+    # `max_events_per_record` events) or `take_within_s` seconds, whichever comes first. Kept
+    # modest so one batch never holds the event loop (and the group heartbeat) for long.
+    take_max_records: int = Field(default=100, ge=1, le=10_000)
+    take_within_s: float = Field(default=0.05, gt=0, le=10)
+
     # Dead letters keep at most this many bytes of the original message.
     dlq_payload_max_bytes: int = Field(default=4096, ge=0)
     max_events_per_record: int = Field(default=10_000, ge=1)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars demo test test-unit bench lint clean
+.PHONY: help install kafka-jars browser demo test test-unit bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,10 @@ kafka-jars: $(STAMP)  ## fetch the Apache Kafka broker jars from Maven Central (
 demo: kafka-jars  ## run the pipeline on ~14 simulated days of synthetic traffic, print a summary
 	$(BIN)/tenantwatch demo
 
-test: kafka-jars  ## run every test (unit, property, integration on real Kafka/chDB/SMTP)
+browser:  ## Debian's chromium, for the static-report test (skipped without it)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report browser test will skip"; }
+
+test: kafka-jars browser  ## run every test (unit, property, integration on real Kafka/chDB/SMTP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## only the fast tests (no broker)

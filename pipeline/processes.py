@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import metrics
 from pipeline.settings import Settings
 
 __all__ = ["run_worker", "run_writer", "status_dir"]
@@ -43,6 +44,9 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
     ensure_topics(settings)
     app, runtime = create_app(settings, capabilities)
     status = status_dir(settings) / f"worker-{os.getpid()}.json"
+    metrics.register_runtime(runtime)
+    if settings.metrics_port is not None:
+        metrics.start_metrics_server(settings.metrics_port)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust is untyped
     async def report() -> None:
@@ -77,17 +81,27 @@ def run_writer(settings: Settings) -> None:
         flush_s=settings.writer_flush_s, buffer_max_rows=settings.writer_buffer_max_rows,
         retry_max_s=settings.writer_retry_max_s,
     )
+    metrics.register_writer(writer)
+    if settings.metrics_port is not None:
+        metrics.start_metrics_server(settings.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: writer.stop())
     signal.signal(signal.SIGINT, lambda *_: writer.stop())
     status = status_dir(settings) / "writer.json"
-    last = 0.0
+    last = last_lag = 0.0
+    batches = 0
 
     def should_stop() -> bool:
-        nonlocal last
+        nonlocal last, last_lag, batches
+        s = writer.stats
+        if s.batches > batches:
+            batches = s.batches
+            metrics.observe_writer_batch(s.last_batch_rows, s.last_batch_seconds)
         now = time.monotonic()
+        if now - last_lag >= 5.0 and writer.consumer is not None:
+            last_lag = now
+            metrics.update_kafka_lag(writer.consumer, f"{settings.app_id}-writer")
         if now - last >= 1.0:
             last = now
-            s = writer.stats
             _write_status(status, {
                 "pid": os.getpid(), "at": time.time(), "rows": dict(s.rows_inserted), "batches": s.batches,
                 "buffered": s.buffered_rows, "paused": s.paused, "insert_failures": s.insert_failures,

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
     command_max_skew_s: float = Field(default=300.0, gt=0)
 
+    # Operations: a Prometheus /metrics port per process (off when unset) and JSON logs.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    log_json: bool = False
+
     # Event time: how far behind the newest event the watermark trails (allowed lateness),
     # and an optional idle tick that advances time from the wall clock when nothing arrives.
     allowed_lateness_s: float = Field(default=5.0, ge=0)

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings come from TW_* environment variables (see README).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line (or TW_LOG_JSON=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stack", help="start, stop or inspect the local Kafka broker and SMTP sink")
@@ -163,9 +164,10 @@ def _extensions() -> list[Callable[[Any], None]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    from pipeline.logging_setup import configure_logging
+
+    configure_logging(json=settings.log_json or args.log_json, level=logging.INFO if args.verbose else logging.WARNING)
     if settings.signing_key.get_secret_value() == DEV_SIGNING_KEY and args.command not in {"stack", "schemas"}:
         logging.getLogger("tenantwatch").info("using the development signing key; set TW_SIGNING_KEY")
     func: Command = args.func

@@ -13,8 +13,9 @@ State is a small picklable dict of buckets, one per recipient with an open windo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from schemas.notify import Channel, Notification, Severity
 from schemas.results import stable_id
@@ -100,6 +101,16 @@ class StormGuard:
             if bucket.folded:
                 out.append(self._digest(recipient, bucket, end))
         return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The open windows as JSON-ready data (the agent keeps them in a Faust table)."""
+        return {recipient: asdict(b) for recipient, b in self._buckets.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], policy: StormPolicy | None = None) -> StormGuard:
+        guard = cls(policy)
+        guard._buckets = {r: _Bucket(**{**b, "worst": Severity(b["worst"])}) for r, b in data.items()}
+        return guard
 
     def pending(self) -> int:
         """How many folded alerts wait for a digest."""

@@ -1,0 +1,46 @@
+"""Settings of the notification agent, from `TW_NOTIFY_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agents.notify.storm import StormPolicy
+from pipeline.mailer import RetryPolicy
+
+__all__ = ["NotifyConfig"]
+
+
+class NotifyConfig(BaseSettings):
+    """Templates, storm control, webhook and retry policy; e.g. `TW_NOTIFY_STORM_LIMIT=10`."""
+
+    model_config = SettingsConfigDict(env_prefix="TW_NOTIFY_", extra="ignore", frozen=True)
+
+    template_dir: Path | None = None  # overrides the built-in templates file by file
+    storm_limit: int = Field(default=5, ge=1)  # alert mails per recipient per window
+    storm_window_s: float = Field(default=3600.0, gt=0)
+    storm_kinds: frozenset[str] = frozenset({"anomaly_alert", "ban_notice"})
+    webhook_url: str | None = None  # notifications with channel=webhook go here (HMAC-signed)
+    webhook_secret: SecretStr = SecretStr("")
+    # In-line retries of one send (short: the batch waits for them) ...
+    smtp_attempts: int = Field(default=3, ge=1)
+    smtp_retry_base_s: float = Field(default=0.25, gt=0)
+    smtp_retry_cap_s: float = Field(default=2.0, gt=0)
+    # ... then the notification waits in the outbox table, retried on a timer with back-off.
+    outbox_retry_base_s: float = Field(default=1.0, gt=0)
+    outbox_retry_cap_s: float = Field(default=60.0, gt=0)
+    outbox_max_age_s: float = Field(default=3 * 86_400.0, gt=0)  # then it is given up as failed
+    tick_s: float = Field(default=0.5, gt=0)
+
+    def storm(self) -> StormPolicy:
+        return StormPolicy(limit=self.storm_limit, window=self.storm_window_s, kinds=self.storm_kinds)
+
+    def smtp_retry(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.smtp_attempts, base_s=self.smtp_retry_base_s,
+                           cap_s=self.smtp_retry_cap_s)
+
+    def outbox_delay(self, attempts: int) -> float:
+        """Wall seconds before the next outbox retry after `attempts` failed rounds."""
+        return min(self.outbox_retry_cap_s, self.outbox_retry_base_s * 2.0 ** max(0, attempts - 1))

@@ -1,0 +1,165 @@
+"""`tenantwatch trials ...`: expiry runs and resends (signed admin commands), stats and lists
+from ClickHouse."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pipeline.settings import Settings
+
+__all__ = ["add_commands", "cohort_stats", "keys_per_partition", "list_trials"]
+
+# The newest state of every trial (by version), as rows of one sub-query.
+_LATEST = """
+    SELECT trial_id, argMax(tenant_id, version) AS tenant, argMax(plan, version) AS plan_,
+           argMax(status, version) AS status_, max(version) AS last_version,
+           argMax(started_at, version) AS started, argMax(ends_at, version) AS ends,
+           argMax(converted_at, version) AS converted, argMax(ts, version) AS changed_at
+    FROM trial_states GROUP BY trial_id
+"""
+
+
+def cohort_stats(client: Any) -> list[dict[str, Any]]:
+    """Conversion rate and mean days to convert by start-week cohort (Monday, UTC) and plan."""
+    rows = client.query(f"""
+        SELECT toMonday(toDate(started)) AS week, plan_, count() AS n_started,
+               countIf(status_ = 'converted') AS n_converted,
+               avgIf(dateDiff('millisecond', started, converted) / 86400000.0,
+                     status_ = 'converted' AND converted IS NOT NULL) AS avg_days
+        FROM ({_LATEST}) GROUP BY week, plan_ ORDER BY week, plan_""").result_rows  # noqa: S608 - fixed SQL
+    out = []
+    for week, plan, started, converted, avg_days in rows:
+        out.append({
+            "week": week.isoformat() if isinstance(week, date) else str(week), "plan": plan,
+            "started": int(started), "converted": int(converted),
+            "conversion_rate": converted / started if started else 0.0,
+            "avg_days_to_convert": None if not converted else round(float(avg_days), 3),
+        })
+    return out
+
+
+def list_trials(client: Any, status: str | None = None, tenant: str | None = None,
+                limit: int = 100) -> list[dict[str, Any]]:
+    """The newest state of each trial, newest change first, optionally filtered."""
+    rows = client.query(f"""
+        SELECT tenant, trial_id, plan_, status_, last_version, started, ends, converted, changed_at
+        FROM ({_LATEST})
+        WHERE ({{status:Nullable(String)}} IS NULL OR status_ = {{status:Nullable(String)}})
+          AND ({{tenant:Nullable(String)}} IS NULL OR tenant = {{tenant:Nullable(String)}})
+        ORDER BY changed_at DESC, trial_id LIMIT {{limit:UInt32}}""",  # noqa: S608 - bound parameters
+        parameters={"status": status, "tenant": tenant, "limit": limit}).result_rows
+    names = ("tenant_id", "trial_id", "plan", "status", "version", "started_at", "ends_at", "converted_at",
+             "changed_at")
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def keys_per_partition(partitions: int, prefix: str = "expiry") -> dict[int, str]:
+    """A command key for each partition (Kafka's murmur2 partitioner), so one command reaches each."""
+    from kafka.partitioner.default import murmur2
+
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < partitions:
+        key = f"{prefix}-{i}"
+        found.setdefault((murmur2(key.encode()) & 0x7FFFFFFF) % partitions, key)
+        i += 1
+    return found
+
+
+def _send(settings: Settings, args: argparse.Namespace, *, action: Any, tenant: str, params: dict[str, Any]) -> bool:
+    from pipeline.admin import build_command, send_command
+
+    cmd = build_command(settings, action=action, tenant=tenant, params=params, actor=args.actor, reason=args.reason)
+    record = send_command(settings, cmd, wait_s=args.wait)
+    if record is None:
+        print(f"{action.value} {params}: no worker answered within {args.wait}s", file=sys.stderr)
+        return False
+    print(f"{record.outcome}: {record.reason}")
+    return record.outcome == "accepted"
+
+
+def _run_expiry(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.commands import Action
+
+    at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    # Trials live in the worker that owns their billing partition: one command per partition,
+    # keyed so that it lands on that partition's worker (commands are co-partitioned).
+    failed = 0
+    for p, key in sorted(keys_per_partition(settings.partitions).items()):
+        params = {"at": at.isoformat(), "partition": p}
+        failed += not _send(settings, args, action=Action.TRIALS_RUN_EXPIRY, tenant=key, params=params)
+    return 1 if failed else 0
+
+
+def _resend(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.commands import Action
+
+    ok = _send(settings, args, action=Action.TRIALS_RESEND, tenant=args.tenant, params={"step": args.step})
+    return 0 if ok else 1
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(rows[0])
+    cells = [[("-" if r[c] is None else f"{r[c]:.1%}" if c == "conversion_rate" else str(r[c])) for c in cols]
+             for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.clickhouse.client import connect
+
+    _print(cohort_stats(connect(settings.dsn)), args.json)
+    return 0
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.clickhouse.client import connect
+
+    _print(list_trials(connect(settings.dsn), args.status, args.tenant, args.limit), args.json)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("trials", help="trial automation: expiry runs, resends, conversion stats")
+    tsub = p.add_subparsers(dest="trials_command", required=True)
+
+    def admin(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--actor", default="cli", help="who is asking (audit log)")
+        q.add_argument("--reason", default="", help="why (audit log)")
+        q.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each verdict")
+
+    q = tsub.add_parser("run-expiry", help="fire every trial timer due at TIME (event time), on all partitions")
+    q.add_argument("--at", required=True, help="ISO 8601 time, e.g. 2026-03-20T00:00:00Z")
+    admin(q)
+    q.set_defaults(func=_run_expiry)
+
+    q = tsub.add_parser("resend", help="send one step's mail of a tenant's trial again")
+    q.add_argument("tenant")
+    q.add_argument("step", choices=["welcome", "7day", "1day", "expired"])
+    admin(q)
+    q.set_defaults(func=_resend)
+
+    q = tsub.add_parser("stats", help="conversion by start-week cohort and plan (ClickHouse)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_stats)
+
+    q = tsub.add_parser("list", help="trials and their current state (ClickHouse)")
+    q.add_argument("--status", choices=["trialing", "converted", "canceled", "expired", "suspended"])
+    q.add_argument("--tenant")
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_list)

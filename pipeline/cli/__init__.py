@@ -42,7 +42,8 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.processes import run_worker
 
-    caps = tuple(args.capabilities.split(",")) if args.capabilities else None
+    # None = all; "" = none (just decoding, dead letters and admin commands)
+    caps = None if args.capabilities is None else tuple(c for c in args.capabilities.split(",") if c)
     run_worker(settings, caps, loglevel=args.loglevel)
     return 0
 

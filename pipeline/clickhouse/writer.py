@@ -147,7 +147,13 @@ class ClickHouseWriter:
             fetch_max_bytes=64 << 20,
             max_partition_fetch_bytes=16 << 20,
             consumer_timeout_ms=1000,
+            # New topics must be picked up soon: with the 5-minute default, a writer that
+            # subscribed before a topic had partition metadata sat idle until the refresh.
+            metadata_max_age_ms=10_000,
         )
+        deadline = self.clock() + 30
+        while self.clock() < deadline and any(not self.consumer.partitions_for_topic(t) for t in self.specs):
+            time.sleep(0.2)  # topics created a moment ago may not have partitions in metadata yet
         self.consumer.subscribe(topics=sorted(self.specs))
 
     def poll_once(self, timeout_ms: int = 200) -> int:

@@ -26,6 +26,7 @@ class Topic(StrEnum):
     ANOMALY_STATUS = "anomaly-status"
     BASELINES = "baselines"
     ANOMALY_RULES = "anomaly-rules"
+    RATELIMIT_ORDERS = "ratelimit-orders"
     TRIAL_STATE = "trial-state"
     TENANT_COMMANDS = "tenant-commands"
     NOTIFICATIONS = "notifications"
@@ -55,6 +56,7 @@ TOPICS: dict[Topic, TopicSpec] = {
         TopicSpec(Topic.VIOLATIONS, "tenant:ip", "rate-limit violations"),
         TopicSpec(Topic.BANS, "tenant:ip", "bans started and ended"),
         TopicSpec(Topic.LIMITS, "tenant", "limit configuration history"),
+        TopicSpec(Topic.RATELIMIT_ORDERS, "tenant:ip", "internal: manual ban/unban routed to the key's owner"),
         TopicSpec(Topic.ROLLUPS, "tenant", "per-minute request rollups"),
         TopicSpec(Topic.ANOMALIES, "tenant", "anomaly records (one id per episode, latest wins)"),
         TopicSpec(Topic.ANOMALY_STATUS, "tenant", "anomaly status changes (ack, resolve, false positive)"),

@@ -12,7 +12,7 @@ from typing import Final
 
 from schemas.ratelimit import TenantPolicy
 
-__all__ = ["BLACK", "NONE", "WHITE", "CompiledPolicy", "PrefixSet"]
+__all__ = ["BLACK", "NONE", "WHITE", "CompiledPolicy", "PrefixSet", "ip_value"]
 
 NONE: Final = 0
 WHITE: Final = 1
@@ -49,9 +49,27 @@ class PrefixSet:
 
     def contains(self, ip: str) -> bool:
         """Whether ``ip`` (text) falls in any of the networks."""
-        addr = ip_address(ip)
-        value = int(addr)
-        return any(value >> shift in prefixes for shift, prefixes in (self._v4 if addr.version == 4 else self._v6))
+        return self.contains_value(*ip_value(ip))
+
+    def contains_value(self, version: int, value: int) -> bool:
+        """Whether the address ``value`` (an int, as from :func:`ip_value`) falls in any of the networks."""
+        return any(value >> shift in prefixes for shift, prefixes in (self._v4 if version == 4 else self._v6))
+
+
+def ip_value(ip: str) -> tuple[int, int]:
+    """(version, integer value) of an address; canonical dotted IPv4 skips :mod:`ipaddress` (5× faster).
+
+    >>> ip_value("10.0.0.1"), ip_value("2001:db8::1")[0]
+    ((4, 167772161), 6)
+    """
+    if ":" not in ip:
+        parts = ip.split(".")
+        if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):  # four octets
+            a, b, c, d = map(int, parts)
+            if a | b | c | d <= 255:  # an octet
+                return 4, (a << 24) | (b << 16) | (c << 8) | d
+    addr = ip_address(ip)
+    return addr.version, int(addr)
 
 
 class CompiledPolicy:
@@ -91,7 +109,9 @@ class CompiledPolicy:
         hit = self._cache.get(ip)
         if hit is not None:
             return hit
-        verdict = BLACK if self._black.contains(ip) else WHITE if self._white.contains(ip) else NONE
+        version, value = ip_value(ip)
+        verdict = (BLACK if self._black.contains_value(version, value)
+                   else WHITE if self._white.contains_value(version, value) else NONE)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()  # crude but bounded; lookups are cheap to redo
         self._cache[ip] = verdict

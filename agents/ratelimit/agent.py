@@ -1,0 +1,258 @@
+"""Faust wiring of the rate limiter: requests → decisions, violations, bans, rollups; admin commands.
+
+State. One :class:`RateLimiter` per source partition of ``requests`` (so throttles and bans
+end on that partition's own event-time watermark). Its key states live in a plain dict
+and are written back to the Faust table ``<app>-ratelimit-keys`` (key ``tenant:ip``, value
+the :class:`KeyState` in the binary form of :mod:`~agents.ratelimit.state_codec`, changelogged)
+once per changed key per batch. A limiter is built lazily on the first batch of its
+partition after start or rebalance, adopting the table's keys of that partition (which
+re-arms ban and throttle timers): a restart resets neither counters nor bans.
+
+Configuration. Tenant policies live in the GlobalTable ``<app>-ratelimit-policies`` (every
+worker holds all of it). The commands handler validates an action with the pure
+:func:`apply_action`, writes the new policy there and publishes its history record
+(``limits``); other workers pick it up from the changelog. Tenants without a policy get
+the default :class:`TenantPolicy` (1000/hour, 10000/day).
+
+Manual bans are key state, owned by whichever worker holds the key's partition, while
+commands are keyed by tenant. The handler validates them and forwards an *order* to the
+internal topic ``<prefix>.ratelimit-orders`` keyed ``tenant:ip``, co-partitioned with
+``requests``; the owner applies it at its partition's event time.
+
+Rollups are per worker (closed on the lowest watermark of its request partitions): exact
+with one worker; with several, each worker publishes its share under the same id (see
+the capability notes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from agents.ratelimit.commands import Rejected, apply_action
+from agents.ratelimit.core import ALLOWED, Batch, KeyState, RateLimiter
+from agents.ratelimit.rollup import MinuteRollups
+from agents.ratelimit.state_codec import CODEC_NAME, register_codec
+from pipeline.commands import CommandRejected
+from pipeline.faust_compat import in_partition_of
+from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.topics import Topic, topic_name
+from schemas._base import canonical_ip
+from schemas.commands import Action, AdminCommand
+from schemas.ratelimit import TenantPolicy
+
+__all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "key_partition", "register"]
+
+log = logging.getLogger(__name__)
+
+ACTIONS = (
+    Action.IP_BAN, Action.IP_UNBAN, Action.IP_WHITELIST, Action.IP_BLACKLIST, Action.IP_UNLIST,
+    Action.LIMITS_SET, Action.TENANT_ENABLE, Action.TENANT_DISABLE, Action.TENANT_SHADOW,
+)
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives ``key``: where the SDK sends it."""
+    from kafka.partitioner.default import murmur2
+
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class KeyStateValue:
+    """Faust value type of the key table: KeyState in its own binary form (never pickle)."""
+
+    class _options:  # the attribute Faust reads a type's serializer from
+        serializer = CODEC_NAME
+
+    @classmethod
+    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
+        return data
+
+
+class RateLimitAgent:
+    """Holds the per-partition limiters, the tables and the handlers of one worker."""
+
+    def __init__(self, runtime: Runtime, default: TenantPolicy | None = None) -> None:
+        s = runtime.settings
+        app = runtime.app
+        register_codec()
+        self.runtime = runtime
+        self.partitions = s.partitions
+        self.default = default or TenantPolicy(tenant_id="default")
+        self.keys = app.Table(f"{s.app_id}-ratelimit-keys", default=None, partitions=s.partitions,
+                              key_type=str, value_type=KeyStateValue)
+        self.policies = app.GlobalTable(f"{s.app_id}-ratelimit-policies", default=None, partitions=s.partitions,
+                                        key_type=str, on_changelog_event=self._on_policy_event)
+        self.orders = app.topic(topic_name(s.topic_prefix, Topic.RATELIMIT_ORDERS), partitions=s.partitions,
+                                key_serializer="raw", value_serializer="raw", internal=True)
+        self.limiters: dict[int, RateLimiter] = {}
+        self.watermarks: dict[int, float] = {}
+        self.rollups = MinuteRollups()
+        self._policies_dirty = False
+        self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0}
+        runtime.on(Topic.REQUESTS, self.on_requests)
+        runtime.commands.on(ACTIONS, self.on_command)
+        app.agent(self.orders, name="tenantwatch.ratelimit.orders")(self._consume_orders)
+        app.on_partitions_revoked.connect(self._on_rebalance)
+        app.on_partitions_assigned.connect(self._on_rebalance)
+        runtime.add_status("ratelimit", lambda: dict(self.counts, keys=sum(len(x.store) for x in
+                                                                                self.limiters.values())))
+
+    # -- policies ------------------------------------------------------------------------
+    def policy(self, tenant: str) -> TenantPolicy:
+        """The policy in force for ``tenant``: its own from the GlobalTable, else the default."""
+        data = self.policies.get(tenant)
+        if data is not None:
+            return TenantPolicy.model_validate(data)
+        return self.default.model_copy(update={"tenant_id": tenant})
+
+    async def _on_policy_event(self, event: Any) -> None:
+        self._policies_dirty = True  # applied before the next batch, off the recovery path
+
+    def _sync_policies(self) -> None:
+        if not self._policies_dirty:
+            return
+        self._policies_dirty = False
+        loaded = [TenantPolicy.model_validate(v) for v in self.policies.values() if v is not None]
+        for limiter in self.limiters.values():
+            for p in loaded:
+                limiter.set_policy(p)
+
+    # -- limiters and their table ------------------------------------------------------------
+    async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        # Rebuild from the table after any assignment change: revoked keys leave memory,
+        # assigned ones are adopted (with their timers) on their partition's next batch.
+        self.limiters.clear()
+        self.watermarks.clear()
+
+    def limiter(self, partition: int) -> RateLimiter:
+        """The limiter of ``partition``, built from the table on first use."""
+        limiter = self.limiters.get(partition)
+        if limiter is None:
+            limiter = RateLimiter(
+                policies=[TenantPolicy.model_validate(v) for v in self.policies.values() if v is not None],
+                default=self.default)
+            adopted = 0
+            for key, state in list(self.keys.items()):
+                if isinstance(state, KeyState) and key_partition(key, self.partitions) == partition:
+                    limiter.adopt(key, state)
+                    adopted += 1
+            self.limiters[partition] = limiter
+            log.info("rate limiter of partition %d adopted %d key(s)", partition, adopted)
+        return limiter
+
+    async def _commit(self, limiter: RateLimiter, anchor: Any, out: Batch) -> None:
+        """Write each changed key once, delete evicted ones, then publish the records."""
+        store = limiter.store
+        with in_partition_of(anchor):
+            for key in out.changed:
+                state = store.get(key)
+                if state is not None:
+                    self.keys[key] = state
+            for key in out.evicted:
+                if key in self.keys:
+                    del self.keys[key]
+        send = self.runtime.send
+        for d in out.decisions:
+            await send(Topic.DECISIONS, d, key=f"{d.tenant_id}:{d.ip}")
+        for v in out.violations:
+            await send(Topic.VIOLATIONS, v, key=f"{v.tenant_id}:{v.ip}")
+        for b in out.bans:
+            await send(Topic.BANS, b, key=f"{b.tenant_id}:{b.ip}")
+        c = self.counts
+        c["decisions"] += len(out.decisions)
+        c["violations"] += len(out.violations)
+        c["bans"] += len(out.bans)
+
+    # -- requests ---------------------------------------------------------------------------
+    async def on_requests(self, batches: Sequence[PartitionBatch]) -> None:
+        """Decide every request, expire on the watermark, write back, publish; close rollups."""
+        self._sync_policies()
+        rollups = self.rollups
+        for b in batches:
+            limiter = self.limiter(b.partition)
+            events = b.events
+            times = [e.ts.timestamp() for e in events]
+            out = limiter.decide_batch([(e.tenant_id, e.ip, t) for e, t in zip(events, times, strict=True)])
+            blocked = 0
+            for e, t, verdict in zip(events, times, out.verdicts, strict=True):
+                blocked += verdict != ALLOWED
+                rollups.add(e.tenant_id, e.ip, t, status=e.status, latency_ms=e.latency_ms,
+                            blocked=verdict != ALLOWED)
+            self.counts["blocked"] += blocked
+            wm = b.watermark
+            if wm is not None and wm > self.watermarks.get(b.partition, float("-inf")):
+                self.watermarks[b.partition] = wm
+                _merge(out, limiter.expire(wm))
+            await self._commit(limiter, b.anchor, out)
+        if self.watermarks:
+            closed = rollups.close(min(self.watermarks.values()))
+            for r in closed:
+                await self.runtime.send(Topic.ROLLUPS, r, key=r.tenant_id)
+            self.counts["rollups"] += len(closed)
+
+    # -- admin commands -----------------------------------------------------------------------
+    async def on_command(self, cmd: AdminCommand) -> str:
+        """Validate and apply one rate-limit command; raise CommandRejected with the reason."""
+        tenant = cmd.tenant_id
+        now = cmd.ts.timestamp()
+        probe = RateLimiter(policies=[self.policy(tenant)])
+        result = apply_action(probe, tenant, cmd.action, cmd.params, now, actor=cmd.actor, reason=cmd.reason)
+        if isinstance(result, Rejected):
+            raise CommandRejected(result.reason)
+        if cmd.action in (Action.IP_BAN, Action.IP_UNBAN):
+            ip = canonical_ip(str(cmd.params["ip"]))
+            order = {"nonce": cmd.nonce, "action": cmd.action.value, "tenant": tenant, "ip": ip,
+                     "duration_s": cmd.params.get("duration_s"), "ts": now}
+            await self.orders.send(key=f"{tenant}:{ip}".encode(), value=json.dumps(order).encode())
+            verb = "ban" if cmd.action is Action.IP_BAN else "unban"
+            return f"{verb} of {ip} ordered"
+        new = probe.policy(tenant)
+        if new is None or result.limits is None:  # apply_action always sets both for policy actions
+            raise CommandRejected(f"{cmd.action.value} changed no policy")
+        self.policies[tenant] = new.model_dump(mode="json")
+        for limiter in self.limiters.values():
+            limiter.set_policy(new)
+        await self.runtime.send(Topic.LIMITS, result.limits, key=tenant)
+        return result.summary
+
+    async def _consume_orders(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                await self.apply_order(event, json.loads(event.value))
+            except Exception:  # a bad order must not stop the others
+                log.exception("rate-limit order at offset %d failed", event.message.offset)
+
+    async def apply_order(self, event: Any, order: dict[str, Any]) -> None:
+        """Apply a manual ban/unban at the owner of the key, at its partition's event time."""
+        partition = event.message.partition
+        self._sync_policies()
+        limiter = self.limiter(partition)
+        now = self.watermarks.get(partition)
+        if now is None:  # nothing seen on this partition yet: the command's own time
+            now = float(order["ts"])
+        tenant, ip = order["tenant"], order["ip"]
+        if order["action"] == Action.IP_BAN.value:
+            if limiter.policy(tenant) is None:
+                limiter.set_policy(self.policy(tenant))
+            duration = order.get("duration_s")
+            out = limiter.ban(tenant, ip, now, None if duration is None else float(duration))
+        else:
+            out = limiter.unban(tenant, ip, now)
+        self.counts["orders"] += 1
+        await self._commit(limiter, event, out)
+
+
+def _merge(into: Batch, other: Batch) -> None:
+    into.decisions.extend(other.decisions)
+    into.violations.extend(other.violations)
+    into.bans.extend(other.bans)
+    into.changed.update(other.changed)
+    into.evicted.extend(other.evicted)
+
+
+def register(runtime: Runtime) -> None:
+    """Wire the rate limiter into ``runtime`` (called by the app factory)."""
+    RateLimitAgent(runtime)

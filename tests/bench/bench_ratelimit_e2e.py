@@ -1,0 +1,163 @@
+"""End-to-end rate-limit benchmark on a private broker: events/s through the agent, decision delay.
+
+Run: ``python tests/bench/bench_ratelimit_e2e.py [--seconds 20] [--rate 10000] [--events 200000]``.
+
+1. Delay: a steady ``--rate`` events/s for ``--seconds``, every sixth event of an IP crossing
+   its 5/minute limit (a ``throttled`` decision). Event time is the send time, so the delay
+   of a decision is its Kafka record timestamp (when the worker produced it) minus its
+   ``ts``; the consume-time delay is printed too.
+2. Throughput: ``--events`` requests published as fast as possible (a backlog), timed from
+   the first send until the worker's status file counts them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pipeline.admin import build_command, send_command  # after the path fix above
+from pipeline.kafka_admin import ensure_topics
+from pipeline.processes import status_dir
+from pipeline.sdk import Publisher
+from pipeline.settings import Settings
+from pipeline.topics import Topic, topic_name
+from schemas.commands import Action
+from tests.bench._stack import bench_stack
+from tests.conftest import WorkerProcess
+
+
+def event(tenant: str, ip: str, ts: float, n: int) -> dict[str, Any]:
+    return {"kind": "request", "event_id": f"{tenant}-{n}", "ts": datetime.fromtimestamp(ts, UTC).isoformat(),
+            "tenant_id": tenant, "ip": ip, "method": "GET", "path": "/api/x", "status": 200, "latency_ms": 12.0}
+
+
+def ip_of(i: int) -> str:
+    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+class DecisionTap(threading.Thread):
+    """Consumes the decisions topic from its end: (record timestamp, consume time, decision ts)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaConsumer
+        from kafka.structs import TopicPartition
+
+        super().__init__(daemon=True)
+        self.seen: list[tuple[float, float, float]] = []
+        self.stop = threading.Event()
+        topic = topic_name(settings.topic_prefix, Topic.DECISIONS)
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False)
+        parts = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+        self.consumer.assign(parts)
+        self.consumer.seek_to_end(*parts)
+        for tp in parts:
+            self.consumer.position(tp)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for messages in self.consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                for m in messages:
+                    d = json.loads(m.value)
+                    ts = datetime.fromisoformat(d["ts"]).timestamp()
+                    self.seen.append((m.timestamp / 1000, now, ts))
+        self.consumer.close()
+
+
+def processed(settings: Settings) -> int:
+    total = 0
+    for path in status_dir(settings).glob("worker-*.json"):
+        try:
+            total += json.loads(path.read_text())["events"].get("requests", 0)
+        except (ValueError, KeyError, OSError):
+            continue
+    return total
+
+
+def wait(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def steady(settings: Settings, pub: Publisher, rate: float, seconds: float) -> int:
+    """Offer `rate` events/s for `seconds`: each IP sends 6, the 6th is over its 5/minute limit."""
+    n, start = 0, time.time()
+    end = start + seconds
+    while (now := time.time()) < end:
+        due = int((now - start) * rate)
+        while n < due:
+            pub.publish(event("lat", ip_of(n // 6), time.time(), n))
+            n += 1
+        pub.flush()
+        time.sleep(max(0.0, 0.005 - (time.time() - now)))
+    return n
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rate", type=float, default=10_000.0)
+    ap.add_argument("--events", type=int, default=200_000)
+    args = ap.parse_args()
+    with bench_stack() as (settings, _):
+        ensure_topics(settings)
+        worker = WorkerProcess(settings, "ratelimit").start()
+        try:
+            cmd = build_command(settings, action=Action.LIMITS_SET, tenant="lat", actor="bench",
+                                params={"per_minute": 5, "per_hour": 1000, "per_day": 10000})
+            record = send_command(settings, cmd, wait_s=180)
+            if record is None or record.outcome != "accepted":
+                raise SystemExit(f"limits.set not accepted: {record}")
+            tap = DecisionTap(settings)
+            tap.start()
+            with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=50, linger_ms=1) as pub:
+                offered = steady(settings, pub, args.rate, args.seconds)
+            expected = offered // 6
+            wait(lambda: len(tap.seen) >= expected, 180, f"{expected} decisions")
+            tap.stop.set()
+            by_record = [(r - ts) * 1000 for r, _, ts in tap.seen]
+            by_consume = [(c - ts) * 1000 for _, c, ts in tap.seen]
+            print(f"delay at {args.rate:,.0f} events/s offered for {args.seconds:.0f}s: {offered:,} events, "
+                  f"{len(tap.seen):,} decisions")
+            print(f"  produce → decision record timestamp: p50 {percentile(by_record, 0.5):.1f} ms, "
+                  f"p99 {percentile(by_record, 0.99):.1f} ms, max {max(by_record):.1f} ms")
+            print(f"  produce → decision consumed:         p50 {percentile(by_consume, 0.5):.1f} ms, "
+                  f"p99 {percentile(by_consume, 0.99):.1f} ms")
+
+            base = processed(settings)
+            rng = random.Random(7)
+            t0 = 1_780_000_000.0
+            backlog = [event("bulk", ip_of(int(20_000 * rng.random() ** 3)), t0 + i / 10_000, i)
+                       for i in range(args.events)]
+            start = time.perf_counter()
+            with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=200) as pub:
+                pub.publish_many(backlog)
+            published = time.perf_counter() - start
+            wait(lambda: processed(settings) >= base + args.events, 600, "the backlog to be processed")
+            took = time.perf_counter() - start
+            print(f"throughput: {args.events:,} events in {took:.1f}s = {args.events / took:,.0f} events/s "
+                  f"end to end (publishing alone took {published:.1f}s)")
+        finally:
+            worker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ from schemas.events import BillingEvent, ErrorEvent, RequestEvent, UsageEvent
 __all__ = ["CAPABILITIES", "create_app"]
 
 # Capability packages that expose `register(runtime)` in `agents/<name>/agent.py`.
-CAPABILITIES: tuple[str, ...] = ("ratelimit", "trials", "notify")
+CAPABILITIES: tuple[str, ...] = ("ratelimit", "anomaly", "trials", "notify")
 
 
 def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) -> tuple[Any, Runtime]:

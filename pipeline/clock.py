@@ -7,23 +7,26 @@ advances time from the wall clock (the caller passes the wall time in) for quiet
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 __all__ = ["EventClock"]
 
 
 class EventClock:
-    """Tracks the newest event time per partition; `now(p)` is that minus the lateness."""
+    """Tracks the newest event time per stream (a partition, or a (topic, partition) pair);
+    `now(p)` is that minus the lateness."""
 
     __slots__ = ("_newest", "lateness_s")
 
     def __init__(self, lateness_s: float = 0.0) -> None:
         self.lateness_s = lateness_s
-        self._newest: dict[int, float] = {}
+        self._newest: dict[Hashable, float] = {}
 
-    def observe(self, partition: int, ts: float) -> None:
+    def observe(self, partition: Hashable, ts: float) -> None:
         if ts > self._newest.get(partition, float("-inf")):
             self._newest[partition] = ts
 
-    def now(self, partition: int) -> float | None:
+    def now(self, partition: Hashable) -> float | None:
         """The watermark of `partition`, or None before its first event."""
         newest = self._newest.get(partition)
         return None if newest is None else newest - self.lateness_s
@@ -34,7 +37,7 @@ class EventClock:
             return None
         return min(self._newest.values()) - self.lateness_s
 
-    def idle_tick(self, wall_now: float, idle_after_s: float) -> list[int]:
+    def idle_tick(self, wall_now: float, idle_after_s: float) -> list[Hashable]:
         """Advance partitions whose newest event is older than `idle_after_s` of wall time.
 
         Returns the partitions moved. Only meaningful when producers' clocks track the wall
@@ -48,5 +51,5 @@ class EventClock:
                 moved.append(partition)
         return moved
 
-    def partitions(self) -> list[int]:
-        return sorted(self._newest)
+    def partitions(self) -> list[Hashable]:
+        return list(self._newest)

@@ -74,6 +74,10 @@ class Runtime:
             self._commands = CommandRouter(self)
         return self._commands
 
+    def watermark(self, topic: Topic, partition: int) -> float | None:
+        """Event time of one input topic-partition (each topic keeps its own watermark)."""
+        return self.clock.now((topic, partition))
+
     def extra_status(self) -> dict[str, Any]:
         """Capability figures for the status file (decisions, anomalies, mails, ...)."""
         return {name: fn() for name, fn in self._status.items()}
@@ -137,8 +141,8 @@ class Runtime:
             self.counters.events[topic] += len(batch.events)
             if batch.events:
                 newest = max(e.ts for e in batch.events).timestamp()
-                self.clock.observe(batch.partition, newest)
-            batch.watermark = self.clock.now(batch.partition)
+                self.clock.observe((topic, batch.partition), newest)
+            batch.watermark = self.clock.now((topic, batch.partition))
         batches = [b for b in by_partition.values() if b.events]
         for handler in self._handlers.get(topic, ()):
             try:

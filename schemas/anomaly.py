@@ -28,11 +28,13 @@ __all__ = [
     "MetricName",
     "MetricPoint",
     "Rule",
+    "RuleChange",
     "Season",
     "Severity",
     "Verdict",
     "anomaly_id",
     "band_id",
+    "rule_change_id",
     "status_change_id",
     "to_datetime",
 ]
@@ -61,6 +63,7 @@ class MetricName(StrEnum):
     ACTIVE_USER_DECLINE = "active_user_decline"  # churn signal: 1 − active users / trailing mean
     TOP_IP_SHARE = "top_ip_share"  # API abuse: share of requests from the top few IPs, 0..1
     CLIENT_ERROR_RATIO = "client_error_ratio"  # API abuse: 4xx / requests, 0..1
+    ERROR_EVENTS = "error_events"  # ErrorEvents reported by the tenant's app per interval
 
 
 class Direction(StrEnum):
@@ -116,6 +119,10 @@ def status_change_id(anomaly: str, status: str, ts: float) -> str:
 
 def band_id(tenant: str, metric: str, ts: float) -> str:
     return stable_id("band", tenant, metric, repr(float(ts)))
+
+
+def rule_change_id(command_id: str) -> str:
+    return stable_id("rule-change", command_id)
 
 
 class MetricPoint(Record):
@@ -212,3 +219,20 @@ class BaselineBand(Record):
     lower: Finite
     upper: Finite
     seasonal: bool  # whether the seasonal profile was used for this point
+
+
+class RuleChange(Record):
+    """A rule put in force (or reset to the default) for one tenant metric, by a `rule.set` command."""
+
+    id: str  # from the command's nonce: a redelivered command re-emits the same id
+    tenant: TenantId
+    metric: MetricName
+    ts: Timestamp  # when the command was signed
+    actor: Annotated[str, Field(max_length=64)]
+    reason: ShortText = ""
+    is_default: bool  # True when the tenant's override was dropped
+    direction: Direction
+    threshold_sigma: Annotated[float, Field(gt=0)]
+    warmup: Annotated[int, Field(ge=0)]
+    enabled: bool
+    rule_json: Annotated[str, Field(max_length=4096)]  # the whole rule in force

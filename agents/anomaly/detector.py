@@ -134,6 +134,7 @@ class StreamDetector:
             **baseline_kw,  # type: ignore[arg-type]  # numeric knobs, for the bench and NAB
         )
         self.n = 0  # points seen
+        self.last_ts: float | None = None  # newest point time seen (the agent skips redeliveries)
         self._recent = 0  # bit i set: the point i steps ago was out of band
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=64)
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
@@ -167,6 +168,7 @@ class StreamDetector:
                     out, scored.z = True, slow  # the slow timescale caught it: report its z
         self.baseline.update(ts, value)
         self.n += 1
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         self._recent = ((self._recent << 1) | int(out)) & ((1 << 1000) - 1)
         if out:
             self._flag_ts.append((self.n, ts))

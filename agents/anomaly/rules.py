@@ -14,6 +14,7 @@ Defaults (σ is the baseline's robust σ; counts are in points of the metric str
 | active_user_decline  | up        | 3σ        | 2 of 3  | churn: the decline ratio rising               |
 | top_ip_share         | up        | 3σ        | 2 of 3  | API abuse: traffic concentrating on few IPs   |
 | client_error_ratio   | up        | 3σ        | 2 of 3  | API abuse: 4xx storms (scanning, bad keys)    |
+| error_events         | up        | 3σ        | 2 of 3  | the app's own error reports piling up         |
 
 Every rule waits `warmup` points (two days of hourly points by default: enough for the
 level and a first daily profile), resolves an episode after `resolve_after` (6) in-band
@@ -48,6 +49,7 @@ DEFAULT_RULES: Mapping[MetricName, Rule] = {
         Rule(metric=_M.ACTIVE_USER_DECLINE, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
         Rule(metric=_M.TOP_IP_SHARE, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
         Rule(metric=_M.CLIENT_ERROR_RATIO, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
+        Rule(metric=_M.ERROR_EVENTS, direction=_UP, threshold_sigma=3.0, min_pct=25.0, confirm_n=2, confirm_m=3),
     )
 }
 

@@ -229,7 +229,7 @@ class NotifyAgent:
                 lane = self.lane(p)
                 out: list[Delivery] = []
                 try:
-                    now = self.runtime.clock.now(p)
+                    now = self.runtime.watermark(Topic.NOTIFICATIONS, p)
                     if now is not None:
                         await self._flush_storm(lane, now, out)
                     if lane.queue:

@@ -140,7 +140,7 @@ class TrialsAgent:
         target = time.time() - idle
         async with self.lock:
             for p in sorted(self.local_partitions() & set(self.books)):
-                now = self.runtime.clock.now(p)
+                now = self.runtime.watermark(Topic.BILLING, p)
                 await self._step(p, (), target if now is None else max(now, target))
 
     async def run_expiry(self, cmd: AdminCommand) -> str:
@@ -176,7 +176,7 @@ class TrialsAgent:
         partition = int(stored["p"])
         if partition not in self.local_partitions():
             raise CommandRejected(f"tenant {cmd.tenant_id} is not on this worker")
-        now = self.runtime.clock.now(partition)
+        now = self.runtime.watermark(Topic.BILLING, partition)
         async with self.lock:
             effects = self.book(partition).resend(cmd.tenant_id, step, cmd.nonce,
                                                   cmd.ts.timestamp() if now is None else now)

@@ -1,0 +1,251 @@
+"""The anomaly agent: derive metric points, detect anomalies, run the workflow and rule commands.
+
+Stages (all in `register`):
+- *derive*: rollups, billing, usage and error events → `TenantMetrics` (table
+  `<app>-anomaly-derive`, key tenant) → closed windows → MetricPoints on the metrics topic;
+- *detect*: metric points → `StreamDetector` per `tenant|metric` (table `<app>-anomaly-streams`)
+  and `TenantHST` per tenant (table `<app>-anomaly-hst`), both pickled and recovered from their
+  changelogs on restart → bands, anomalies, status changes, and `anomaly_alert` notifications
+  for high and critical episodes;
+- *commands*: `rule.set` edits the tenant's rule overrides (table `<app>-anomaly-rules`,
+  co-partitioned like the rest) and publishes the rule history; `anomaly.ack|resolve|false_positive`
+  move an open episode.
+
+Every table is keyed by tenant (or `tenant|metric`), co-partitioned with the tenant-keyed
+source topics, so the commands topic (keyed by tenant) reaches the partition holding the
+tenant's detectors. Alerts go to `TW_ANOMALY_ALERT_TO` (default `owner@tenantwatch.local`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.anomaly.alerts import alert_for, should_alert
+from agents.anomaly.detector import StreamDetector
+from agents.anomaly.metrics import TenantMetrics
+from agents.anomaly.multivariate import TenantHST
+from agents.anomaly.rules import default_rule, edit_rule
+from agents.anomaly.workflow import Rejected
+from pipeline.clock import EventClock
+from pipeline.commands import CommandRejected
+from pipeline.faust_compat import in_partition_of
+from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.topics import Topic
+from schemas.anomaly import (
+    Anomaly,
+    AnomalyStatusChange,
+    BaselineBand,
+    MetricName,
+    MetricPoint,
+    Rule,
+    RuleChange,
+    rule_change_id,
+)
+from schemas.commands import Action, AdminCommand
+from schemas.ratelimit import Rollup
+
+__all__ = ["DEFAULT_RECIPIENT", "AnomalyAgent", "Pickled", "RollupIn", "register"]
+
+DEFAULT_RECIPIENT = "owner@tenantwatch.local"
+_OUT: dict[type[BaseModel], Topic] = {
+    BaselineBand: Topic.BASELINES, Anomaly: Topic.ANOMALIES, AnomalyStatusChange: Topic.ANOMALY_STATUS,
+}
+_SOURCE = {Topic.ROLLUPS: "rollups", Topic.BILLING: "billing", Topic.USAGE: "usage", Topic.ERRORS: "errors"}
+WORKFLOW = (Action.ANOMALY_ACK, Action.ANOMALY_RESOLVE, Action.ANOMALY_FALSE_POSITIVE)
+
+
+class RollupIn(Rollup):
+    """A rollup as an input event: its event time is the end of its minute (the runtime reads `ts`)."""
+
+    @property
+    def ts(self) -> datetime:
+        return self.minute + timedelta(minutes=1)
+
+
+class Pickled:
+    """Faust value type of the state tables: values are pickled as they are (the cores pickle).
+
+    faust-streaming's `Table` takes no `value_serializer`; it reads the codec from the value
+    type's `_options.serializer`. Changelog topics are internal: only our workers produce them.
+    """
+
+    class _options:  # the attribute Faust reads a type's serializer from
+        serializer = "pickle"
+
+    @classmethod
+    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
+        return data
+
+
+class AnomalyAgent:
+    """State and handlers of the anomaly capability in one worker."""
+
+    def __init__(self, runtime: Runtime, recipient: str = DEFAULT_RECIPIENT) -> None:
+        self.runtime = runtime
+        self.recipient = recipient
+        s = runtime.settings
+        app = runtime.app
+
+        def table(name: str, value_type: Any = Pickled, cls: Any = None) -> Any:
+            return (cls or app.Table)(f"{s.app_id}-anomaly-{name}", default=None, partitions=s.partitions,
+                                      key_type=str, value_type=value_type)
+
+        self.streams = table("streams")
+        self.hst = table("hst")
+        self.derived = table("derive")
+        # Rule overrides (JSON dicts) under `tenant|metric`. Not a GlobalTable: a `rule.set` command
+        # is keyed by tenant, so it lands on the partition of the tenant's metrics, and the worker
+        # that scores a tenant holds that tenant's rules (faust-streaming's GlobalTable hung a
+        # worker's start-up here, and misbehaves with several workers: faust-streaming #283).
+        self.rules = table("rules", None)
+        self._rule_cache: dict[str, tuple[Any, Rule]] = {}
+        # Each source closes its windows on its own event time (topics are consumed at their own pace).
+        self.clocks = {src: EventClock(s.allowed_lateness_s) for src in _SOURCE.values()}
+        self._due: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)  # (source, partition) → tenant → due
+        self.counts: dict[str, int] = defaultdict(int)
+
+    # -- rules -------------------------------------------------------------------------------
+    def rule(self, tenant: str, metric: MetricName) -> Rule:
+        key = f"{tenant}|{metric.value}"
+        raw = self.rules.get(key)
+        if raw is None:
+            return default_rule(metric)
+        cached = self._rule_cache.get(key)
+        if cached is None or cached[0] is not raw:
+            cached = self._rule_cache[key] = (raw, Rule.model_validate(raw))
+        return cached[1]
+
+    # -- derive ------------------------------------------------------------------------------
+    async def derive(self, batches: Sequence[PartitionBatch]) -> None:
+        for b in batches:
+            source = _SOURCE[b.topic]
+            clock = self.clocks[source]
+            by_tenant: dict[str, list[Any]] = defaultdict(list)
+            for e in b.events:
+                by_tenant[e.tenant_id].append(e)
+            clock.observe(b.partition, max(e.ts for e in b.events).timestamp())
+            mark = clock.now(b.partition)
+            due = self._due[(source, b.partition)]
+            points: dict[str, list[MetricPoint]] = {}
+            with in_partition_of(b.anchor):
+                for tenant in {*by_tenant, *(t for t, end in due.items() if mark is not None and end <= mark)}:
+                    tm = self.derived.get(tenant) or TenantMetrics(tenant)
+                    tm.add(by_tenant.get(tenant, ()))
+                    if mark is not None and (out := tm.close(mark, source)):
+                        points[tenant] = out
+                    due[tenant] = tm.due(source)
+                    self.derived[tenant] = tm
+            for tenant, out in points.items():
+                self.counts["points_derived"] += len(out)
+                await self.runtime.send_batch(Topic.METRICS, out, key=tenant)
+
+    # -- detect ------------------------------------------------------------------------------
+    async def detect(self, batches: Sequence[PartitionBatch]) -> None:
+        for b in batches:
+            dets: dict[str, StreamDetector] = {}
+            hsts: dict[str, TenantHST] = {}
+            out: dict[tuple[Topic, str], list[BaseModel]] = defaultdict(list)
+            for p in b.events:
+                rule = self.rule(p.tenant, p.metric)
+                det = dets.get(p.key) or self.streams.get(p.key) or StreamDetector.for_point(p, rule)
+                if det.last_ts is not None and p.epoch <= det.last_ts:
+                    self.counts["points_skipped"] += 1  # a redelivery, or out of order
+                    continue
+                hst = hsts.get(p.tenant) or self.hst.get(p.tenant) or TenantHST()
+                before = det.episode.severity if det.episode is not None else None
+                step = det.observe_point(p, rule, hst.score_and_learn(p.metric.value, p.value))
+                dets[p.key], hsts[p.tenant] = det, hst
+                self.counts["points"] += 1
+                for record in step.records():
+                    out[(_OUT[type(record)], p.tenant)].append(record)
+                if step.opened:
+                    self.counts["anomalies_opened"] += 1
+                if step.anomaly is not None and should_alert(step.anomaly, before):
+                    self.counts["alerts"] += 1
+                    out[(Topic.NOTIFICATIONS, self.recipient)].append(alert_for(step.anomaly, self.recipient))
+            with in_partition_of(b.anchor):
+                for key, det in dets.items():
+                    self.streams[key] = det
+                for tenant, hst in hsts.items():
+                    self.hst[tenant] = hst
+            for (topic, key), records in out.items():
+                await self.runtime.send_batch(topic, records, key=key)
+
+    # -- commands ----------------------------------------------------------------------------
+    async def workflow(self, cmd: AdminCommand) -> str:
+        """Acknowledge, resolve or mark false positive the open anomaly `params.anomaly_id`."""
+        target = cmd.params.get("anomaly_id")
+        if not isinstance(target, str) or not target:
+            raise CommandRejected("params.anomaly_id (a string) is required")
+        metrics = list(MetricName)
+        if "metric" in cmd.params:
+            try:
+                metrics = [MetricName(str(cmd.params["metric"]))]
+            except ValueError:
+                raise CommandRejected(f"unknown metric {cmd.params['metric']!r}") from None
+        for metric in metrics:
+            key = f"{cmd.tenant_id}|{metric.value}"
+            det: StreamDetector | None = self.streams.get(key)
+            if det is not None and det.episode is not None and det.episode.id == target:
+                break
+        else:
+            raise CommandRejected(f"anomaly {target} is not open for tenant {cmd.tenant_id} on this worker")
+        # Event time: the stream's newest point, so the change sorts with the detector's own.
+        ts = det.last_ts if det.last_ts is not None else det.episode.last_ts.timestamp()
+        result = det.command(cmd.action, target, ts=ts, actor=cmd.actor, reason=cmd.reason)
+        if isinstance(result, Rejected):
+            raise CommandRejected(result.reason)
+        self.streams[key] = det  # the commands agent's current event is of the tenant's partition
+        await self.runtime.send(Topic.ANOMALIES, result.anomaly, key=cmd.tenant_id)
+        await self.runtime.send(Topic.ANOMALY_STATUS, result.change, key=cmd.tenant_id)
+        self.counts["workflow_changes"] += 1
+        before = result.change.from_status.value if result.change.from_status else "new"
+        return f"{target}: {before} → {result.change.to_status.value}"
+
+    async def set_rule(self, cmd: AdminCommand) -> str:
+        """Put a tenant's rule for `params.metric` in force (other params: Rule fields; `reset`)."""
+        params = dict(cmd.params)
+        try:
+            metric = MetricName(str(params.get("metric")))
+        except ValueError:
+            raise CommandRejected(f"params.metric must be one of {[m.value for m in MetricName]}") from None
+        reset = params.pop("reset", False) is True
+        key = f"{cmd.tenant_id}|{metric.value}"
+        if reset:
+            rule = default_rule(metric)
+            if self.rules.get(key) is not None:
+                del self.rules[key]
+        else:
+            edited = edit_rule(self.rule(cmd.tenant_id, metric), params)
+            if isinstance(edited, str):
+                raise CommandRejected(edited)
+            rule = edited
+            self.rules[key] = rule.model_dump(mode="json")
+        change = RuleChange(
+            id=rule_change_id(cmd.nonce), tenant=cmd.tenant_id, metric=metric, ts=cmd.ts, actor=cmd.actor,
+            reason=cmd.reason, is_default=reset, direction=rule.direction, threshold_sigma=rule.threshold_sigma,
+            warmup=rule.warmup, enabled=rule.enabled, rule_json=rule.model_dump_json(),
+        )
+        await self.runtime.send(Topic.ANOMALY_RULES, change, key=cmd.tenant_id)
+        return f"{key}: {'default rule' if reset else rule.model_dump_json(exclude={'metric'})}"
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.counts)
+
+
+def register(runtime: Runtime) -> None:
+    agent = AnomalyAgent(runtime, os.environ.get("TW_ANOMALY_ALERT_TO", DEFAULT_RECIPIENT))
+    runtime.add_input(Topic.ROLLUPS, RollupIn)
+    runtime.add_input(Topic.METRICS, MetricPoint)
+    for topic in _SOURCE:
+        runtime.on(topic, agent.derive)
+    runtime.on(Topic.METRICS, agent.detect)
+    runtime.commands.on([Action.RULE_SET], agent.set_rule)
+    runtime.commands.on(WORKFLOW, agent.workflow)
+    runtime.add_status("anomaly", agent.status)

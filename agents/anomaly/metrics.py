@@ -1,0 +1,231 @@
+"""Metric derivation: a tenant's rollups, billing, usage and error events → MetricPoints (pure).
+
+One `TenantMetrics` per tenant lives in the agent's table (key `tenant`). Events are added to
+event-time windows (one per metric, at the metric's resolution); `close(watermark)` emits a
+point for every window that ended at or before the watermark, in time order, and forgets it.
+
+| metric               | from       | resolution | value of a window                              |
+|----------------------|------------|------------|------------------------------------------------|
+| request_volume       | rollups    | 1 h        | Σ requests (0 when no rollup arrived)          |
+| error_rate           | rollups    | 1 h        | Σ errors (5xx) / Σ requests; none if no traffic |
+| client_error_ratio   | rollups    | 1 h        | Σ 4xx / Σ requests; none if no traffic          |
+| latency_p95          | rollups    | 1 h        | request-weighted median of the minute p95s     |
+| top_ip_share         | rollups    | 1 h        | Σ top-IP requests / Σ requests (see below)     |
+| revenue              | billing    | 6 h        | Σ charges − Σ refunds, minor units (0 if none) |
+| cancellations        | billing    | 1 day      | subscription + trial cancellations (0 if none) |
+| active_users         | usage      | 1 h        | latest snapshot of the window                  |
+| active_user_decline  | usage      | 1 h        | 1 − active users / mean of the previous 24     |
+| storage_bytes        | usage      | 1 h        | latest snapshot of the window                  |
+| error_events         | errors     | 1 h        | ErrorEvents (0 when none)                      |
+
+Why these resolutions: the baselines bucket by the hour with a daily profile; a tenant's
+charges arrive a few per hour, so revenue needs 6 h windows for a drop to stand out of
+Poisson noise, and cancellations are rare enough that only daily counts mean anything.
+
+Counts are 0 for an empty window, but only once the tenant's first event of that source was
+seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
+and snapshots skip empty windows. Events older than an already-closed window are *late*:
+counted in `late` and dropped (the watermark already trails by the allowed lateness).
+
+`top_ip_share` needs the requests of the busiest few IPs per minute, which `Rollup` does not
+carry yet: it is emitted only for rollups that have a `top_ip_requests` attribute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from schemas.anomaly import MetricName, MetricPoint, to_datetime
+from schemas.events import BillingEvent, BillingType, ErrorEvent, UsageEvent
+
+__all__ = ["DECLINE_WINDOW", "MAX_CATCH_UP", "RESOLUTIONS", "SOURCES", "SOURCE_OF", "TenantMetrics"]
+
+_M = MetricName
+_HOUR: Final = 3600.0
+RESOLUTIONS: Final[Mapping[MetricName, float]] = {
+    _M.REQUEST_VOLUME: _HOUR, _M.ERROR_RATE: _HOUR, _M.CLIENT_ERROR_RATIO: _HOUR, _M.LATENCY_P95: _HOUR,
+    _M.TOP_IP_SHARE: _HOUR, _M.REVENUE: 6 * _HOUR, _M.CANCELLATIONS: 24 * _HOUR, _M.ACTIVE_USERS: _HOUR,
+    _M.ACTIVE_USER_DECLINE: _HOUR, _M.STORAGE_BYTES: _HOUR, _M.ERROR_EVENTS: _HOUR,
+}
+SOURCES: Final[Mapping[str, tuple[MetricName, ...]]] = {
+    "rollups": (_M.REQUEST_VOLUME, _M.ERROR_RATE, _M.CLIENT_ERROR_RATIO, _M.LATENCY_P95, _M.TOP_IP_SHARE),
+    "billing": (_M.REVENUE, _M.CANCELLATIONS),
+    "usage": (_M.ACTIVE_USERS, _M.STORAGE_BYTES),
+    "errors": (_M.ERROR_EVENTS,),
+}
+SOURCE_OF: Final[Mapping[MetricName, str]] = {
+    **{m: src for src, metrics in SOURCES.items() for m in metrics}, _M.ACTIVE_USER_DECLINE: "usage",
+}
+_COUNTS: Final = frozenset({_M.REQUEST_VOLUME, _M.REVENUE, _M.CANCELLATIONS, _M.ERROR_EVENTS})
+_CANCELS: Final = frozenset({BillingType.SUBSCRIPTION_CANCELED, BillingType.TRIAL_CANCELED})
+DECLINE_WINDOW: Final = 24  # active-user points in the trailing mean of the churn signal
+MAX_CATCH_UP: Final = 24 * 14  # at most this many windows per metric closed in one call
+
+
+@dataclass(slots=True)
+class _Acc:
+    """What one window of one metric accumulated."""
+
+    total: float = 0.0  # sum, or ratio numerator
+    den: float = 0.0  # ratio denominator
+    last_ts: float = -math.inf  # snapshots: the latest wins
+    last: float | None = None
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (value, weight)
+
+    def snapshot(self, ts: float, value: float) -> None:
+        if ts >= self.last_ts:
+            self.last_ts, self.last = ts, value
+
+
+def _weighted_median(samples: list[tuple[float, float]]) -> float | None:
+    total = sum(w for _, w in samples)
+    if total <= 0:
+        return None
+    acc = 0.0
+    for value, weight in sorted(samples):
+        acc += weight
+        if acc >= total / 2:
+            return value
+    return sorted(samples)[-1][0]  # pragma: no cover - float rounding only
+
+
+class TenantMetrics:
+    """Open metric windows of one tenant. Plain attributes only: it pickles."""
+
+    def __init__(self, tenant: str, resolutions: Mapping[MetricName, float] = RESOLUTIONS) -> None:
+        self.tenant = tenant
+        self.resolutions = dict(resolutions)
+        self.windows: dict[MetricName, dict[float, _Acc]] = {m: {} for m in self.resolutions}
+        self.next_start: dict[MetricName, float] = {}  # first window not yet closed, per metric
+        self.recent_users: deque[float] = deque(maxlen=DECLINE_WINDOW)
+        self.late = 0
+
+    # -- adding ------------------------------------------------------------------------------
+    def _acc(self, metric: MetricName, ts: float) -> _Acc | None:
+        """The open window of `metric` holding `ts`, or None when that window already closed."""
+        res = self.resolutions[metric]
+        start = math.floor(ts / res) * res
+        first = self.next_start.setdefault(metric, start)
+        if start < first:
+            self.late += 1
+            return None
+        return self.windows[metric].setdefault(start, _Acc())
+
+    def add_rollup(self, rollup: Any) -> None:
+        """A closed minute of the tenant's requests (`schemas.ratelimit.Rollup`)."""
+        ts = rollup.minute.timestamp()
+        for metric in SOURCES["rollups"]:
+            top = getattr(rollup, "top_ip_requests", None)
+            if metric is _M.TOP_IP_SHARE and top is None:
+                continue
+            acc = self._acc(metric, ts)
+            if acc is None:
+                continue
+            if metric is _M.REQUEST_VOLUME:
+                acc.total += rollup.requests
+            elif metric is _M.LATENCY_P95:
+                if rollup.latency_count:
+                    acc.samples.append((float(rollup.latency_p95_ms), float(rollup.latency_count)))
+            else:
+                num = {_M.ERROR_RATE: rollup.errors, _M.CLIENT_ERROR_RATIO: rollup.client_errors}.get(metric, top)
+                acc.total += float(num or 0)
+                acc.den += rollup.requests
+
+    def add_billing(self, event: BillingEvent) -> None:
+        ts = event.ts.timestamp()
+        for metric in SOURCES["billing"]:  # both windows open from the first billing event on
+            acc = self._acc(metric, ts)
+            if acc is None:
+                continue
+            if metric is _M.REVENUE and event.amount_minor is not None:
+                if event.type is BillingType.CHARGE_SUCCEEDED:
+                    acc.total += event.amount_minor
+                elif event.type is BillingType.REFUND:
+                    acc.total -= event.amount_minor
+            elif metric is _M.CANCELLATIONS and event.type in _CANCELS:
+                acc.total += 1
+
+    def add_usage(self, event: UsageEvent) -> None:
+        ts = event.ts.timestamp()
+        for metric, value in ((_M.ACTIVE_USERS, event.active_users), (_M.STORAGE_BYTES, event.storage_bytes)):
+            acc = self._acc(metric, ts)
+            if acc is not None:
+                acc.snapshot(ts, float(value))
+
+    def add_error(self, event: ErrorEvent) -> None:
+        acc = self._acc(_M.ERROR_EVENTS, event.ts.timestamp())
+        if acc is not None:
+            acc.total += 1
+
+    def add(self, events: Iterable[Any]) -> None:
+        """Add events of any source kind (dispatch on type)."""
+        for e in events:
+            if isinstance(e, BillingEvent):
+                self.add_billing(e)
+            elif isinstance(e, UsageEvent):
+                self.add_usage(e)
+            elif isinstance(e, ErrorEvent):
+                self.add_error(e)
+            else:
+                self.add_rollup(e)
+
+    # -- closing -----------------------------------------------------------------------------
+    def due(self, source: str | None = None) -> float:
+        """The earliest watermark at which `close(…, source)` has something to emit (inf: nothing open)."""
+        ends = [start + self.resolutions[m] for m, start in self.next_start.items()
+                if source is None or SOURCE_OF[m] == source]
+        return min(ends, default=math.inf)
+
+    def close(self, watermark: float, source: str | None = None) -> list[MetricPoint]:
+        """Points of every window (of `source`'s metrics, or all) that ended by `watermark`, oldest first.
+
+        Each source's windows should close on that source's own watermark: topics are consumed
+        at their own pace, so one source's event time says nothing about another's arrivals.
+        """
+        out: list[MetricPoint] = []
+        for metric in [m for m in self.next_start if source is None or SOURCE_OF[m] == source]:
+            res = self.resolutions[metric]
+            start = self.next_start[metric]
+            windows = self.windows[metric]
+            closed = 0
+            while start + res <= watermark and closed < MAX_CATCH_UP:
+                out.extend(self._points(metric, start, windows.pop(start, None)))
+                start += res
+                closed += 1
+            if closed == MAX_CATCH_UP:  # a long silence: skip ahead instead of emitting zeros forever
+                start = max(start, math.floor(watermark / res) * res)
+                for old in [s for s in windows if s < start]:
+                    del windows[old]
+            self.next_start[metric] = start
+        out.sort(key=lambda p: p.ts)
+        return out
+
+    def _points(self, metric: MetricName, start: float, acc: _Acc | None) -> list[MetricPoint]:
+        value: float | None
+        if metric in _COUNTS:
+            value = acc.total if acc is not None else 0.0
+        elif acc is None:
+            return []
+        elif metric is _M.LATENCY_P95:
+            value = _weighted_median(acc.samples)
+        elif metric in (_M.ACTIVE_USERS, _M.STORAGE_BYTES):
+            value = acc.last
+        else:
+            value = acc.total / acc.den if acc.den > 0 else None
+        if value is None:
+            return []
+        points = [self._point(metric, start, value)]
+        if metric is _M.ACTIVE_USERS:
+            if self.recent_users:
+                mean = sum(self.recent_users) / len(self.recent_users)
+                decline = 1.0 - value / mean if mean > 0 else 0.0
+                points.append(self._point(_M.ACTIVE_USER_DECLINE, start, decline))
+            self.recent_users.append(value)
+        return points
+
+    def _point(self, metric: MetricName, start: float, value: float) -> MetricPoint:
+        return MetricPoint(tenant=self.tenant, metric=metric, ts=to_datetime(start), value=value)

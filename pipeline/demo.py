@@ -59,11 +59,18 @@ def _status(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _lag(settings: Settings, group: str, topics: list[str]) -> int:
+def _lag(settings: Settings, group: str, topics: list[str]) -> int | None:
+    """Records `group` has yet to commit on `topics`; None while the broker cannot tell yet
+    (e.g. the group coordinator is still being elected)."""
+    from kafka.errors import KafkaError
+
     from pipeline.kafka_admin import committed_offsets, end_offsets
 
-    ends = end_offsets(settings.broker, topics)
-    done = committed_offsets(settings.broker, group)
+    try:
+        ends = end_offsets(settings.broker, topics)
+        done = committed_offsets(settings.broker, group)
+    except KafkaError:
+        return None
     return sum(max(0, end - done.get(k, 0)) for k, end in ends.items())
 
 
@@ -178,9 +185,9 @@ def _follow(console: Any, settings: Settings, procs: list[subprocess.Popen[bytes
                 raise pub.failure
             if not pub.done.is_set():
                 continue
-            lag = _lag(settings, settings.app_id, worker_topics) + _lag(
-                settings, f"{settings.app_id}-writer", all_topics)
-            quiet = quiet + 1 if lag == 0 else 0
+            lags = (_lag(settings, settings.app_id, worker_topics),
+                    _lag(settings, f"{settings.app_id}-writer", all_topics))
+            quiet = quiet + 1 if lags == (0, 0) else 0
     console.print(f"published {pub.published:,} events in {time.monotonic() - started:.0f}s; all stages caught up")
 
 

@@ -8,16 +8,16 @@ pid in `<kafka_dir>/broker.pid`, so `tenantwatch stack down` from another shell 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.stack.process import DetachedProcess
 
 __all__ = ["KafkaBroker", "StackError", "port_open", "resolve_jars"]
 
@@ -104,8 +104,8 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def pid_file(self) -> Path:
-        return self.work_dir / "broker.pid"
+    def process(self) -> DetachedProcess:
+        return DetachedProcess(self.work_dir / "broker.pid", self.work_dir / "stdout.log")
 
     @property
     def log_file(self) -> Path:
@@ -158,15 +158,7 @@ class KafkaBroker:
             raise StackError(f"formatting the KRaft log dir failed:\n{proc.stdout}{proc.stderr}")
 
     def running_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return self.process.pid()
 
     def start(self, timeout: float = 90.0) -> None:
         if self.running_pid() is not None and port_open("127.0.0.1", self.port):
@@ -181,11 +173,8 @@ class KafkaBroker:
         cmd = [self._java(), f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={(self.work_dir / 'log4j2.properties').resolve()}",
                "-cp", classpath, "kafka.Kafka", str(props.resolve())]
-        with open(self.work_dir / "stdout.log", "wb") as out:
-            proc = subprocess.Popen(  # noqa: S603
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        self.pid_file.write_text(str(proc.pid))
+        (self.work_dir / "stdout.log").unlink(missing_ok=True)
+        proc = self.process.start(cmd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -205,30 +194,8 @@ class KafkaBroker:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after `timeout`). True if one was running."""
-        pid = self.running_pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.running_pid() is not None:
-            _reap(pid)
-            time.sleep(0.1)
-        if self.running_pid() is not None:
-            os.killpg(pid, signal.SIGKILL)
-            _reap(pid)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return self.process.stop(timeout)
 
     def kill(self) -> None:
         """Kill without a clean shutdown (for crash tests)."""
-        pid = self.running_pid()
-        if pid is not None:
-            os.killpg(pid, signal.SIGKILL)
-            _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        self.process.kill()

@@ -2,67 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
 from pipeline.stack.kafka import KafkaBroker, StackError, port_open
+from pipeline.stack.process import DetachedProcess
 
 __all__ = ["LocalStack"]
-
-
-@dataclass
-class _Detached:
-    """A helper process of ours, started in its own session, tracked by a pid file."""
-
-    pid_file: Path
-    log_file: Path
-
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return None
-        return pid
-
-    def start(self, cmd: list[str]) -> int:
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(  # noqa: S603
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        self.pid_file.write_text(str(proc.pid))
-        return proc.pid
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
-                pass
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            os.killpg(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
 
 class LocalStack:
@@ -76,7 +24,7 @@ class LocalStack:
             controller_port=settings.kafka_controller_port,
             partitions=settings.partitions,
         )
-        self.smtp = _Detached(settings.data_dir / "smtp.pid", settings.data_dir / "smtp.log")
+        self.smtp = DetachedProcess(settings.data_dir / "smtp.pid", settings.data_dir / "smtp.log")
 
     def up(self, timeout: float = 90.0) -> dict[str, Any]:
         s = self.settings

@@ -41,7 +41,7 @@ from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.topics import Topic, topic_name
 from schemas._base import canonical_ip
 from schemas.commands import Action, AdminCommand
-from schemas.ratelimit import TenantPolicy
+from schemas.ratelimit import Rollup, TenantPolicy
 
 __all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "key_partition", "register"]
 
@@ -189,8 +189,13 @@ class RateLimitAgent:
             await self._commit(limiter, b.anchor, out)
         if self.watermarks:
             closed = rollups.close(min(self.watermarks.values()))
+            # One JSON-array record per tenant, not one per minute: a batch can close hours of
+            # minutes, and each Kafka message costs Faust (and the anomaly agent) ~85 µs.
+            by_tenant: dict[str, list[Rollup]] = {}
             for r in closed:
-                await self.runtime.send(Topic.ROLLUPS, r, key=r.tenant_id)
+                by_tenant.setdefault(r.tenant_id, []).append(r)
+            for tenant, records in by_tenant.items():
+                await self.runtime.send_batch(Topic.ROLLUPS, records, key=tenant)
             self.counts["rollups"] += len(closed)
 
     # -- admin commands -----------------------------------------------------------------------

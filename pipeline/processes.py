@@ -50,6 +50,7 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust is untyped
     async def report() -> None:
+        _export_lag(app, settings.app_id)
         c = runtime.counters
         _write_status(status, {
             "pid": os.getpid(), "at": time.time(), "events": dict(c.events), "records": dict(c.records),
@@ -62,6 +63,21 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
         worker.execute_from_commandline()
     finally:
         status.unlink(missing_ok=True)
+
+
+def _export_lag(app: Any, group: str) -> None:
+    """Consumer lag of this worker's partitions (highwater − next offset to read) for Prometheus."""
+    consumer = getattr(app, "_consumer", None)  # not yet created before the worker starts
+    if consumer is None:
+        return
+    for tp in consumer.assignment():
+        read = consumer._read_offset.get(tp)  # Faust keeps no public accessor for it
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # noqa: S112 - highwater is unknown until the first fetch of a fresh assignment
+            continue
+        if high is not None and read is not None:
+            metrics.set_consumer_lag(group, tp.topic, tp.partition, high - read - 1)
 
 
 def run_writer(settings: Settings) -> None:

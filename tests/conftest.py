@@ -108,6 +108,8 @@ class WorkerProcess:
             "TW_DATA_DIR": str(s.data_dir), "TW_PARTITIONS": str(s.partitions),
             "TW_SMTP_PORT": str(s.smtp_port), "TW_SESSION_TIMEOUT_S": "10",
         })
+        if s.metrics_port is not None:
+            env["TW_METRICS_PORT"] = str(s.metrics_port)
         return env
 
     def start(self) -> WorkerProcess:

@@ -73,7 +73,13 @@ def test_worker_killed_mid_cohort_loses_and_doubles_no_mail(settings_factory, wo
     with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=50) as pub:
         pub.publish_many(rest)
     worker.start()
-    sink.wait_for(cohort.mail_count, timeout=180)
+    try:
+        sink.wait_for(cohort.mail_count, timeout=180)
+    except TimeoutError:  # diagnostics only: which steps never arrived (and where the log is)
+        got = mails_by_recipient(sink.messages())
+        missing = {r: [m for m in want if m not in got.get(r, [])] for r, want in cohort.mails.items()}
+        print("MISSING", {r: m for r, m in missing.items() if m}, "LOG", worker.log, "STATUS", worker_status(settings))
+        raise
     assert mails_by_recipient(sink.messages()) == cohort.mails
     doubled = [k for k, n in steps(sink.messages()).items() if n > 1]
     assert doubled == [], "a step mailed under two notification ids"

@@ -87,6 +87,7 @@ class CommandRouter:
             outcome, reason = await self.run(command)
             record = audit_record(command, outcome, reason, datetime.now(UTC), f"{msg.partition}:{msg.offset}")
             await self.runtime.send(Topic.AUDIT, record, key=command.tenant_id)
+        await self.runtime.make_durable()
 
     async def run(self, command: AdminCommand) -> tuple[str, str]:
         """Verify and dispatch one command: ("accepted", summary) or ("rejected", reason)."""

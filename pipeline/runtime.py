@@ -4,6 +4,7 @@ events to the capabilities registered for that topic."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -157,6 +158,29 @@ class Runtime:
         if dead:
             self.counters.dead_letters[topic] += len(dead)
             await self.send_batch(Topic.DLQ, dead, key=name)
+        await self.make_durable()
+
+    async def make_durable(self) -> None:
+        """Wait until every record produced so far (table changelogs included) is acknowledged.
+
+        Runs after a batch's handlers and before the batch is acknowledged (`take_events` acks
+        when the loop body returns; Faust commits acked offsets later). Faust's own flush
+        (`ProducerBuffer.flush`) gives up after 0.1 s without progress, so on a busy machine
+        offsets could be committed while the batch's table writes were still queued, and a
+        crash then lost state whose source events are never replayed: a kill -9 test saw a
+        rate-limit counter go back.
+        """
+        producer = self.app.producer
+        pending = getattr(getattr(producer, "buffer", None), "pending", None)
+        # Snapshot before the first await: this batch's changelog writes are all queued here.
+        queued = [f for f in getattr(pending, "_queue", ()) if isinstance(f, asyncio.Future)]
+        await producer.flush()
+        late = [f for f in queued if not f.done()]
+        if late:
+            results = await asyncio.gather(*late, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                log.error("%d changelog/output record(s) failed to reach Kafka: %r", len(failed), failed[0])
 
     def _dead_letters(
         self, rejected: Sequence[Rejected], stage: str, name: str, partition: int, offset: int

@@ -5,7 +5,8 @@ stack, a processing worker and the ClickHouse writer as separate processes, publ
 generator's preset through the SDK (plus a few malformed records, to show the dead-letter
 path), shows live progress, waits until every consumer group
 has caught up, stops the processes, prints what landed in ClickHouse and where the mails
-went, and stops the stack (unless --keep-stack).
+went, writes the dashboards' panels as a static report (`<data_dir>/demo/report.html`), and
+stops the stack (unless --keep-stack).
 """
 
 from __future__ import annotations
@@ -245,3 +246,9 @@ def _summary(console: Any, settings: Settings) -> None:
     console.print(table)
     mails = sorted(Path(settings.mail_dir).glob("*.eml")) if settings.mail_dir.exists() else []
     console.print(f"mails received by the local SMTP sink: {len(mails)} in {settings.mail_dir.resolve()}")
+    from pipeline.report import write_report
+
+    report = settings.data_dir / "report.html"
+    outcome = write_report(report, client)
+    console.print(f"static report of the dashboards' panels: {report.resolve()} "
+                  f"({outcome.panels} panels, {len(outcome.failed)} failed)")

@@ -70,6 +70,11 @@ class Scenario(Protocol):
 
 class _Base:
     kind = ""
+    # Declared for `_window`; single-tenant scenarios define them as dataclass fields (this
+    # base is no dataclass, so the annotations add no fields of their own).
+    tenant: Tenant
+    start_ms: int
+    end_ms: int
 
     def shape(self, chunk: Chunk) -> None:
         return None
@@ -79,6 +84,11 @@ class _Base:
 
     def billing(self, chunk: Chunk) -> list[BillingRecord]:
         return []
+
+    def _window(self, start: datetime) -> dict[str, Any]:
+        """The ground-truth fields every single-tenant scenario shares."""
+        return {"kind": self.kind, "tenant_id": self.tenant.tenant_id,
+                "start": iso(start, self.start_ms), "end": iso(start, self.end_ms)}
 
 
 @dataclass(eq=False)
@@ -138,10 +148,7 @@ class AbuseScenario(_Base):
 
     def truth(self, start: datetime) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "tenant_id": self.tenant.tenant_id,
-            "start": iso(start, self.start_ms),
-            "end": iso(start, self.end_ms),
+            **self._window(start),
             "ips": self.ips,
             "expected": {
                 "rate_per_hour_per_ip": self.spec.rate_per_hour,
@@ -172,10 +179,7 @@ class RevenueDropScenario(_Base):
         mean_amount = self.tenant.price_minor * math.exp(CHARGE_AMOUNT_SIGMA**2 / 2)
         daily = self.tenant.charges_per_day * success * mean_amount
         return {
-            "kind": self.kind,
-            "tenant_id": self.tenant.tenant_id,
-            "start": iso(start, self.start_ms),
-            "end": iso(start, self.end_ms),
+            **self._window(start),
             "expected": {
                 "factor": self.spec.factor,
                 "currency": self.tenant.currency,
@@ -204,10 +208,7 @@ class ErrorSpikeScenario(_Base):
 
     def truth(self, start: datetime) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "tenant_id": self.tenant.tenant_id,
-            "start": iso(start, self.start_ms),
-            "end": iso(start, self.end_ms),
+            **self._window(start),
             "expected": {
                 "error_share_baseline": self.base_share,
                 "error_share_spike": self.spec.error_share,
@@ -234,10 +235,7 @@ class UsageSpikeScenario(_Base):
 
     def truth(self, start: datetime) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "tenant_id": self.tenant.tenant_id,
-            "start": iso(start, self.start_ms),
-            "end": iso(start, self.end_ms),
+            **self._window(start),
             "expected": {
                 "storage_factor": self.spec.storage_factor,
                 "users_factor": self.spec.users_factor,

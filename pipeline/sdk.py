@@ -24,7 +24,7 @@ from pipeline.codec import encode_batch, format_error
 from pipeline.topics import Topic, topic_name
 from schemas.events import EVENT_ADAPTER, BillingEvent, ErrorEvent, RequestEvent, UsageEvent
 
-__all__ = ["InvalidEventError", "Publisher", "event_key", "event_topic"]
+__all__ = ["InvalidEventError", "Publisher", "event_key", "event_topic", "partition_for"]
 
 _TOPIC_OF: dict[type[BaseModel], Topic] = {
     RequestEvent: Topic.REQUESTS,
@@ -49,7 +49,8 @@ def event_key(event: BaseModel) -> str:
 
 
 @lru_cache(maxsize=1 << 16)
-def _partition(key: str, partitions: int) -> int:
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) picks for `key`."""
     from kafka.partitioner.default import murmur2
 
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
@@ -114,7 +115,7 @@ class Publisher:
     def publish(self, event: BaseModel | Mapping[str, Any]) -> None:
         model = self.validate(event)
         topic = topic_name(self.prefix, event_topic(model))
-        slot = (topic, _partition(event_key(model), self._partition_count(topic)))
+        slot = (topic, partition_for(event_key(model), self._partition_count(topic)))
         pending = self._pending[slot]
         pending.append(model)
         if len(pending) >= self.batch_events:

@@ -38,12 +38,13 @@ from agents.ratelimit.state_codec import CODEC_NAME, register_codec
 from pipeline.commands import CommandRejected
 from pipeline.faust_compat import in_partition_of
 from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.sdk import partition_for
 from pipeline.topics import Topic, topic_name
 from schemas._base import canonical_ip
 from schemas.commands import Action, AdminCommand
 from schemas.ratelimit import Rollup, TenantPolicy
 
-__all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "key_partition", "register"]
+__all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,6 @@ ACTIONS = (
     Action.IP_BAN, Action.IP_UNBAN, Action.IP_WHITELIST, Action.IP_BLACKLIST, Action.IP_UNLIST,
     Action.LIMITS_SET, Action.TENANT_ENABLE, Action.TENANT_DISABLE, Action.TENANT_SHADOW,
 )
-
-
-def key_partition(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2) gives ``key``: where the SDK sends it."""
-    from kafka.partitioner.default import murmur2
-
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
 
 class KeyStateValue:
     """Faust value type of the key table: KeyState in its own binary form (never pickle)."""
@@ -136,7 +129,7 @@ class RateLimitAgent:
                 default=self.default)
             adopted = 0
             for key, state in list(self.keys.items()):
-                if isinstance(state, KeyState) and key_partition(key, self.partitions) == partition:
+                if isinstance(state, KeyState) and partition_for(key, self.partitions) == partition:
                     limiter.adopt(key, state)
                     adopted += 1
             self.limiters[partition] = limiter

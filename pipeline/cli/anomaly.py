@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from pipeline.settings import Settings
@@ -61,23 +60,10 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _send(settings: Settings, action: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
-    from pydantic import ValidationError
+    from pipeline.admin import submit
 
-    from pipeline.admin import build_command, send_command
-    from schemas.commands import Action
-
-    try:
-        cmd = build_command(settings, action=Action(action), tenant=args.tenant, params=params, actor=args.actor,
-                            reason=args.reason)
-    except ValidationError as exc:
-        print(f"invalid command: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", file=sys.stderr)
-        return 2
-    audit = send_command(settings, cmd, wait_s=args.wait)
-    if audit is None:
-        print(f"command {cmd.nonce} sent; no worker answered within {args.wait:g}s", file=sys.stderr)
-        return 3
-    print(f"{audit.outcome}: {audit.reason}")
-    return 0 if audit.outcome == "accepted" else 1
+    return submit(settings, action=action, tenant=args.tenant, params=params, actor=args.actor, reason=args.reason,
+                  wait_s=args.wait)
 
 
 def _workflow(args: argparse.Namespace, settings: Settings) -> int:

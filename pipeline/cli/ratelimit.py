@@ -45,23 +45,10 @@ def _limit(text: str) -> int | None:
 
 
 def _send(settings: Settings, args: argparse.Namespace, action: str, params: dict[str, Any]) -> int:
-    from pydantic import ValidationError
+    from pipeline.admin import submit
 
-    from pipeline.admin import build_command, send_command
-    from schemas.commands import Action
-
-    try:
-        cmd = build_command(settings, action=Action(action), tenant=args.tenant, params=params,
-                            actor=args.actor or getpass.getuser(), reason=args.reason)
-    except ValidationError as exc:
-        print(f"invalid command: {exc}")
-        return 1
-    record = send_command(settings, cmd, wait_s=args.wait)
-    if record is None:
-        print(f"{action}: no worker answered within {args.wait:.0f}s (command {cmd.nonce} was sent)")
-        return 2
-    print(f"{action}: {record.outcome}: {record.reason}")
-    return 0 if record.outcome == "accepted" else 1
+    return submit(settings, action=action, tenant=args.tenant, params=params,
+                  actor=args.actor or getpass.getuser(), reason=args.reason, wait_s=args.wait)
 
 
 def _ip(args: argparse.Namespace, settings: Settings) -> int:

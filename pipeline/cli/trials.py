@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -59,27 +58,22 @@ def list_trials(client: Any, status: str | None = None, tenant: str | None = Non
 
 def keys_per_partition(partitions: int, prefix: str = "expiry") -> dict[int, str]:
     """A command key for each partition (Kafka's murmur2 partitioner), so one command reaches each."""
-    from kafka.partitioner.default import murmur2
+    from pipeline.sdk import partition_for
 
     found: dict[int, str] = {}
     i = 0
     while len(found) < partitions:
         key = f"{prefix}-{i}"
-        found.setdefault((murmur2(key.encode()) & 0x7FFFFFFF) % partitions, key)
+        found.setdefault(partition_for(key, partitions), key)
         i += 1
     return found
 
 
 def _send(settings: Settings, args: argparse.Namespace, *, action: Any, tenant: str, params: dict[str, Any]) -> bool:
-    from pipeline.admin import build_command, send_command
+    from pipeline.admin import submit
 
-    cmd = build_command(settings, action=action, tenant=tenant, params=params, actor=args.actor, reason=args.reason)
-    record = send_command(settings, cmd, wait_s=args.wait)
-    if record is None:
-        print(f"{action.value} {params}: no worker answered within {args.wait}s", file=sys.stderr)
-        return False
-    print(f"{record.outcome}: {record.reason}")
-    return record.outcome == "accepted"
+    return submit(settings, action=action, tenant=tenant, params=params, actor=args.actor, reason=args.reason,
+                  wait_s=args.wait) == 0
 
 
 def _run_expiry(args: argparse.Namespace, settings: Settings) -> int:

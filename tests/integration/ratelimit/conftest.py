@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from agents.ratelimit.agent import key_partition
 from pipeline.admin import build_command, send_command
 from pipeline.kafka_admin import ensure_topics
-from pipeline.sdk import Publisher
+from pipeline.sdk import Publisher, partition_for
 from pipeline.settings import Settings
 from schemas.commands import Action, AdminCommand
 from schemas.results import AuditRecord
@@ -79,7 +78,7 @@ def ticks(tenant: str, at: datetime, partitions: int = 4) -> list[dict[str, Any]
     found: set[int] = set()
     for i in range(1, 250):
         ip = f"192.0.2.{i}"
-        p = key_partition(f"{tenant}:{ip}", partitions)
+        p = partition_for(f"{tenant}:{ip}", partitions)
         if p not in found:
             found.add(p)
             out += requests(tenant, ip, 1, start=at)

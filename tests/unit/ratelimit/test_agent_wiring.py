@@ -8,19 +8,21 @@ import pytest
 from faust.serializers import codecs
 
 from agents.ratelimit import KeyState, RateLimiter
-from agents.ratelimit.agent import KeyStateValue, key_partition
+from agents.ratelimit.agent import KeyStateValue
 from agents.ratelimit.state_codec import decode_state, encode_state, register_codec
 from pipeline.cli import build_parser
 from pipeline.cli.ratelimit import limit_params, parse_duration
-from pipeline.sdk import _partition
+from pipeline.sdk import partition_for
 from schemas.ratelimit import TenantPolicy
 
 
-def test_key_partition_is_where_the_sdk_sends_the_key():
-    """The limiter adopts a key on the partition the SDK publishes it to (murmur2, like Kafka)."""
+def test_key_partition_is_where_kafka_clients_send_the_key():
+    """The partition the SDK and the limiter use for a key is aiokafka's (Faust's) default partitioner."""
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
     keys = [f"t{i}:10.0.{i % 7}.{i}" for i in range(200)]
-    assert [key_partition(k, 4) for k in keys] == [_partition(k, 4) for k in keys]
-    assert len({key_partition(k, 4) for k in keys}) == 4
+    assert [partition_for(k, 4) for k in keys] == [(aiokafka_murmur2(k.encode()) & 0x7FFFFFFF) % 4 for k in keys]
+    assert len({partition_for(k, 4) for k in keys}) == 4
 
 
 def test_key_state_survives_the_tables_codec():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from pipeline.faust_compat import keep_live_events_on_resume
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.topics import Topic
@@ -35,6 +36,9 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         table_cleanup_interval=60.0,
         stream_buffer_maxsize=16384,
     )
+    # Recovery's resume() would otherwise drop records already fetched into the stream
+    # queues, unprocessed, and later commits skip past them (see pipeline.faust_compat).
+    keep_live_events_on_resume(app)
     runtime = Runtime(app, settings)
     for topic, model in (
         (Topic.REQUESTS, RequestEvent),

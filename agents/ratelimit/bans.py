@@ -5,25 +5,55 @@ after the previous ban ended) lasts ``min(ban_base_s * 2**n, ban_max_s)``. Manua
 take the duration they are given (default ``ban_max_s``) and do not raise the level.
 Bans end in event time: :class:`BanTimers` is a heap of due times, so the limiter finds
 the bans (and throttles) that end by ``now`` in O(due · log n), never by scanning keys.
+
+Manual ban orders carry an id; an :class:`Offense` remembers a 52-bit tag of the last one
+applied (:func:`order_tag`) so that a replayed order is recognised and changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import math
+from array import array
+from collections.abc import Sequence
 from typing import Final, Literal
 
 from schemas.ratelimit import TenantPolicy
 
-__all__ = ["BAN_END", "THROTTLE_END", "BanTimers", "Offense", "ban_duration"]
+__all__ = ["BAN_END", "THROTTLE_END", "BanTimers", "Offense", "ban_duration", "order_tag"]
 
 BAN_END: Final = 0
 THROTTLE_END: Final = 1
+
+# An Offense as words (inside a KeyState): these fixed fields, then the violation times.
+W_LEVEL, W_BAN_LEVEL, W_MANUAL, W_BAN_START, W_BAN_END, W_LAST_BAN_END, W_ORDER = range(7)
+W_FIXED: Final = 7
+_NONE: Final = -math.inf  # None as a word (not NaN: words are compared for equality)
+
+
+def order_tag(order_id: str) -> int:
+    """A stable 52-bit tag of an order id (exact in a float word; never 0, which means none).
+
+    >>> order_tag("nonce-1") == order_tag("nonce-1") != order_tag("nonce-2")
+    True
+    """
+    digest = hashlib.blake2b(order_id.encode(), digest_size=8, person=b"tw-order").digest()
+    return (int.from_bytes(digest, "little") >> 12) or 1
+
+
+def _word(x: float | None) -> float:
+    return _NONE if x is None else x
+
+
+def _opt(x: float) -> float | None:
+    return None if x == _NONE else x
 
 
 class Offense:
     """Violations and bans of one key; only keys that ever misbehaved carry one."""
 
-    __slots__ = ("ban_end", "ban_level", "ban_manual", "ban_start", "last_ban_end", "level", "violations")
+    __slots__ = ("ban_end", "ban_level", "ban_manual", "ban_start", "last_ban_end", "level", "order", "violations")
 
     def __init__(self) -> None:
         self.violations: list[float] = []  # recent violation times, pruned to the period
@@ -33,14 +63,35 @@ class Offense:
         self.ban_level = 0
         self.ban_manual = False
         self.last_ban_end: float | None = None
+        self.order = 0  # order_tag() of the last manual ban/unban order applied; 0 = none
 
     def __getstate__(self) -> object:
         return (self.violations, self.level, self.ban_start, self.ban_end, self.ban_level,
-                self.ban_manual, self.last_ban_end)
+                self.ban_manual, self.last_ban_end, self.order)
 
-    def __setstate__(self, s: tuple[list[float], int, float | None, float | None, int, bool, float | None]) -> None:
+    def __setstate__(
+        self, s: tuple[list[float], int, float | None, float | None, int, bool, float | None, int]
+    ) -> None:
         (self.violations, self.level, self.ban_start, self.ban_end, self.ban_level,
-         self.ban_manual, self.last_ban_end) = s
+         self.ban_manual, self.last_ban_end, self.order) = s
+
+    def to_words(self) -> array[float]:
+        """The offense as float words (integers and times exact): see ``W_*`` for the layout."""
+        w = array("d", (float(self.level), float(self.ban_level), float(self.ban_manual), _word(self.ban_start),
+                        _word(self.ban_end), _word(self.last_ban_end), float(self.order)))
+        w.extend(self.violations)
+        return w
+
+    @classmethod
+    def from_words(cls, w: Sequence[float]) -> Offense:
+        """The offense written by :meth:`to_words`."""
+        off = cls()
+        off.level, off.ban_level, off.ban_manual = int(w[W_LEVEL]), int(w[W_BAN_LEVEL]), bool(w[W_MANUAL])
+        off.ban_start, off.ban_end = _opt(w[W_BAN_START]), _opt(w[W_BAN_END])
+        off.last_ban_end = _opt(w[W_LAST_BAN_END])
+        off.order = int(w[W_ORDER])
+        off.violations = list(w[W_FIXED:])
+        return off
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Offense) and self.__getstate__() == other.__getstate__()

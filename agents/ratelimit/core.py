@@ -18,19 +18,23 @@ ignore throttling keep accruing them), :class:`~schemas.ratelimit.Ban` when a ba
 or ends. Throttles and bans end in event time through :meth:`RateLimiter.expire`.
 
 State lives per key ``"tenant:ip"`` in ``store`` (any ``MutableMapping``, e.g. a Faust
-table); each value is a :class:`KeyState` that pickles on its own. No clock is read: every
-method takes ``now`` / ``ts`` as float epoch seconds.
+table); each value is a :class:`KeyState`, one flat array that pickles on its own. No clock
+is read: every method takes ``now`` / ``ts`` as float epoch seconds.
+
+Manual bans and unbans may carry an ``order_id``: the key remembers the last one applied,
+so an order replayed after a crash (at a later time) changes nothing.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
-from agents.ratelimit.bans import BAN_END, THROTTLE_END, BanTimers, Offense
+from agents.ratelimit.bans import BAN_END, THROTTLE_END, W_BAN_END, BanTimers, Offense, order_tag
 from agents.ratelimit.policy import BLACK, WHITE, CompiledPolicy
-from agents.ratelimit.window import DAY, HOUR, WINDOWS, RunLog, SlidingWindows
+from agents.ratelimit.window import DAY, DUE, FLAGS, HEADER, HOUR, S0, S1, S2, WINDOWS, RunLog, SlidingWindows
 from schemas.ratelimit import Ban, Decision, LimitName, TenantPolicy, Violation, from_epoch
 
 __all__ = ["ALLOWED", "BANNED", "BLOCKED", "STATES", "THROTTLED", "Batch", "KeyState", "RateLimiter"]
@@ -44,28 +48,59 @@ _NAMES: Final[tuple[LimitName, LimitName, LimitName]] = ("minute", "hour", "day"
 _LEVEL_MAX = 255  # violation multiples tracked per window (8 bits each in KeyState.over)
 
 
+# The flags word of a KeyState: mark + over << 4 + banned << 28 (all exact in a float).
+_MARK: Final = 0xF  # last emitted decision: state * 4 + binding window (throttled only)
+_OVER: Final = 0xFFFFFF << 4  # per window, 8 bits: how many multiples of the limit it is over
+_BANNED: Final = 1 << 28  # a ban is in force; its end is the word at _BAN_END
+_BANNED_F: Final = float(_BANNED)
+_BAN_END: Final = HEADER + W_BAN_END
+_NO_WORDS: Final = array("d")
+
+
 class KeyState(RunLog):
-    """Everything kept for one (tenant, ip): its run log, last emitted decision, offenses."""
+    """Everything kept for one (tenant, ip), in one flat array: run log, last decision, offenses.
 
-    __slots__ = ("mark", "off", "over")
+    The flags word holds :attr:`mark`, :attr:`over` and whether a ban is in force; the
+    owner section of the run log holds the :class:`Offense` as words, only for keys that
+    ever misbehaved (most keys: a 7-word header and their runs, nothing else).
+    """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.mark = 0  # last emitted decision: state * 4 + binding window (throttled only)
-        self.over = 0  # per window, 8 bits: how many multiples of the limit it is over
-        self.off: Offense | None = None
+    __slots__ = ()
 
-    def __getstate__(self) -> object:
-        return (*self._state(), self.mark, self.over, self.off)
+    @property
+    def mark(self) -> int:
+        """Last emitted decision: ``state * 4 + binding window`` (0: allowed, or none yet)."""
+        return int(self[FLAGS]) & _MARK
 
-    def __setstate__(self, s: tuple[Any, ...]) -> None:
-        self._set(s[:6])
-        self.mark, self.over, self.off = s[6], s[7], s[8]
+    @mark.setter
+    def mark(self, value: int) -> None:
+        self[FLAGS] = float(int(self[FLAGS]) & ~_MARK | value)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, KeyState) and self.__getstate__() == other.__getstate__()
+    @property
+    def over(self) -> int:
+        """Per window (8 bits each): how many multiples of its limit it was last seen over."""
+        return (int(self[FLAGS]) & _OVER) >> 4
 
-    __hash__ = None
+    @over.setter
+    def over(self, value: int) -> None:
+        self[FLAGS] = float(int(self[FLAGS]) & ~_OVER | value << 4)
+
+    @property
+    def banned(self) -> bool:
+        """Whether a ban is in force (until someone ends it at or after its end)."""
+        return self[FLAGS] >= _BANNED_F
+
+    @property
+    def off(self) -> Offense | None:
+        """The key's violations and bans, decoded (a copy: write changes back with :meth:`set_offense`)."""
+        words = self.owner_words()
+        return Offense.from_words(words) if words else None
+
+    def set_offense(self, off: Offense | None) -> None:
+        """Store ``off`` (None: forget the offenses) and the banned flag that follows from it."""
+        self.set_owner_words(_NO_WORDS if off is None else off.to_words())
+        flags = int(self[FLAGS]) & ~_BANNED
+        self[FLAGS] = float(flags | _BANNED if off is not None and off.ban_end is not None else flags)
 
 
 @dataclass(slots=True)
@@ -125,7 +160,7 @@ class RateLimiter:
             verdicts.append(decide(tenant, ip, ts, out))
         return out
 
-    def decide(self, tenant: str, ip: str, ts: float, out: Batch) -> int:  # noqa: PLR0911, PLR0912
+    def decide(self, tenant: str, ip: str, ts: float, out: Batch) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         # One function for the whole precedence ladder: calls cost more than branches here.
         """Decide one request at event time ``ts``; records go to ``out``; returns the state."""
         cp = self._policies.get(tenant) or self._compiled(tenant)
@@ -149,22 +184,41 @@ class RateLimiter:
                 if st is not None and st.mark:
                     self._emit(st, key, cp, ts, ALLOWED, 0, "whitelist", out)
                 return ALLOWED
-        if st is None:
-            st = self._new(key, ts)
         out.changed.add(key)
-        t = self.windows.hit(st, ts)
-        off = st.off
-        if off is not None and off.ban_end is not None:
-            if t < off.ban_end:
-                if st.mark != BANNED * 4:
+        t = ts
+        if st is None:
+            st = self._new(key, ts, first_hit=True)
+        elif st[S2]:  # SlidingWindows.hit, inlined (the call cost ~5 %); test_core checks they agree
+            if t < st[-2]:  # noqa: PLR1730  # cheaper than max()
+                t = st[-2]
+            w = self.windows
+            if t - st[-3] < w.r0:
+                st[-2] = t
+                st[-1] += 1.0
+            else:
+                st.extend((t, t, 1.0))
+            st[S0] += 1.0
+            st[S1] += 1.0
+            st[S2] += 1.0
+            if t >= st[DUE]:
+                w.advance(st, t)
+        else:
+            t = self.windows.hit(st, ts)
+        flags = st[FLAGS]  # 0 for a key with nothing going on: the common case
+        if flags >= _BANNED_F:
+            end = st[_BAN_END]
+            if t < end:
+                if int(flags) & _MARK != BANNED * 4:
                     self._emit(st, key, cp, t, BANNED, 0, "ban", out)
                 return BANNED
-            self._end_ban(st, key, cp, off.ban_end, out, emit_decision=False)
-        m, h, d = cp.limits
-        if (m is None or st.s0 <= m) and (h is None or st.s1 <= h) and (d is None or st.s2 <= d):
-            if st.mark or st.over:
-                st.over = 0
-                if st.mark:
+            self._end_ban(st, key, cp, end, out, emit_decision=False)
+            flags = st[FLAGS]
+        m, h, d = cp.caps
+        if st[S0] <= m and st[S1] <= h and st[S2] <= d:
+            if flags:  # mark or over set (not banned here): clear over, say allowed once
+                mark = int(flags) & _MARK
+                st[FLAGS] = float(mark)
+                if mark:
                     self._emit(st, key, cp, t, ALLOWED, 0, "ok", out)
             return ALLOWED
         return self._over(st, key, cp, t, out)
@@ -182,7 +236,7 @@ class RateLimiter:
             over |= level << (8 * k)
             if level > (st.over >> (8 * k)) & 0xFF:
                 self._violation(st, key, cp, out, k=k, limit=limit, n=n, t=t)
-                if st.off is not None and st.off.ban_end is not None:
+                if st.banned:
                     st.over = over | (st.over & ~(0xFF << (8 * k)))
                     return BANNED
             r = self.windows.reset_at(st, k, t, limit)
@@ -205,23 +259,24 @@ class RateLimiter:
         out.violations.append(Violation.create(
             tenant_id=tenant, ip=ip, limit_name=_NAMES[k], limit=limit, count=n, window_s=WINDOWS[k],
             shadow=cp.shadow, ts=from_epoch(t)))
-        off = st.off
-        if off is None:
-            off = st.off = Offense()
-        if off.violate(t, cp.policy):
+        off = st.off or Offense()
+        threshold = off.violate(t, cp.policy)
+        st.set_offense(off)
+        if threshold:
             self._start_ban(st, key, cp, t, out, manual=False)
 
     # -- bans ---------------------------------------------------------------------------
     def _start_ban(
         self, st: KeyState, key: str, cp: CompiledPolicy, t: float, out: Batch, *,
-        manual: bool, duration_s: float | None = None,
+        manual: bool, duration_s: float | None = None, order: int = 0,
     ) -> None:
-        off = st.off
-        if off is None:
-            off = st.off = Offense()
-        if off.ban_end is not None:  # replace an active ban: end it first, on the record
+        if st.banned:  # replace an active ban: end it first, on the record
             self._end_ban(st, key, cp, t, out, emit_decision=False)
+        off = st.off or Offense()
         end = off.start_ban(t, cp.policy, manual=manual, duration_s=duration_s)
+        if order:
+            off.order = order
+        st.set_offense(off)
         tenant, ip = key.split(":", 1)
         out.bans.append(Ban.create(
             tenant_id=tenant, ip=ip, action="started", reason="manual" if manual else "auto",
@@ -231,10 +286,17 @@ class RateLimiter:
         self._emit(st, key, cp, t, BANNED, 0, "ban", out, end)
 
     def _end_ban(
-        self, st: KeyState, key: str, cp: CompiledPolicy, t: float, out: Batch, *, emit_decision: bool
+        self, st: KeyState, key: str, cp: CompiledPolicy, t: float, out: Batch, *,
+        emit_decision: bool, order: int = 0, forgive: bool = False,
     ) -> None:
-        assert st.off is not None
-        start, end, level, reason = st.off.end_ban(t)
+        off = st.off
+        assert off is not None
+        start, end, level, reason = off.end_ban(t)
+        if forgive:
+            off.violations.clear()
+        if order:
+            off.order = order
+        st.set_offense(off)
         tenant, ip = key.split(":", 1)
         out.bans.append(Ban.create(
             tenant_id=tenant, ip=ip, action="ended", reason=reason, level=level,
@@ -243,29 +305,43 @@ class RateLimiter:
         if emit_decision and st.mark == BANNED * 4:
             self._emit(st, key, cp, t, ALLOWED, 0, "ban-ended", out)
 
-    def ban(self, tenant: str, ip: str, now: float, duration_s: float | None = None) -> Batch:
-        """Manually ban ``ip`` from ``now`` (default duration: the tenant's ``ban_max_s``)."""
+    def ban(
+        self, tenant: str, ip: str, now: float, duration_s: float | None = None, *, order_id: str | None = None
+    ) -> Batch:
+        """Manually ban ``ip`` from ``now`` (default duration: the tenant's ``ban_max_s``).
+
+        With ``order_id``, idempotent: if it is the last order applied to this key, nothing
+        changes and the batch is empty (a replayed order does not restart the ban later).
+        """
         out = Batch()
         cp = self._compiled(tenant)
         if cp is None:
             raise LookupError(f"no policy for tenant {tenant!r}")
         key = f"{tenant}:{ip}"
         st = self.store.get(key)
+        order = 0 if order_id is None else order_tag(order_id)
+        if order and st is not None and (off := st.off) is not None and off.order == order:
+            return out
         if st is None:
             st = self._new(key, now)
-        self._start_ban(st, key, cp, now, out, manual=True, duration_s=duration_s)
+        self._start_ban(st, key, cp, now, out, manual=True, duration_s=duration_s, order=order)
         return out
 
-    def unban(self, tenant: str, ip: str, now: float) -> Batch:
-        """Manually end ``ip``'s ban at ``now``; an empty batch if it was not banned."""
+    def unban(self, tenant: str, ip: str, now: float, *, order_id: str | None = None) -> Batch:
+        """Manually end ``ip``'s ban at ``now``; an empty batch if it was not banned.
+
+        With ``order_id``, idempotent like :meth:`ban`: the last order applied is not applied again.
+        """
         out = Batch()
         key = f"{tenant}:{ip}"
         st = self.store.get(key)
         cp = self._compiled(tenant)
-        if st is None or cp is None or st.off is None or st.off.ban_end is None:
+        if st is None or cp is None or not st.banned:
             return out
-        st.off.violations.clear()
-        self._end_ban(st, key, cp, now, out, emit_decision=True)
+        order = 0 if order_id is None else order_tag(order_id)
+        if order and (off := st.off) is not None and off.order == order:
+            return out
+        self._end_ban(st, key, cp, now, out, emit_decision=True, order=order, forgive=True)
         return out
 
     # -- event time -------------------------------------------------------------------------
@@ -277,9 +353,8 @@ class RateLimiter:
             cp = self._compiled(key.split(":", 1)[0])
             if st is None or cp is None:
                 continue
-            off = st.off
             if kind == BAN_END:
-                if off is not None and off.ban_end == due and off.ban_start == token:
+                if st.banned and st[_BAN_END] == due and (off := st.off) is not None and off.ban_start == token:
                     self._end_ban(st, key, cp, due, out, emit_decision=True)
             elif st.mark >> 2 == THROTTLED:
                 last = st.last_ts
@@ -304,8 +379,10 @@ class RateLimiter:
         return self.timers.next_due()
 
     # -- key states and the table -------------------------------------------------------------
-    def _new(self, key: str, ts: float) -> KeyState:
-        st = self.store[key] = KeyState()
+    def _new(self, key: str, ts: float, *, first_hit: bool = False) -> KeyState:
+        # A first request is stored with the state, allocated at its exact size.
+        st = KeyState.first_hit(ts) if first_hit else KeyState()
+        self.store[key] = st
         self._file(key, ts + DAY)
         return st
 
@@ -313,7 +390,11 @@ class RateLimiter:
         hour = int(when // HOUR) + 1
         if self._gc_hour is not None and hour < self._gc_hour:
             hour = self._gc_hour
-        self._gc.setdefault(hour, []).append(key)
+        keys = self._gc.get(hour)
+        if keys is None:
+            self._gc[hour] = [key]
+        else:
+            keys.append(key)
 
     def _evict(self, now: float, out: Batch) -> None:
         # Hour buckets of keys that may have gone idle: O(due) like the timers, 8 bytes a key.
@@ -326,12 +407,14 @@ class RateLimiter:
                     continue
                 last = st.last_ts
                 busy_until = (last + DAY) if last is not None else now
-                cp = self._compiled(key.split(":", 1)[0])
-                if busy_until <= now and (st.off is None or st.off.idle(now, cp.policy if cp else None)):
-                    del self.store[key]
-                    out.evicted.append(key)
-                else:
-                    self._file(key, max(busy_until, now + HOUR))
+                if busy_until <= now:
+                    off = st.off
+                    cp = self._compiled(key.split(":", 1)[0]) if off is not None else None
+                    if off is None or off.idle(now, cp.policy if cp else None):
+                        del self.store[key]
+                        out.evicted.append(key)
+                        continue
+                self._file(key, max(busy_until, now + HOUR))
         self._gc_hour = hour + 1
 
     def adopt(self, key: str, state: KeyState) -> None:

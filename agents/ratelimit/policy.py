@@ -7,6 +7,7 @@ use (at most 33 for IPv4, 129 for IPv6), and answers are cached per address text
 
 from __future__ import annotations
 
+import math
 from ipaddress import ip_address
 from typing import Final
 
@@ -79,6 +80,7 @@ class CompiledPolicy:
         "_black",
         "_cache",
         "_white",
+        "caps",
         "enabled",
         "has_lists",
         "limits",
@@ -95,6 +97,12 @@ class CompiledPolicy:
             policy.per_minute,
             policy.per_hour,
             policy.per_day,
+        )
+        # the same with "not limited" as +inf: the hot path compares without a None test
+        self.caps: tuple[float, float, float] = (
+            math.inf if policy.per_minute is None else policy.per_minute,
+            math.inf if policy.per_hour is None else policy.per_hour,
+            math.inf if policy.per_day is None else policy.per_day,
         )
         self._white = PrefixSet(policy.whitelist)
         self._black = PrefixSet(policy.blacklist)

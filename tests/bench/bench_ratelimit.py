@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
+import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -88,18 +89,15 @@ def bench_limits(events: list[tuple[str, str, float]]) -> float:
     return len(events) / (time.perf_counter() - start)
 
 
-def bytes_per_key(keys: int) -> tuple[float, float, float]:
-    """Traced bytes per key at ``keys`` keys: (state objects only, store incl. keys and timers, heavy key)."""
+def build_store(keys: int) -> RateLimiter:
+    """``keys`` distinct IPs of one tenant; 1 in 10 comes back a few times within the hour."""
     lim = RateLimiter([TenantPolicy(tenant_id="t", per_minute=120, per_hour=1000, per_day=10000)])
     rng = random.Random(2)
-    ips = [f"{(k >> 24) & 255}.{(k >> 16) & 255}.{(k >> 8) & 255}.{k & 255}" for k in range(1 << 24, (1 << 24) + keys)]
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
     t = T0
     decide = lim.decide_batch
     batch = []
-    for ip in ips:  # 1M distinct IPs; 1 in 10 comes back a few times within the hour
+    for k in range(1 << 24, (1 << 24) + keys):
+        ip = f"{(k >> 24) & 255}.{(k >> 16) & 255}.{(k >> 8) & 255}.{k & 255}"
         t += 0.001
         batch.append(("t", ip, t))
         if rng.random() < 0.1:
@@ -108,27 +106,33 @@ def bytes_per_key(keys: int) -> tuple[float, float, float]:
             decide(sorted(batch, key=lambda e: e[2]))
             batch = []
     decide(sorted(batch, key=lambda e: e[2]))
+    return lim
+
+
+def memory_figures(keys: int) -> dict[str, float]:
+    """Bytes per key of a ``keys``-key store, by part (sys.getsizeof, exact) and as RSS growth (real)."""
     gc.collect()
-    total = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    states = sum(_deep_size(s) for s in list(lim.store.values())[:: max(1, keys // 20000)])
-    sampled = len(list(lim.store.values())[:: max(1, keys // 20000)])
+    rss_before = rss_mb()[0]
+    lim = build_store(keys)
+    gc.collect()
+    rss_after, rss_peak = rss_mb()
+    store = lim.store
+    n = len(store)
     heavy = RateLimiter([TenantPolicy(tenant_id="t", per_minute=None, per_hour=None, per_day=None)])
-    for j in range(86400 * 2):  # one request per second for a day: the worst case for run count
+    for j in range(86400 * 2):  # two requests a second for a day: the worst case for run count
         heavy.decide_batch([("t", "10.0.0.1", T0 + j * 0.5)])
-    return states / sampled, total / len(lim.store), _deep_size(heavy.store["t:10.0.0.1"])
-
-
-def _deep_size(state: object) -> int:
-    from agents.ratelimit import KeyState
-
-    assert isinstance(state, KeyState)
-    size = sys.getsizeof(state) + sys.getsizeof(state.runs)
-    if state.off is not None:
-        size += sys.getsizeof(state.off) + sys.getsizeof(state.off.violations)
-    for v in (state.s0, state.s1, state.s2, state.h0, state.h1, state.over):
-        size += sys.getsizeof(v) if not -5 <= v <= 256 else 0
-    return size
+    return {
+        "keys": n,
+        # the KeyState objects: GC header + array header + words (incl. the array's over-allocation)
+        "state": sum(map(sys.getsizeof, store.values())) / n,
+        "dict": sys.getsizeof(store) / n,  # the store dict's hash table: its slot per key
+        "key": sum(map(sys.getsizeof, store)) / n,  # the "tenant:ip" key strings
+        "gc": sum(map(sys.getsizeof, lim._gc.values())) / n,  # eviction hour buckets (8 B a key + lists)
+        "rss": (rss_after - rss_before) * 2**20 / n,
+        "rss_after": rss_after,
+        "rss_peak": rss_peak,
+        "heavy": sys.getsizeof(heavy.store["t:10.0.0.1"]),
+    }
 
 
 def main() -> None:
@@ -138,7 +142,12 @@ def main() -> None:
     ap.add_argument("--tenants", type=int, default=40)
     ap.add_argument("--ips", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true", help="profile the core with pyinstrument")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="print the memory figures as JSON (the bench runs this in a fresh process)")
     args = ap.parse_args()
+    if args.memory_only:
+        print(json.dumps(memory_figures(args.keys)))
+        return
 
     events = stream(args.events, args.tenants, args.ips, rate=5000.0)
     if args.profile:
@@ -157,13 +166,20 @@ def main() -> None:
     print(f"core decisions/s:            {core:12,.0f}")
     print(f"limits moving window/s:      {lib:12,.0f}")
     print(f"ratio core / limits:         {core / lib:12.1f}×")
-    state, total, heavy = bytes_per_key(args.keys)
-    print(f"state bytes/key @ {args.keys:,} keys: {state:8.0f}  (KeyState + its run array, sampled)")
-    print(f"store bytes/key @ {args.keys:,} keys: {total:8.0f}  (traced: states + dict + key strings + gc lists)")
-    print(f"worst-case key (1 req/0.5 s for 2 days): {heavy:,} bytes")
-    now, peak = rss_mb()
-    print(f"process RSS: {now:,.0f} MiB (peak {peak:,.0f} MiB)")
-
+    # Memory in a fresh process, so that its RSS growth is the store's alone.
+    mem = json.loads(subprocess.run(
+        [sys.executable, __file__, "--memory-only", "--keys", str(args.keys)],
+        check=True, capture_output=True, text=True).stdout)
+    parts = mem["state"] + mem["dict"] + mem["key"]
+    print(f"bytes per tracked (tenant, ip) @ {mem['keys']:,} keys (1 in 10 keys with 2-6 requests over minutes):")
+    print(f"  key state (goal <= 200):     {mem['state']:8.0f}  (KeyState object: GC header, array header, words)")
+    print(f"  + dict slot:                 {mem['dict']:8.0f}  (the store dict's table, per key)")
+    print(f"  + key string:                {mem['key']:8.0f}  (\"tenant:ip\" str)")
+    print(f"  = state + dict + key:        {parts:8.0f}")
+    print(f"  + eviction buckets:          {mem['gc']:8.0f}  (hour lists of keys to check for idleness)")
+    print(f"  RSS growth per key:          {mem['rss']:8.0f}  (real memory, incl. allocator rounding)")
+    print(f"worst-case key (1 req/0.5 s for 2 days): {mem['heavy']:,} bytes")
+    print(f"memory process RSS: {mem['rss_after']:,.0f} MiB (peak {mem['rss_peak']:,.0f} MiB)")
 
 if __name__ == "__main__":
     main()

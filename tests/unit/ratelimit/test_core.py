@@ -1,13 +1,29 @@
 # ruff: noqa: S301  # pickle only round-trips bytes these tests just produced
-"""RateLimiter: precedence, state-change decisions, violations, escalating bans, expiry, pickling."""
+"""RateLimiter: precedence, state-change decisions, violations, escalating bans, expiry, pickling, orders."""
 
 from __future__ import annotations
 
+import gc
 import pickle
+import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agents.ratelimit import ALLOWED, BANNED, BLOCKED, THROTTLED, Batch, KeyState, RateLimiter, apply_action
+from agents.ratelimit import (
+    ALLOWED,
+    BANNED,
+    BLOCKED,
+    HOUR,
+    THROTTLED,
+    Batch,
+    KeyState,
+    RateLimiter,
+    RunLog,
+    SlidingWindows,
+    apply_action,
+)
 from schemas.ratelimit import TenantPolicy
 
 T0 = 1_780_000_000.0
@@ -180,3 +196,74 @@ def test_idle_keys_are_evicted_after_a_day() -> None:
     assert out.evicted == ["acme:10.0.0.8"]
     assert set(lim.store) == {"acme:10.0.0.9"}
     assert isinstance(lim.store["acme:10.0.0.9"], KeyState)
+
+
+def test_replayed_ban_order_changes_nothing() -> None:
+    """A ban order applied again (a replay after a crash, at a later time) leaves the ban as it was.
+
+    order A at 0 → ban 0..100; A again at 50 → nothing (not a ban 50..150); order B at 60 → ban 60..160
+    """
+    lim = limiter()
+    first = lim.ban("acme", "10.0.0.10", T0, duration_s=100, order_id="A")
+    assert [b.action for b in first.bans] == ["started"]
+    again = lim.ban("acme", "10.0.0.10", T0 + 50, duration_s=100, order_id="A")
+    assert again == Batch()
+    assert [b.action for b in lim.expire(T0 + 100).bans] == ["ended"]  # still ends at 100
+    assert lim.ban("acme", "10.0.0.10", T0 + 120, duration_s=100, order_id="A") == Batch()  # after its end too
+    other = lim.ban("acme", "10.0.0.10", T0 + 130, duration_s=100, order_id="B")
+    assert [(b.action, b.end.timestamp()) for b in other.bans] == [("started", T0 + 230)]
+
+
+def test_replayed_unban_order_changes_nothing() -> None:
+    """An unban order applied again does not end a ban that a newer order started."""
+    lim = limiter()
+    lim.ban("acme", "10.0.0.11", T0, duration_s=1000, order_id="A")
+    assert [b.action for b in lim.unban("acme", "10.0.0.11", T0 + 10, order_id="B").bans] == ["ended"]
+    assert lim.unban("acme", "10.0.0.11", T0 + 20, order_id="B") == Batch()
+    verdicts, _ = hits(lim, "10.0.0.11", [21])
+    assert verdicts == [ALLOWED]
+    lim.ban("acme", "10.0.0.11", T0 + 30, duration_s=1000)  # a ban without an order id keeps B as the last order
+    assert lim.unban("acme", "10.0.0.11", T0 + 40, order_id="B") == Batch()
+    assert hits(lim, "10.0.0.11", [41])[0] == [BANNED]
+
+
+def test_ban_order_is_remembered_through_pickle_and_adopt() -> None:
+    """The last order id lives in the key state: a limiter rebuilt from the state still skips the replay."""
+    lim = limiter()
+    lim.ban("acme", "10.0.0.12", T0, duration_s=100, order_id="nonce-1")
+    fresh = limiter()
+    fresh.adopt("acme:10.0.0.12", pickle.loads(pickle.dumps(lim.store["acme:10.0.0.12"])))
+    assert fresh.ban("acme", "10.0.0.12", T0 + 40, duration_s=100, order_id="nonce-1") == Batch()
+    assert [b.end.timestamp() for b in fresh.expire(T0 + 100).bans] == [T0 + 100]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(0, 0.6), st.floats(0, 2 * HOUR)), min_size=1, max_size=120))
+def test_decide_counts_like_the_sliding_windows(gaps: list[float]) -> None:
+    """decide() inlines SlidingWindows.hit: its key state stays word for word the run log hit() builds.
+
+    Would fail if the inlined copy drifted from window.py (which the oracle tests check).
+    """
+    lim = RateLimiter([TenantPolicy(tenant_id="acme", per_minute=None, per_hour=None, per_day=None)])
+    w, log = SlidingWindows(), RunLog()
+    t = T0
+    for gap in gaps:
+        t += gap
+        lim.decide_batch([("acme", "10.0.0.13", t)])
+        w.hit(log, t)
+    assert list(lim.store["acme:10.0.0.13"]) == list(log)
+
+
+def test_a_quiet_key_is_one_small_object() -> None:
+    """A key seen once is one array of 10 words, nothing else (the memory goal: ≤ 200 B per key).
+
+    Would fail if KeyState grew a header word, an attribute or a per-key object.
+    """
+    lim = limiter()
+    hits(lim, "10.0.0.14", [0])
+    state = lim.store["acme:10.0.0.14"]
+    assert type(state) is KeyState
+    assert len(state) == 10
+    assert gc.get_referents(state) == [KeyState]  # no other object hangs off it
+    assert sys.getsizeof(state) <= 160
+    assert state.off is None

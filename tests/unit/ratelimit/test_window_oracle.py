@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import random
+from array import array
 from bisect import bisect_right
 
 import pytest
@@ -190,3 +191,42 @@ def test_bad_resolution_is_rejected() -> None:
     """Resolutions must grow with the window and stay inside it."""
     with pytest.raises(ValueError, match="resolutions"):
         SlidingWindows((10.0, 1.0, 240.0))
+
+
+boundary_gaps = st.lists(
+    st.one_of(st.sampled_from([MINUTE, HOUR, DAY, 0.5, 10.0, 240.0, 1e-6]), st.floats(0, 2 * MINUTE)),
+    min_size=1, max_size=150,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(boundary_gaps, st.floats(0, 1e10))
+def test_due_never_lets_a_head_run_outstay_its_window(gaps: list[float], start: float) -> None:
+    """After every hit each window's head run is still inside it: the one-compare ``due`` test misses nothing.
+
+    Gaps of exactly a window length probe the rounding of ``last + W`` against ``t - W``.
+    """
+    w, log, t = SlidingWindows(), RunLog(), start
+    for gap in gaps:
+        t += gap
+        used = w.hit(log, t)
+        heads = int(log[0])
+        for head, width in ((heads % 2**26, MINUTE), (heads // 2**26, HOUR), (log.base, DAY)):
+            assert log[head + 1] > used - width
+
+
+@settings(max_examples=40, deadline=None)
+@given(times, st.lists(st.integers(0, 12), min_size=1, max_size=4))
+def test_owner_words_move_the_runs_not_the_counts(offsets: list[float], sizes: list[int]) -> None:
+    """Growing or shrinking the owner section (a key's offenses) shifts the runs; counts and later hits agree."""
+    w, plain, owned = SlidingWindows(), RunLog(), RunLog()
+    for i, off in enumerate(offsets):
+        w.hit(plain, T0 + off)
+        w.hit(owned, T0 + off)
+        if i % 7 == 0:
+            owned.set_owner_words(array("d", [float(n) for n in range(sizes[i % len(sizes)])]))
+    t = T0 + offsets[-1] + 45
+    w.hit(plain, t)
+    w.hit(owned, t)
+    assert [w.count(owned, k, t) for k in range(3)] == [w.count(plain, k, t) for k in range(3)]
+    assert list(owned[owned.base :]) == list(plain[plain.base :])

@@ -48,14 +48,32 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         consumer.close()
 
 
-def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The offsets consumer group `group` has committed, per (topic, partition)."""
+def committed_offsets(bootstrap: str, group: str, attempts: int = 5) -> dict[tuple[str, int], int]:
+    """The offsets consumer group `group` has committed, per (topic, partition).
+
+    Retries retriable errors (the group's coordinator moving or loading, as while a group
+    forms on a busy broker) a few times with a short back-off before raising them.
+    """
+    import time
+
     from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
+
+    def fetch() -> dict[tuple[str, int], int]:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
         return {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
+
+    try:
+        for attempt in range(attempts - 1):
+            try:
+                return fetch()
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                time.sleep(0.1 * 2**attempt)
+        return fetch()
     finally:
         admin.close()
 

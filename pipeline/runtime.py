@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.changelog import BulkWriter
 from pipeline.clock import EventClock
 from pipeline.codec import Codec, Rejected, encode_batch, encode_one
 from pipeline.dlq import dead_letter
@@ -65,6 +66,7 @@ class Runtime:
         self._codecs: dict[Topic, Codec[Any]] = {}
         self._status: dict[str, Callable[[], Any]] = {}
         self._commands: Any = None
+        self._bulk_pending: list[asyncio.Future[Any]] = []
 
     @property
     def commands(self) -> Any:
@@ -74,6 +76,10 @@ class Runtime:
 
             self._commands = CommandRouter(self)
         return self._commands
+
+    def bulk_writer(self, table: Any) -> BulkWriter:
+        """A writer of many keys of `table` per call, made durable with each batch."""
+        return BulkWriter(table, self._bulk_pending)
 
     def watermark(self, topic: Topic, partition: int) -> float | None:
         """Event time of one input topic-partition (each topic keeps its own watermark)."""
@@ -172,15 +178,18 @@ class Runtime:
         """
         producer = self.app.producer
         pending = getattr(getattr(producer, "buffer", None), "pending", None)
-        # Snapshot before the first await: this batch's changelog writes are all queued here.
+        # Snapshot before the first await: this batch's changelog writes are all queued here,
+        # in Faust's buffer or as bulk batches (pruned only once done: other agents' batches
+        # may still wait on the same futures).
         queued = [f for f in getattr(pending, "_queue", ()) if isinstance(f, asyncio.Future)]
+        bulk = self._bulk_pending
+        queued += bulk
         await producer.flush()
-        late = [f for f in queued if not f.done()]
-        if late:
-            results = await asyncio.gather(*late, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if failed:
-                log.error("%d changelog/output record(s) failed to reach Kafka: %r", len(failed), failed[0])
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        bulk[:] = [f for f in bulk if not f.done()]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.error("%d changelog/output record(s) failed to reach Kafka: %r", len(failed), failed[0])
 
     def _dead_letters(
         self, rejected: Sequence[Rejected], stage: str, name: str, partition: int, offset: int

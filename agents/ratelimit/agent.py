@@ -4,9 +4,10 @@ State. One :class:`RateLimiter` per source partition of ``requests`` (so throttl
 end on that partition's own event-time watermark). Its key states live in a plain dict
 and are written back to the Faust table ``<app>-ratelimit-keys`` (key ``tenant:ip``, value
 the :class:`KeyState` in the binary form of :mod:`~agents.ratelimit.state_codec`, changelogged)
-once per changed key per batch. A limiter is built lazily on the first batch of its
-partition after start or rebalance, adopting the table's keys of that partition (which
-re-arms ban and throttle timers): a restart resets neither counters nor bans.
+once per changed key per batch, as one changelog batch (:class:`pipeline.changelog.BulkWriter`).
+A limiter is built lazily on the first batch of its partition after start or rebalance,
+adopting the table's keys of that partition (which re-arms ban and throttle timers):
+a restart resets neither counters nor bans.
 
 Configuration. Tenant policies live in the GlobalTable ``<app>-ratelimit-policies`` (every
 worker holds all of it). The commands handler validates an action with the pure
@@ -19,9 +20,12 @@ commands are keyed by tenant. The handler validates them and forwards an *order*
 internal topic ``<prefix>.ratelimit-orders`` keyed ``tenant:ip``, co-partitioned with
 ``requests``; the owner applies it at its partition's event time.
 
-Rollups are per worker (closed on the lowest watermark of its request partitions): exact
-with one worker; with several, each worker publishes its share under the same id (see
-the capability notes).
+Rollups are per partition of ``requests``: each partition closes its tenant-minutes on its
+own watermark and publishes them as *parts* (``Rollup.part``; a tenant's IPs are spread over
+the partitions, each IP in one). A minute is the sum of its parts, whichever workers own
+them (ClickHouse view ``rl_rollups_tenant``; the anomaly agent adds them into its windows).
+Open minutes live in the table ``<app>-ratelimit-rollups`` (written with each batch), so a
+restart neither loses nor reopens a minute.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from agents.ratelimit.core import ALLOWED, Batch, KeyState, RateLimiter
 from agents.ratelimit.rollup import MinuteRollups
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
 from pipeline.commands import CommandRejected
-from pipeline.faust_compat import in_partition_of
 from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.sdk import partition_for
 from pipeline.topics import Topic, topic_name
@@ -76,13 +79,17 @@ class RateLimitAgent:
         self.default = default or TenantPolicy(tenant_id="default")
         self.keys = app.Table(f"{s.app_id}-ratelimit-keys", default=None, partitions=s.partitions,
                               key_type=str, value_type=KeyStateValue)
+        self._writer = runtime.bulk_writer(self.keys)
+        self.open_minutes = app.Table(f"{s.app_id}-ratelimit-rollups", default=None, partitions=s.partitions,
+                                      key_type=str, value_type=bytes)
+        self._minutes_writer = runtime.bulk_writer(self.open_minutes)
         self.policies = app.GlobalTable(f"{s.app_id}-ratelimit-policies", default=None, partitions=s.partitions,
                                         key_type=str, on_changelog_event=self._on_policy_event)
         self.orders = app.topic(topic_name(s.topic_prefix, Topic.RATELIMIT_ORDERS), partitions=s.partitions,
                                 key_serializer="raw", value_serializer="raw", internal=True)
         self.limiters: dict[int, RateLimiter] = {}
         self.watermarks: dict[int, float] = {}
-        self.rollups = MinuteRollups()
+        self.rollups: dict[int, MinuteRollups] = {}
         self._policies_dirty = False
         self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0}
         runtime.on(Topic.REQUESTS, self.on_requests)
@@ -119,6 +126,7 @@ class RateLimitAgent:
         # assigned ones are adopted (with their timers) on their partition's next batch.
         self.limiters.clear()
         self.watermarks.clear()
+        self.rollups.clear()
 
     def limiter(self, partition: int) -> RateLimiter:
         """The limiter of ``partition``, built from the table on first use."""
@@ -133,20 +141,22 @@ class RateLimitAgent:
                     limiter.adopt(key, state)
                     adopted += 1
             self.limiters[partition] = limiter
-            log.info("rate limiter of partition %d adopted %d key(s)", partition, adopted)
+            rollups = self.rollups[partition] = MinuteRollups(part=partition)
+            opened = 0
+            for key, raw in list(self.open_minutes.items()):
+                if isinstance(raw, bytes) and key.startswith(rollups.prefix):
+                    rollups.restore(key, raw)
+                    opened += 1
+            log.info("rate limiter of partition %d adopted %d key(s) and %d open minute(s)", partition, adopted,
+                     opened)
         return limiter
 
-    async def _commit(self, limiter: RateLimiter, anchor: Any, out: Batch) -> None:
-        """Write each changed key once, delete evicted ones, then publish the records."""
+    async def _commit(self, partition: int, limiter: RateLimiter, out: Batch) -> None:
+        """Write each changed key once (one changelog batch), delete evicted ones, then publish."""
         store = limiter.store
-        with in_partition_of(anchor):
-            for key in out.changed:
-                state = store.get(key)
-                if state is not None:
-                    self.keys[key] = state
-            for key in out.evicted:
-                if key in self.keys:
-                    del self.keys[key]
+        changes: list[tuple[str, KeyState | None]] = [(k, s) for k in out.changed if (s := store.get(k)) is not None]
+        changes += [(k, None) for k in out.evicted if k in self.keys.data]
+        await self._writer.write(partition, changes)
         send = self.runtime.send
         for d in out.decisions:
             await send(Topic.DECISIONS, d, key=f"{d.tenant_id}:{d.ip}")
@@ -163,9 +173,9 @@ class RateLimitAgent:
     async def on_requests(self, batches: Sequence[PartitionBatch]) -> None:
         """Decide every request, expire on the watermark, write back, publish; close rollups."""
         self._sync_policies()
-        rollups = self.rollups
         for b in batches:
             limiter = self.limiter(b.partition)
+            rollups = self.rollups[b.partition]
             events = b.events
             times = [e.ts.timestamp() for e in events]
             out = limiter.decide_batch([(e.tenant_id, e.ip, t) for e, t in zip(events, times, strict=True)])
@@ -176,12 +186,13 @@ class RateLimitAgent:
                             blocked=verdict != ALLOWED)
             self.counts["blocked"] += blocked
             wm = b.watermark
+            closed: list[Rollup] = []
             if wm is not None and wm > self.watermarks.get(b.partition, float("-inf")):
                 self.watermarks[b.partition] = wm
                 _merge(out, limiter.expire(wm))
-            await self._commit(limiter, b.anchor, out)
-        if self.watermarks:
-            closed = rollups.close(min(self.watermarks.values()))
+                closed = rollups.close(wm)
+            await self._commit(b.partition, limiter, out)
+            await self._minutes_writer.write(b.partition, rollups.take_changes())
             # One JSON-array record per tenant, not one per minute: a batch can close hours of
             # minutes, and each Kafka message costs Faust (and the anomaly agent) ~85 µs.
             by_tenant: dict[str, list[Rollup]] = {}
@@ -236,11 +247,11 @@ class RateLimitAgent:
             if limiter.policy(tenant) is None:
                 limiter.set_policy(self.policy(tenant))
             duration = order.get("duration_s")
-            out = limiter.ban(tenant, ip, now, None if duration is None else float(duration))
+            out = limiter.ban(tenant, ip, now, None if duration is None else float(duration), order_id=order["nonce"])
         else:
-            out = limiter.unban(tenant, ip, now)
+            out = limiter.unban(tenant, ip, now, order_id=order["nonce"])
         self.counts["orders"] += 1
-        await self._commit(limiter, event, out)
+        await self._commit(partition, limiter, out)
 
 
 def _merge(into: Batch, other: Batch) -> None:

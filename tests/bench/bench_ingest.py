@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -76,14 +77,15 @@ async def raw_ceiling(settings: Settings, n: int) -> float:
     return time.perf_counter() - started
 
 
-def end_to_end(settings: Settings, n: int, capabilities: str | None) -> tuple[float, float, dict[str, float]]:
+def end_to_end(settings: Settings, n: int, capabilities: str | None,
+               loglevel: str = "warn") -> tuple[float, float, dict[str, float]]:
     client = connect(settings.dsn)
     migrate(client)
     writer = ClickHouseWriter(bootstrap=settings.broker, prefix=settings.topic_prefix, sink=ClickHouseSink(client),
                               group_id="tw-bench-writer", batch_rows=50_000, flush_s=1.0, buffer_max_rows=400_000)
     env = dict(os.environ, TW_BROKER=settings.broker, TW_DATA_DIR=str(settings.data_dir),
                TW_APP_ID=settings.app_id, TW_PARTITIONS=str(settings.partitions), TW_SMTP_PORT=str(settings.smtp_port))
-    cmd = [sys.executable, "-m", "pipeline.cli", "worker"]
+    cmd = [sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", loglevel]
     if capabilities is not None:
         cmd += ["--capabilities", capabilities]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=1000, help="events per Kafka record (SDK packing)")
     parser.add_argument("--capabilities", default=None, help="worker capabilities (default: all)")
+    parser.add_argument("--keep-log", type=Path, default=None, help="copy the worker's log here")
+    parser.add_argument("--loglevel", default="warn", help="the worker's log level")
     args = parser.parse_args()
     with bench_stack() as (settings, _root):
         ensure_topics(settings)
@@ -141,7 +145,11 @@ def main() -> None:
         t_raw = asyncio.run(raw_ceiling(settings, args.events))
         raw_rate = args.events / t_raw
         print(f"raw ceiling (aiokafka consume + parse): {raw_rate:,.0f} events/s")
-        t_worker, t_e2e, extra = end_to_end(settings, args.events, args.capabilities)
+        try:
+            t_worker, t_e2e, extra = end_to_end(settings, args.events, args.capabilities, args.loglevel)
+        finally:
+            if args.keep_log is not None:
+                shutil.copyfile(settings.data_dir / "worker.log", args.keep_log)
         worker_rate = args.events / t_worker
         e2e_rate = args.events / max(t_e2e, t_worker)
         if extra:

@@ -191,11 +191,20 @@ class LimitConfig(Record):
 
 
 class Rollup(Record):
-    """Requests of one tenant in one closed minute."""
+    """Requests of one tenant in one closed minute, from one partition of ``requests``.
+
+    A tenant's IPs are spread over the partitions (requests are keyed ``tenant:ip``), and each
+    partition closes its minutes on its own event time, so a tenant-minute comes in *parts*,
+    one per partition that saw the tenant: the minute is their sum. Every field adds up
+    across parts (``distinct_ips`` too: an IP lives in one partition), and ``latency_hist``
+    (log buckets 5 % apart, see :mod:`agents.ratelimit.rollup`) merges into exact-to-5 %
+    percentiles of the whole minute; ClickHouse's ``rl_rollups_tenant`` view does that.
+    """
 
     id: str
     tenant_id: TenantId
     minute: Timestamp  # start of the minute
+    part: Annotated[int, Field(ge=0, le=65_535)] = 0  # the requests partition
     requests: Count
     errors: Count  # status ≥ 500
     client_errors: Count  # 400..499
@@ -204,10 +213,11 @@ class Rollup(Record):
     latency_sum_ms: Annotated[float, Field(ge=0)]
     latency_count: Count
     latency_max_ms: Annotated[float, Field(ge=0)]
-    latency_p50_ms: Annotated[float, Field(ge=0)]  # histogram estimate, within 5 %
+    latency_p50_ms: Annotated[float, Field(ge=0)]  # histogram estimate of this part, within 5 %
     latency_p95_ms: Annotated[float, Field(ge=0)]
+    latency_hist: dict[Annotated[int, Field(ge=0, le=65_535)], Count] = Field(default_factory=dict, max_length=2048)
 
     @classmethod
     def create(cls, **fields: Any) -> Rollup:
-        """Fill the id from (tenant, minute)."""
-        return cls(id=stable_id("rollup", fields["tenant_id"], fields["minute"]), **fields)
+        """Fill the id from (tenant, minute, part)."""
+        return cls(id=stable_id("rollup", fields["tenant_id"], fields["minute"], fields.get("part", 0)), **fields)

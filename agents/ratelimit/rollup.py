@@ -1,17 +1,29 @@
-"""Per-tenant, per-minute request rollups, closed by watermark (pure: no clock, no I/O).
+"""Per-tenant, per-minute request rollups of one partition, closed by watermark (pure: no clock, no I/O).
 
 Latency percentiles come from a log-spaced histogram (buckets 5 % apart), so p50/p95 are
 within 5 % of the exact value while a minute's memory stays bounded by the bucket count.
+The histogram travels with the rollup, so parts from several partitions merge exactly.
+
+Durability: the agent keeps the open minutes in a changelogged table, under keys that start
+with the part (``"3|acme|29400000"``), so a worker knows which entries are its partition's.
+``take_changes()`` gives the minutes changed since the last call (as bytes,
+:func:`encode_minute`) and the ones closed since (to delete), plus the closing mark (key
+``"3|~closed-before"``), which must survive a restart too: a late event for a minute closed
+before a crash must not reopen it (the new part would replace the complete one under the
+same id).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
 from schemas.ratelimit import Rollup, from_epoch
 
-__all__ = ["MinuteRollups"]
+__all__ = ["MinuteRollups", "decode_minute", "encode_minute"]
+
+_MARK = "~closed-before"
 
 _GROWTH = 1.05
 _LOG_GROWTH = math.log(_GROWTH)
@@ -46,6 +58,18 @@ class _Minute:
         return self.latency_max
 
 
+def encode_minute(m: _Minute) -> bytes:
+    """The open minute as compact JSON (IPs as a sorted list, histogram as [bucket, count] pairs)."""
+    return json.dumps([m.requests, m.errors, m.client_errors, m.blocked, m.latency_sum, m.latency_max,
+                       sorted(m.hist.items()), sorted(m.ips)], separators=(",", ":")).encode()
+
+
+def decode_minute(raw: bytes) -> _Minute:
+    r, e, c, b, total, top, hist, ips = json.loads(raw)
+    return _Minute(int(r), int(e), int(c), int(b), float(total), float(top),
+                   {int(k): int(v) for k, v in hist}, set(ips))
+
+
 class MinuteRollups:
     """``add`` requests, ``close(watermark)`` to get the rollups of every minute that ended.
 
@@ -56,10 +80,45 @@ class MinuteRollups:
     [(2, 1, 1, 2)]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, part: int = 0) -> None:
+        self.part = part
         self._open: dict[tuple[str, int], _Minute] = {}
         self._closed_before: int | None = None  # minutes below this index are closed
         self.late = 0  # events for minutes already closed (dropped, counted here)
+        self._dirty: set[tuple[str, int]] = set()
+        self._gone: list[tuple[str, int]] = []
+        self._mark_dirty = False
+
+    # -- durable state ------------------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        """Every table key of this part starts with this."""
+        return f"{self.part}|"
+
+    def _key(self, tenant: str, minute: int) -> str:
+        return f"{self.part}|{tenant}|{minute}"
+
+    def restore(self, key: str, raw: bytes) -> None:
+        """Adopt one entry of the table (an open minute, or the closing mark) of this part."""
+        part, _, rest = key.partition("|")
+        if int(part) != self.part:
+            raise ValueError(f"table key {key!r} is not of part {self.part}")
+        if rest == _MARK:
+            self._closed_before = int(raw)
+            return
+        tenant, _, minute = rest.rpartition("|")
+        self._open[(tenant, int(minute))] = decode_minute(raw)
+
+    def take_changes(self) -> list[tuple[str, bytes | None]]:
+        """(key, bytes) of minutes changed and (key, None) of minutes closed since the last call."""
+        out: list[tuple[str, bytes | None]] = [(self._key(*k), None) for k in self._gone if k not in self._open]
+        out += [(self._key(*k), encode_minute(self._open[k])) for k in self._dirty if k in self._open]
+        if self._mark_dirty and self._closed_before is not None:
+            out.append((f"{self.part}|{_MARK}", str(self._closed_before).encode()))
+        self._dirty.clear()
+        self._gone.clear()
+        self._mark_dirty = False
+        return out
 
     def add(
         self, tenant: str, ip: str, ts: float, *, status: int, latency_ms: float, blocked: bool = False
@@ -69,9 +128,11 @@ class MinuteRollups:
         if self._closed_before is not None and minute < self._closed_before:
             self.late += 1
             return
-        m = self._open.get((tenant, minute))
+        key = (tenant, minute)
+        m = self._open.get(key)
         if m is None:
-            m = self._open[(tenant, minute)] = _Minute()
+            m = self._open[key] = _Minute()
+        self._dirty.add(key)
         m.requests += 1
         if status >= 500:
             m.errors += 1
@@ -90,13 +151,16 @@ class MinuteRollups:
         upto = int(watermark // 60)  # minutes with index < upto have ended
         if self._closed_before is None or upto > self._closed_before:
             self._closed_before = upto
+            self._mark_dirty = True
         due = sorted((k for k in self._open if k[1] < upto), key=lambda k: (k[1], k[0]))
         out = []
         for key in due:
             m = self._open.pop(key)
+            self._gone.append(key)
             out.append(Rollup.create(
-                tenant_id=key[0], minute=from_epoch(key[1] * 60.0), requests=m.requests, errors=m.errors,
+                tenant_id=key[0], minute=from_epoch(key[1] * 60.0), part=self.part, requests=m.requests,
+                errors=m.errors,
                 client_errors=m.client_errors, blocked=m.blocked, distinct_ips=len(m.ips),
                 latency_sum_ms=m.latency_sum, latency_count=m.requests, latency_max_ms=m.latency_max,
-                latency_p50_ms=m.quantile(0.5), latency_p95_ms=m.quantile(0.95)))
+                latency_p50_ms=m.quantile(0.5), latency_p95_ms=m.quantile(0.95), latency_hist=m.hist))
         return out

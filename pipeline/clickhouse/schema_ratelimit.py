@@ -15,6 +15,16 @@ __all__ = ["MIGRATIONS", "SINK_SPECS"]
 
 _TS = "DateTime64(3, 'UTC')"
 
+
+
+def _merged_quantile(q: float) -> str:
+    """SQL for quantile q of a tenant-minute from its parts' summed latency histograms."""
+    hist = "sumMap(latency_hist)"
+    rank = f"{q} * arraySum(mapValues({hist}))"
+    bucket = f"arrayFirst((b, c) -> c >= {rank}, mapKeys({hist}), arrayCumSum(mapValues({hist})))"
+    return f"least(if({bucket} = 0, 0.1, 0.1 * pow(1.05, {bucket})), latency_max_ms)"  # the alias: max of the parts
+
+
 MIGRATIONS: list[Migration] = [
     Migration(100, "rate limiting: limits history, violations, bans, decisions, rollups", (
         f"""CREATE TABLE IF NOT EXISTS rl_limits (
@@ -41,6 +51,20 @@ MIGRATIONS: list[Migration] = [
             client_errors UInt64, blocked UInt64, distinct_ips UInt64, latency_sum_ms Float64,
             latency_count UInt64, latency_max_ms Float64, latency_p50_ms Float64, latency_p95_ms Float64
         ) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (tenant_id, minute, id)""",
+    )),
+    Migration(101, "rollups in parts (one per requests partition) and their per-tenant sum", (
+        "ALTER TABLE rl_rollups ADD COLUMN IF NOT EXISTS part UInt16 DEFAULT 0 AFTER minute",
+        "ALTER TABLE rl_rollups ADD COLUMN IF NOT EXISTS latency_hist Map(UInt16, UInt64)",
+        # A tenant-minute is the sum of its parts; percentiles come from the merged histogram
+        # (bucket b ≥ 1 holds latencies up to 0.1 ms · 1.05^b, see agents/ratelimit/rollup.py).
+        f"""CREATE VIEW IF NOT EXISTS rl_rollups_tenant AS
+        SELECT tenant_id, minute, count() AS parts, sum(requests) AS requests, sum(errors) AS errors,
+            sum(client_errors) AS client_errors, sum(blocked) AS blocked, sum(distinct_ips) AS distinct_ips,
+            sum(latency_sum_ms) AS latency_sum_ms, sum(latency_count) AS latency_count,
+            max(latency_max_ms) AS latency_max_ms,
+            {_merged_quantile(0.5)} AS latency_p50_ms,
+            {_merged_quantile(0.95)} AS latency_p95_ms
+        FROM rl_rollups FINAL GROUP BY tenant_id, minute""",  # noqa: S608 - SQL from constants only
     )),
 ]
 

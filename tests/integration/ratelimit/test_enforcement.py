@@ -39,7 +39,7 @@ def test_abuser_is_throttled_then_banned_lists_win_and_rollups_count(stack: Sett
         assert admin(stack, action, tenant, **params).outcome == "accepted"
     back = T0 + timedelta(seconds=1000)  # past the 600 s ban
     publish(stack, [*traffic(tenant), *requests(tenant, ABUSER, 1, start=back), *ticks(tenant, back)])
-    wait_for(lambda: rows(chdb_client, "SELECT count() FROM rl_rollups FINAL WHERE tenant_id = {t:String}",
+    wait_for(lambda: rows(chdb_client, "SELECT count() FROM rl_rollups_tenant WHERE tenant_id = {t:String}",
                           t=tenant)[0][0] >= 1, timeout=180, what="the first minute's rollup")
     wait_for(lambda: any(d[0] == ABUSER and d[2] == "ok" for d in decisions(chdb_client, tenant)), timeout=120,
              what="the abuser allowed again after the ban")
@@ -60,7 +60,8 @@ def test_abuser_is_throttled_then_banned_lists_win_and_rollups_count(stack: Sett
     assert latest is not None
     assert (latest[2], latest[3]["per_minute"], latest[3]["blacklist"]) == ("ip.blacklist", 10, ["203.0.113.0/24"])
     # minute 0: 128 requests; blocked = abuser's 11th..60th (50) + the blacklisted 3
-    assert rows(chdb_client, "SELECT requests, blocked, distinct_ips FROM rl_rollups FINAL "
+    # (the abuser's, the whitelisted, the quiet and the blacklisted IP: parts from their partitions)
+    assert rows(chdb_client, "SELECT requests, blocked, distinct_ips FROM rl_rollups_tenant "
                              "WHERE tenant_id = {t:String} AND minute = {m:DateTime64(3, 'UTC')}",
                 t=tenant, m=T0) == [(128, 53, 4)]
 

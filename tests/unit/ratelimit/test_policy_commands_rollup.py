@@ -135,3 +135,66 @@ def test_rollups_close_by_watermark_only() -> None:
     r.add("acme", "10.0.0.1", T0 + 5, status=200, latency_ms=1.0)  # too late for minute 0
     assert r.late == 1
     assert [x.requests for x in r.close(T0 + 120)] == [1]
+
+
+_REQUESTS = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 30), st.floats(0, 179, allow_nan=False),
+              st.sampled_from([200, 404, 503]), st.floats(0, 5000, allow_nan=False)),
+    max_size=60)
+
+
+def _add(r: MinuteRollups, req: tuple[int, int, float, int, float]) -> None:
+    tenant, ip, dt, status, ms = req
+    r.add(f"t{tenant}", f"10.0.0.{ip}", T0 + dt, status=status, latency_ms=ms, blocked=status == 404)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_REQUESTS, st.integers(0, 60), st.floats(0, 200))
+def test_rollups_resume_from_their_table_after_a_crash(reqs: list, cut: int, mid: float) -> None:
+    """Open minutes and the closing mark written with each batch restore a part exactly.
+
+    A worker that dies after `cut` requests (its table as written so far) and resumes from the
+    table emits the same rollups as one that never stopped.
+    """
+    cut = min(cut, len(reqs))
+    whole, before = MinuteRollups(part=2), MinuteRollups(part=2)
+    table: dict[str, bytes] = {}
+    for req in reqs[:cut]:
+        _add(whole, req)
+        _add(before, req)
+    expected = whole.close(T0 + mid)
+    assert before.close(T0 + mid) == expected
+    for key, value in before.take_changes():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    assert all(k.startswith(before.prefix) for k in table)
+    after = MinuteRollups(part=2)
+    for key, value in table.items():
+        after.restore(key, value)
+    for req in reqs[cut:]:
+        _add(whole, req)
+        _add(after, req)
+    assert after.close(T0 + 400) == whole.close(T0 + 400)
+    assert after.late == whole.late - before.late
+
+
+def test_rollup_parts_sum_to_the_whole_minute() -> None:
+    """Each partition's part carries its histogram: merged, the parts give the minute's figures."""
+    whole, parts = MinuteRollups(), [MinuteRollups(part=p) for p in range(3)]
+    for i in range(300):
+        ip = f"10.0.{i % 7}.{i % 11}"
+        for r in (whole, parts[hash(ip) % 3]):
+            r.add("acme", ip, T0 + i % 60, status=503 if i % 9 == 0 else 200, latency_ms=1.0 + (i * 37) % 500)
+    (w,) = whole.close(T0 + 60)
+    got = [x for p in parts for x in p.close(T0 + 60)]
+    assert len({x.id for x in got}) == len(got) > 1  # distinct ids: parts never replace each other
+    assert sum(x.requests for x in got) == w.requests
+    assert sum(x.errors for x in got) == w.errors
+    assert sum(x.distinct_ips for x in got) == w.distinct_ips
+    merged: dict[int, int] = {}
+    for x in got:
+        for b, c in x.latency_hist.items():
+            merged[b] = merged.get(b, 0) + c
+    assert merged == w.latency_hist

@@ -6,7 +6,9 @@ Stages (all in `register`):
 - *detect*: metric points → `StreamDetector` per `tenant|metric` (table `<app>-anomaly-streams`)
   and `TenantHST` per tenant (table `<app>-anomaly-hst`), both pickled and recovered from their
   changelogs on restart → bands, anomalies, status changes, and `anomaly_alert` notifications
-  for high and critical episodes;
+  for high and critical episodes; each alert carries the stream's recent points and bands
+  (a `SeriesRing` per `tenant|metric`, table `<app>-anomaly-chart`, recovered the same way)
+  for the mail's inline chart; a stream with no kept history alerts without one;
 - *commands*: `rule.set` edits the tenant's rule overrides (table `<app>-anomaly-rules`,
   co-partitioned like the rest) and publishes the rule history; `anomaly.ack|resolve|false_positive`
   move an open episode.
@@ -26,8 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents.anomaly.alerts import alert_for, should_alert
-from agents.anomaly.detector import StreamDetector
+from agents.anomaly.alerts import SeriesRing, alert_for, should_alert
+from agents.anomaly.detector import Step, StreamDetector
 from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.multivariate import TenantHST
 from agents.anomaly.rules import default_rule, edit_rule
@@ -45,9 +47,11 @@ from schemas.anomaly import (
     MetricPoint,
     Rule,
     RuleChange,
+    Severity,
     rule_change_id,
 )
 from schemas.commands import Action, AdminCommand
+from schemas.notify import Notification
 from schemas.ratelimit import Rollup
 
 __all__ = ["DEFAULT_RECIPIENT", "AnomalyAgent", "Pickled", "RollupIn", "register"]
@@ -56,6 +60,7 @@ DEFAULT_RECIPIENT = "owner@tenantwatch.local"
 _OUT: dict[type[BaseModel], Topic] = {
     BaselineBand: Topic.BASELINES, Anomaly: Topic.ANOMALIES, AnomalyStatusChange: Topic.ANOMALY_STATUS,
 }
+_ALERTS_PER_RECORD = 32  # an alert with its chart series is ~17 kB: keep Kafka records well under 1 MB
 _SOURCE = {Topic.ROLLUPS: "rollups", Topic.BILLING: "billing", Topic.USAGE: "usage", Topic.ERRORS: "errors"}
 WORKFLOW = (Action.ANOMALY_ACK, Action.ANOMALY_RESOLVE, Action.ANOMALY_FALSE_POSITIVE)
 
@@ -99,6 +104,7 @@ class AnomalyAgent:
         self.streams = table("streams")
         self.hst = table("hst")
         self.derived = table("derive")
+        self.charts = table("chart")  # SeriesRing per `tenant|metric`: the alert mails' chart data
         # Rule overrides (JSON dicts) under `tenant|metric`. Not a GlobalTable: a `rule.set` command
         # is keyed by tenant, so it lands on the partition of the tenant's metrics, and the worker
         # that scores a tenant holds that tenant's rules (faust-streaming's GlobalTable hung a
@@ -150,6 +156,7 @@ class AnomalyAgent:
         for b in batches:
             dets: dict[str, StreamDetector] = {}
             hsts: dict[str, TenantHST] = {}
+            rings: dict[str, SeriesRing] = {}
             out: dict[tuple[Topic, str], list[BaseModel]] = defaultdict(list)
             for p in b.events:
                 rule = self.rule(p.tenant, p.metric)
@@ -166,16 +173,33 @@ class AnomalyAgent:
                     out[(_OUT[type(record)], p.tenant)].append(record)
                 if step.opened:
                     self.counts["anomalies_opened"] += 1
-                if step.anomaly is not None and should_alert(step.anomaly, before):
-                    self.counts["alerts"] += 1
-                    out[(Topic.NOTIFICATIONS, self.recipient)].append(alert_for(step.anomaly, self.recipient))
+                if (alert := self._alert(p, step, before, rings)) is not None:
+                    out[(Topic.NOTIFICATIONS, self.recipient)].append(alert)
             with in_partition_of(b.anchor):
                 for key, det in dets.items():
                     self.streams[key] = det
+                for key, ring in rings.items():
+                    self.charts[key] = ring
                 for tenant, hst in hsts.items():
                     self.hst[tenant] = hst
             for (topic, key), records in out.items():
-                await self.runtime.send_batch(topic, records, key=key)
+                size = _ALERTS_PER_RECORD if topic is Topic.NOTIFICATIONS else len(records)
+                for i in range(0, len(records), size):
+                    await self.runtime.send_batch(topic, records[i:i + size], key=key)
+
+    def _alert(self, p: MetricPoint, step: Step, before: Severity | None,
+               rings: dict[str, SeriesRing]) -> Notification | None:
+        """Keep the scored point for charts; the alert notification if the episode crossed into alerting."""
+        if step.band is not None:
+            if p.key not in rings:
+                rings[p.key] = self.charts.get(p.key) or SeriesRing()
+            rings[p.key].add(p.epoch, p.value, step.band)
+        if step.anomaly is None or not should_alert(step.anomaly, before):
+            return None
+        self.counts["alerts"] += 1
+        chart = rings[p.key].chart(step.anomaly) if p.key in rings else None
+        self.counts["alerts_without_chart"] += chart is None
+        return alert_for(step.anomaly, self.recipient, chart)
 
     # -- commands ----------------------------------------------------------------------------
     async def workflow(self, cmd: AdminCommand) -> str:

@@ -1,8 +1,8 @@
 """Notifications: templates, safe messages, storm control, charts, webhooks and the notifier."""
 
-from agents.notify.chart import anomaly_chart
+from agents.notify.chart import anomaly_chart, notification_chart
 from agents.notify.message import InvalidMessage, build_message, chart_cid, check_address, message_id
-from agents.notify.notifier import Notifier
+from agents.notify.notifier import ChartSource, Notifier
 from agents.notify.storm import StormDecision, StormGuard, StormPolicy
 from agents.notify.templates import (
     TEMPLATE_VARIABLES,
@@ -16,6 +16,7 @@ from agents.notify.webhook import WebhookSender, slack_payload
 
 __all__ = [
     "TEMPLATE_VARIABLES",
+    "ChartSource",
     "InvalidMessage",
     "MissingVariables",
     "Notifier",
@@ -32,5 +33,6 @@ __all__ = [
     "chart_cid",
     "check_address",
     "message_id",
+    "notification_chart",
     "slack_payload",
 ]

@@ -4,7 +4,10 @@ Wiring (see docs/WIRING.md): `runtime.add_input(Topic.NOTIFICATIONS, Notificatio
 topic is keyed by recipient, so each partition is a "lane" of recipients with its own
 `Notifier` and `StormGuard`, sharing one SMTP connection. Any kind the templates know is
 delivered (trial mails, payment_failed, anomaly_alert, ban_notice, alert_digest); channel
-`webhook` goes to `TW_NOTIFY_WEBHOOK_URL`.
+`webhook` goes to `TW_NOTIFY_WEBHOOK_URL`, signed with `TW_NOTIFY_WEBHOOK_SECRET`. Anomaly
+alert mails carry an inline PNG chart drawn from the series the alert brings
+(`agents.notify.chart.notification_chart`); an alert without a series, or a chart that fails
+to render, is mailed without one.
 
 State (Faust tables, JSON, tagged with the lane): `deliveries` (notification id → last
 `Delivery`: sent/bounced ids are never sent again, so redelivery is harmless), `outbox`
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agents.notify.chart import notification_chart
 from agents.notify.config import NotifyConfig
 from agents.notify.notifier import Notifier
 from agents.notify.storm import StormGuard
@@ -122,7 +126,8 @@ class NotifyAgent:
                                    StormGuard.to_dict)
             guard = storms.get(f"storm-{p}") or StormGuard(policy)
             notifier = Notifier(self.mailer, self.runtime.settings.mail_from, renderer=self.renderer,
-                                webhook=self.webhook, storm=guard, deliveries=deliveries)
+                                webhook=self.webhook, storm=guard, charts=notification_chart,
+                                deliveries=deliveries)
             lane = self.lanes[p] = _Lane(notifier, deliveries, outbox, storms, {k: outbox[k] for k in outbox})
         return lane
 

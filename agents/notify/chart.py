@@ -1,4 +1,9 @@
-"""The inline chart of an anomaly alert: the metric against its baseline band, as PNG bytes."""
+"""The inline chart of an anomaly alert: the metric against its baseline band, as PNG bytes.
+
+The anomaly agent puts the series into the alert (`Notification.chart`: the stream's recent
+points with their baseline and band); `notification_chart` is the notifier's `ChartSource`
+that draws it. Rendering uses matplotlib's Agg canvas: headless, no display, no pyplot.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import io
 from collections.abc import Sequence
 from datetime import datetime
 
-__all__ = ["anomaly_chart"]
+from schemas.notify import Notification
+
+__all__ = ["anomaly_chart", "notification_chart"]
 
 
 def anomaly_chart(
@@ -47,3 +54,20 @@ def anomaly_chart(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
+
+
+def notification_chart(n: Notification) -> bytes | None:
+    """The PNG for an alert that carries a chart series; None for one without (nothing to draw)."""
+    series = n.chart
+    if series is None:
+        return None
+    pts = series.points
+    return anomaly_chart(
+        [p.ts for p in pts],
+        [p.value for p in pts],
+        baseline=[p.expected for p in pts],
+        band_low=[p.low for p in pts],
+        band_high=[p.high for p in pts],
+        anomaly_at=series.marker,
+        title=series.title,
+    )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.notify.storm import StormPolicy
@@ -33,6 +34,12 @@ class NotifyConfig(BaseSettings):
     outbox_retry_cap_s: float = Field(default=60.0, gt=0)
     outbox_max_age_s: float = Field(default=3 * 86_400.0, gt=0)  # then it is given up as failed
     tick_s: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Self:
+        if self.webhook_url and not self.webhook_secret.get_secret_value():
+            raise ValueError("TW_NOTIFY_WEBHOOK_URL needs TW_NOTIFY_WEBHOOK_SECRET: receivers verify the HMAC")
+        return self
 
     def storm(self) -> StormPolicy:
         return StormPolicy(limit=self.storm_limit, window=self.storm_window_s, kinds=self.storm_kinds)

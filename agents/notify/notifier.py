@@ -3,10 +3,16 @@
 Idempotent by notification id: a notification already `sent` or `bounced` (per the
 `deliveries` mapping; a Faust table in the agent) is not sent again, so at-least-once
 input and redelivery after a crash do not double mails. A `failed` one may be retried.
+
+Anomaly alert mails get an inline chart from `charts` (a `ChartSource`: notification → PNG
+bytes or None), drawn in a worker thread so the event loop keeps serving Kafka. A chart that
+fails to render is logged and the mail goes out without it: a chart never stops a mail.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -19,7 +25,9 @@ from pipeline.mailer import DeliveryResult, MailSender
 from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.results import stable_id
 
-__all__ = ["Notifier"]
+__all__ = ["ChartSource", "Notifier"]
+
+log = logging.getLogger(__name__)
 
 _DONE = (DeliveryStatus.SENT, DeliveryStatus.BOUNCED)
 ChartSource = Callable[[Notification], bytes | None]
@@ -58,13 +66,22 @@ class Notifier:
         """Advance event time: deliver digests of storm windows that closed."""
         return [await self.deliver(x) for x in self.storm.flush(now)]
 
-    def compose(self, n: Notification) -> EmailMessage:
+    async def chart(self, n: Notification) -> bytes | None:
+        """The inline PNG of an anomaly alert, or None (no source, nothing to draw, or it failed)."""
+        if self.charts is None or n.kind != "anomaly_alert" or n.channel is not Channel.EMAIL:
+            return None
+        try:
+            return await asyncio.to_thread(self.charts, n)
+        except Exception:
+            log.warning("chart of notification %s failed to render; sending without it", n.id, exc_info=True)
+            return None
+
+    def compose(self, n: Notification, chart_png: bytes | None = None) -> EmailMessage:
         """Render and build the mail; raises InvalidMessage / template errors with a reason."""
         variables: dict[str, object] = dict(n.variables)
-        png = self.charts(n) if self.charts is not None and n.kind == "anomaly_alert" else None
-        if png is not None:
+        if chart_png is not None:
             variables["chart_cid"] = chart_cid(n.id, self._domain)
-        return build_message(n, self.renderer.render(n.kind, variables), self.mail_from, chart_png=png)
+        return build_message(n, self.renderer.render(n.kind, variables), self.mail_from, chart_png=chart_png)
 
     async def deliver(self, n: Notification) -> Delivery:
         done = self.deliveries.get(n.id)
@@ -77,7 +94,7 @@ class Notifier:
                 result = await self.webhook.send(n)
         else:
             try:
-                message = self.compose(n)
+                message = self.compose(n, await self.chart(n))
             except (InvalidMessage, MissingVariables, UnknownTemplate, UnsafeSubject) as exc:
                 result = DeliveryResult(DeliveryStatus.FAILED, 0, f"{type(exc).__name__}: {exc}")
             else:

@@ -12,7 +12,8 @@ Variables per template (`TEMPLATE_VARIABLES`; all required; extra variables are 
 - trial_expired: tenant_id, contact_name, plan, trial_days, trial_end
 - payment_failed: tenant_id, contact_name, amount, attempt, grace_end, days_left
 - anomaly_alert: tenant_id, metric, value, baseline, severity, detected_at, description
-  (optional: chart_cid, set by the message builder when a chart is attached)
+  (optional: expected, band, deviation, as the anomaly agent sends them; chart_cid, set by
+  the notifier when a chart is attached)
 - ban_notice: tenant_id, ip, reason, until
 - alert_digest: tenant_id, count, folded, summary (one line per alert), window_start, window_end
 """

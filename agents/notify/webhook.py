@@ -3,7 +3,9 @@
 Signature (Slack's scheme, our header names): `X-Tenantwatch-Timestamp: <unix seconds>` and
 `X-Tenantwatch-Signature: v1=<hex HMAC-SHA256(secret, "v1:<timestamp>:<body>")>`. Receivers
 recompute it over the raw body and reject stale timestamps. `WebhookSender` posts with
-aiohttp and retries 429/5xx and connection errors with exponential back-off and jitter.
+aiohttp and retries 429/5xx and connection errors with exponential back-off and jitter (each
+attempt signed afresh); it refuses an empty secret. `X-Tenantwatch-Notification` carries the
+notification id, for receivers to deduplicate on.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class WebhookSender:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
+        if not secret:
+            raise ValueError("a webhook secret is required: an empty HMAC key signs nothing")
         self.url, self._secret = url, secret
         self.retry = retry or RetryPolicy(max_attempts=5)
         self._timeout, self._sleep, self._clock = timeout_s, sleep, clock

@@ -121,3 +121,16 @@ def test_sender_gives_up_on_4xx_at_once() -> None:
         assert "bad payload" in result.error
 
     asyncio.run(scenario())
+
+
+def test_a_webhook_without_a_secret_is_refused() -> None:
+    """Unsigned webhooks are a configuration error, caught at start-up, not a silent downgrade."""
+    from pydantic import ValidationError
+
+    from agents.notify.config import NotifyConfig
+
+    with pytest.raises(ValueError, match="secret"):
+        WebhookSender("http://127.0.0.1:9/hook", b"")
+    with pytest.raises(ValidationError, match="TW_NOTIFY_WEBHOOK_SECRET"):
+        NotifyConfig(webhook_url="http://127.0.0.1:9/hook")
+    assert NotifyConfig(webhook_url="http://127.0.0.1:9/hook", webhook_secret="s").webhook_url  # noqa: S106 - a test secret

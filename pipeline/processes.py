@@ -6,6 +6,7 @@ and `tenantwatch stack status` read; nothing else depends on it.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -57,12 +58,27 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
             "dead_letters": dict(c.dead_letters), "extra": runtime.extra_status(),
         })
 
+    _tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its log handler turns root logging to DEBUG (≈ 11% CPU)
     try:
         worker.execute_from_commandline()
     finally:
         status.unlink(missing_ok=True)
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector from pausing the event loop every few seconds.
+
+    At 10k events/s the default thresholds (700, 10, 10) ran a full collection over every
+    live object (imports, tables, key states) every ~2.4 s: a 50-120 ms stall of each batch
+    in flight, most of the rate limiter's p99 delay. What is loaded at start-up is frozen
+    (never scanned again); young collections run per 50,000 allocations, full ones rarely.
+    Almost everything the worker frees goes by reference counting, so memory stays flat.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _export_lag(app: Any, group: str) -> None:

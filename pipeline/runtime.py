@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.changelog import BulkWriter
+from pipeline.bulk import BatchAppender, BulkWriter
 from pipeline.clock import EventClock
 from pipeline.codec import Codec, Rejected, encode_batch, encode_one
 from pipeline.dlq import dead_letter
@@ -67,6 +67,7 @@ class Runtime:
         self._status: dict[str, Callable[[], Any]] = {}
         self._commands: Any = None
         self._bulk_pending: list[asyncio.Future[Any]] = []
+        self.bulk = BatchAppender(app, self._bulk_pending)
 
     @property
     def commands(self) -> Any:
@@ -79,7 +80,7 @@ class Runtime:
 
     def bulk_writer(self, table: Any) -> BulkWriter:
         """A writer of many keys of `table` per call, made durable with each batch."""
-        return BulkWriter(table, self._bulk_pending)
+        return BulkWriter(table, self.bulk)
 
     def watermark(self, topic: Topic, partition: int) -> float | None:
         """Event time of one input topic-partition (each topic keeps its own watermark)."""
@@ -108,6 +109,12 @@ class Runtime:
 
     async def send(self, topic: Topic, record: BaseModel, key: str | None = None) -> None:
         await self.topic(topic).send(key=key.encode() if key else None, value=encode_one(record))
+
+    async def send_keyed(self, topic: Topic, records: Sequence[tuple[str, BaseModel]]) -> None:
+        """Many records, each its own Kafka record on its key's partition, as a few batches."""
+        if records:
+            name = topic_name(self.settings.topic_prefix, topic)
+            await self.bulk.send_keyed(name, ((key, encode_one(r)) for key, r in records))
 
     async def send_batch(self, topic: Topic, records: Sequence[BaseModel], key: str | None = None) -> None:
         """Many records as one JSON-array Kafka record (consumers accept both forms)."""

@@ -4,7 +4,7 @@ State. One :class:`RateLimiter` per source partition of ``requests`` (so throttl
 end on that partition's own event-time watermark). Its key states live in a plain dict
 and are written back to the Faust table ``<app>-ratelimit-keys`` (key ``tenant:ip``, value
 the :class:`KeyState` in the binary form of :mod:`~agents.ratelimit.state_codec`, changelogged)
-once per changed key per batch, as one changelog batch (:class:`pipeline.changelog.BulkWriter`).
+once per changed key per batch, as one changelog batch (:class:`pipeline.bulk.BulkWriter`).
 A limiter is built lazily on the first batch of its partition after start or rebalance,
 adopting the table's keys of that partition (which re-arms ban and throttle timers):
 a restart resets neither counters nor bans.
@@ -157,13 +157,10 @@ class RateLimitAgent:
         changes: list[tuple[str, KeyState | None]] = [(k, s) for k in out.changed if (s := store.get(k)) is not None]
         changes += [(k, None) for k in out.evicted if k in self.keys.data]
         await self._writer.write(partition, changes)
-        send = self.runtime.send
-        for d in out.decisions:
-            await send(Topic.DECISIONS, d, key=f"{d.tenant_id}:{d.ip}")
-        for v in out.violations:
-            await send(Topic.VIOLATIONS, v, key=f"{v.tenant_id}:{v.ip}")
-        for b in out.bans:
-            await send(Topic.BANS, b, key=f"{b.tenant_id}:{b.ip}")
+        send = self.runtime.send_keyed
+        await send(Topic.DECISIONS, [(f"{d.tenant_id}:{d.ip}", d) for d in out.decisions])
+        await send(Topic.VIOLATIONS, [(f"{v.tenant_id}:{v.ip}", v) for v in out.violations])
+        await send(Topic.BANS, [(f"{b.tenant_id}:{b.ip}", b) for b in out.bans])
         c = self.counts
         c["decisions"] += len(out.decisions)
         c["violations"] += len(out.violations)

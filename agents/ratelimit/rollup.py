@@ -47,6 +47,8 @@ class _Minute:
     latency_max: float = 0.0
     hist: dict[int, int] = field(default_factory=dict)
     ips: set[str] = field(default_factory=set)
+    fresh: list[str] = field(default_factory=list)  # IPs not yet written to the table
+    chunks: int = 0  # IP chunks written to the table
 
     def quantile(self, q: float) -> float:
         rank = q * self.requests
@@ -59,15 +61,20 @@ class _Minute:
 
 
 def encode_minute(m: _Minute) -> bytes:
-    """The open minute as compact JSON (IPs as a sorted list, histogram as [bucket, count] pairs)."""
+    """The open minute's counters as compact JSON (histogram as [bucket, count] pairs).
+
+    Its IPs are kept apart, as chunks of the IPs first seen since the previous write, so a
+    batch writes only what it added, not the whole set again.
+    """
     return json.dumps([m.requests, m.errors, m.client_errors, m.blocked, m.latency_sum, m.latency_max,
-                       sorted(m.hist.items()), sorted(m.ips)], separators=(",", ":")).encode()
+                       sorted(m.hist.items()), m.chunks], separators=(",", ":")).encode()
 
 
-def decode_minute(raw: bytes) -> _Minute:
-    r, e, c, b, total, top, hist, ips = json.loads(raw)
-    return _Minute(int(r), int(e), int(c), int(b), float(total), float(top),
-                   {int(k): int(v) for k, v in hist}, set(ips))
+def decode_minute(raw: bytes, into: _Minute) -> None:
+    r, e, c, b, total, top, hist, chunks = json.loads(raw)
+    into.requests, into.errors, into.client_errors, into.blocked = int(r), int(e), int(c), int(b)
+    into.latency_sum, into.latency_max, into.chunks = float(total), float(top), int(chunks)
+    into.hist = {int(k): int(v) for k, v in hist}
 
 
 class MinuteRollups:
@@ -86,7 +93,7 @@ class MinuteRollups:
         self._closed_before: int | None = None  # minutes below this index are closed
         self.late = 0  # events for minutes already closed (dropped, counted here)
         self._dirty: set[tuple[str, int]] = set()
-        self._gone: list[tuple[str, int]] = []
+        self._gone: list[tuple[tuple[str, int], int]] = []  # (minute, its IP chunks)
         self._mark_dirty = False
 
     # -- durable state ------------------------------------------------------------------------
@@ -99,20 +106,40 @@ class MinuteRollups:
         return f"{self.part}|{tenant}|{minute}"
 
     def restore(self, key: str, raw: bytes) -> None:
-        """Adopt one entry of the table (an open minute, or the closing mark) of this part."""
+        """Adopt one entry of the table (an open minute, an IP chunk of one, or the closing mark)."""
         part, _, rest = key.partition("|")
         if int(part) != self.part:
             raise ValueError(f"table key {key!r} is not of part {self.part}")
         if rest == _MARK:
             self._closed_before = int(raw)
             return
-        tenant, _, minute = rest.rpartition("|")
-        self._open[(tenant, int(minute))] = decode_minute(raw)
+        tenant, minute, *chunk = rest.split("|")  # tenant ids have no "|"
+        m = self._open.get((tenant, int(minute)))
+        if m is None:
+            m = self._open[(tenant, int(minute))] = _Minute()
+        if chunk:
+            m.ips.update(json.loads(raw))
+        else:
+            decode_minute(raw, m)
 
     def take_changes(self) -> list[tuple[str, bytes | None]]:
-        """(key, bytes) of minutes changed and (key, None) of minutes closed since the last call."""
-        out: list[tuple[str, bytes | None]] = [(self._key(*k), None) for k in self._gone if k not in self._open]
-        out += [(self._key(*k), encode_minute(self._open[k])) for k in self._dirty if k in self._open]
+        """(key, bytes) of what changed and (key, None) of what closed since the last call."""
+        out: list[tuple[str, bytes | None]] = []
+        for k, chunks in self._gone:
+            if k not in self._open:
+                key = self._key(*k)
+                out.append((key, None))
+                out += [(f"{key}|ips|{i}", None) for i in range(chunks)]
+        for k in self._dirty:
+            m = self._open.get(k)
+            if m is None:
+                continue
+            key = self._key(*k)
+            if m.fresh:
+                out.append((f"{key}|ips|{m.chunks}", json.dumps(m.fresh, separators=(",", ":")).encode()))
+                m.chunks += 1
+                m.fresh = []
+            out.append((key, encode_minute(m)))
         if self._mark_dirty and self._closed_before is not None:
             out.append((f"{self.part}|{_MARK}", str(self._closed_before).encode()))
         self._dirty.clear()
@@ -144,7 +171,9 @@ class MinuteRollups:
         m.latency_max = max(m.latency_max, latency_ms)
         b = _bucket(latency_ms)
         m.hist[b] = m.hist.get(b, 0) + 1
-        m.ips.add(ip)
+        if ip not in m.ips:
+            m.ips.add(ip)
+            m.fresh.append(ip)
 
     def close(self, watermark: float) -> list[Rollup]:
         """Rollups of all minutes that ended at or before ``watermark``, by (minute, tenant)."""
@@ -156,7 +185,7 @@ class MinuteRollups:
         out = []
         for key in due:
             m = self._open.pop(key)
-            self._gone.append(key)
+            self._gone.append((key, m.chunks))
             out.append(Rollup.create(
                 tenant_id=key[0], minute=from_epoch(key[1] * 60.0), part=self.part, requests=m.requests,
                 errors=m.errors,

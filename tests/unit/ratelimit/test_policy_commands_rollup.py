@@ -151,7 +151,7 @@ def _add(r: MinuteRollups, req: tuple[int, int, float, int, float]) -> None:
 @settings(max_examples=60, deadline=None)
 @given(_REQUESTS, st.integers(0, 60), st.floats(0, 200))
 def test_rollups_resume_from_their_table_after_a_crash(reqs: list, cut: int, mid: float) -> None:
-    """Open minutes and the closing mark written with each batch restore a part exactly.
+    """Open minutes, their IP chunks and the closing mark written with each batch restore a part exactly.
 
     A worker that dies after `cut` requests (its table as written so far) and resumes from the
     table emits the same rollups as one that never stopped.
@@ -159,16 +159,22 @@ def test_rollups_resume_from_their_table_after_a_crash(reqs: list, cut: int, mid
     cut = min(cut, len(reqs))
     whole, before = MinuteRollups(part=2), MinuteRollups(part=2)
     table: dict[str, bytes] = {}
-    for req in reqs[:cut]:
+
+    def write_back() -> None:  # what the agent does after each batch
+        for key, value in before.take_changes():
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+
+    for i, req in enumerate(reqs[:cut]):
         _add(whole, req)
         _add(before, req)
+        if i % 4 == 3:  # batches of four requests
+            write_back()
     expected = whole.close(T0 + mid)
     assert before.close(T0 + mid) == expected
-    for key, value in before.take_changes():
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
+    write_back()
     assert all(k.startswith(before.prefix) for k in table)
     after = MinuteRollups(part=2)
     for key, value in table.items():

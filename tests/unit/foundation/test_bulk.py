@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.changelog import BulkWriter
+from pipeline.bulk import BatchAppender, BulkWriter
 
 faust = pytest.importorskip("faust")
 
@@ -30,7 +30,7 @@ class _Codec:
 def test_bulk_bytes_match_faust_table_bytes(key_type: Any, value_type: Any, key: Any, value: Any) -> None:
     app = faust.App("tw-test-bulk", broker="kafka://127.0.0.1:1", store="memory://")
     table = app.Table("t", default=None, key_type=key_type, value_type=value_type)
-    writer = BulkWriter(table, [])
+    writer = BulkWriter(table, BatchAppender(app, []))
     ser = app.serializers
     assert writer._key(key) == ser.dumps_key(table.key_type, key, serializer=table.key_serializer)
     assert writer._value(value) == ser.dumps_value(table.value_type, value, serializer=table.value_serializer)

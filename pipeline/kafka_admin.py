@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pipeline.settings import Settings
@@ -10,19 +11,23 @@ from pipeline.topics import TOPICS, topic_name
 __all__ = ["caught_up", "committed_offsets", "end_offsets", "ensure_topics"]
 
 
-def ensure_topics(settings: Settings) -> list[str]:
-    """Create every topic that does not exist yet; return the names created."""
+def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None) -> list[str]:
+    """Create every topic that does not exist yet; return the names created.
+
+    `extra` adds topics by full name (value: compacted), e.g. a Faust app's table changelogs.
+    """
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=settings.broker, client_id=f"{settings.app_id}-admin")
     try:
         existing = set(admin.list_topics())
         wanted: dict[str, dict[str, Any]] = {}
-        for spec in TOPICS.values():
-            name = topic_name(settings.topic_prefix, spec.topic)
+        topics = {topic_name(settings.topic_prefix, spec.topic): spec.compacted for spec in TOPICS.values()}
+        topics.update(extra or {})
+        for name, compacted in topics.items():
             if name in existing:
                 continue
-            configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+            configs = {"cleanup.policy": "compact"} if compacted else {}
             wanted[name] = {
                 "num_partitions": settings.partitions,
                 "replication_factor": settings.replication,

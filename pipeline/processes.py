@@ -42,8 +42,11 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
     from pipeline.app import create_app
     from pipeline.kafka_admin import ensure_topics
 
-    ensure_topics(settings)
     app, runtime = create_app(settings, capabilities)
+    # Table changelogs too: when Faust creates them itself while joining the group, the
+    # consumer can subscribe before the broker's metadata lists them ("Ignoring missing
+    # topic"), and a GlobalTable's recovery then waited forever (a worker hung at start-up).
+    ensure_topics(settings, extra={t.changelog_topic.get_topic_name(): True for t in app.tables.values()})
     status = status_dir(settings) / f"worker-{os.getpid()}.json"
     metrics.register_runtime(runtime)
     if settings.metrics_port is not None:

@@ -36,7 +36,6 @@ from agents.anomaly.rules import default_rule, edit_rule
 from agents.anomaly.workflow import Rejected
 from pipeline.clock import EventClock
 from pipeline.commands import CommandRejected
-from pipeline.faust_compat import in_partition_of
 from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.topics import Topic
 from schemas.anomaly import (
@@ -110,6 +109,8 @@ class AnomalyAgent:
         # that scores a tenant holds that tenant's rules (faust-streaming's GlobalTable hung a
         # worker's start-up here, and misbehaves with several workers: faust-streaming #283).
         self.rules = table("rules", None)
+        self._bulk = {name: runtime.bulk_writer(t) for name, t in
+                      (("streams", self.streams), ("hst", self.hst), ("derive", self.derived), ("chart", self.charts))}
         self._rule_cache: dict[str, tuple[Any, Rule]] = {}
         # Each source closes its windows on its own event time (topics are consumed at their own pace).
         self.clocks = {src: EventClock(s.allowed_lateness_s) for src in _SOURCE.values()}
@@ -139,14 +140,15 @@ class AnomalyAgent:
             mark = clock.now(b.partition)
             due = self._due[(source, b.partition)]
             points: dict[str, list[MetricPoint]] = {}
-            with in_partition_of(b.anchor):
-                for tenant in {*by_tenant, *(t for t, end in due.items() if mark is not None and end <= mark)}:
-                    tm = self.derived.get(tenant) or TenantMetrics(tenant)
-                    tm.add(by_tenant.get(tenant, ()))
-                    if mark is not None and (out := tm.close(mark, source)):
-                        points[tenant] = out
-                    due[tenant] = tm.due(source)
-                    self.derived[tenant] = tm
+            changed: list[tuple[str, TenantMetrics]] = []
+            for tenant in {*by_tenant, *(t for t, end in due.items() if mark is not None and end <= mark)}:
+                tm = self.derived.get(tenant) or TenantMetrics(tenant)
+                tm.add(by_tenant.get(tenant, ()))
+                if mark is not None and (out := tm.close(mark, source)):
+                    points[tenant] = out
+                due[tenant] = tm.due(source)
+                changed.append((tenant, tm))
+            await self._bulk["derive"].write(b.partition, changed)
             for tenant, out in points.items():
                 self.counts["points_derived"] += len(out)
                 await self.runtime.send_batch(Topic.METRICS, out, key=tenant)
@@ -175,13 +177,9 @@ class AnomalyAgent:
                     self.counts["anomalies_opened"] += 1
                 if (alert := self._alert(p, step, before, rings)) is not None:
                     out[(Topic.NOTIFICATIONS, self.recipient)].append(alert)
-            with in_partition_of(b.anchor):
-                for key, det in dets.items():
-                    self.streams[key] = det
-                for key, ring in rings.items():
-                    self.charts[key] = ring
-                for tenant, hst in hsts.items():
-                    self.hst[tenant] = hst
+            await self._bulk["streams"].write(b.partition, dets.items())
+            await self._bulk["chart"].write(b.partition, rings.items())
+            await self._bulk["hst"].write(b.partition, hsts.items())
             for (topic, key), records in out.items():
                 size = _ALERTS_PER_RECORD if topic is Topic.NOTIFICATIONS else len(records)
                 for i in range(0, len(records), size):

@@ -73,6 +73,11 @@ def test_kill_and_restart_keeps_counters_and_bans(crashable: tuple[Settings, Wor
                        *requests(tenant, ABUSER, 1, start=ban_over)])
     wait_for(lambda: rows(chdb_client, "SELECT count() FROM rl_bans FINAL WHERE tenant_id = {t:String}",
                           t=tenant)[0][0] == 2, timeout=180, what=lambda: f"the ban ending (log {worker.log})")
+    # The writer inserts topic by topic: wait until it has stored every decision the worker made.
+    outputs = [topic_name(settings.topic_prefix, t) for t in (Topic.DECISIONS, Topic.ROLLUPS)]
+    wait_for(lambda: caught_up(settings.broker, settings.app_id, [source]) and
+             caught_up(settings.broker, f"{settings.app_id}-writer", outputs),
+             timeout=120, what="the worker's decisions and rollups stored")
     counted = rows(chdb_client, "SELECT state, reason, limit, ts FROM rl_decisions FINAL "
                                 "WHERE tenant_id = {t:String} AND ip = {ip:String} ORDER BY ts", t=tenant, ip=COUNTED)
     assert [r[:3] for r in counted] == [("throttled", "limit:hour", 20)]

@@ -49,6 +49,7 @@ class _Minute:
     ips: set[str] = field(default_factory=set)
     fresh: list[str] = field(default_factory=list)  # IPs not yet written to the table
     chunks: int = 0  # IP chunks written to the table
+    stored: bool = False  # the table holds this minute (else closing it deletes nothing)
 
     def quantile(self, q: float) -> float:
         rank = q * self.requests
@@ -93,7 +94,7 @@ class MinuteRollups:
         self._closed_before: int | None = None  # minutes below this index are closed
         self.late = 0  # events for minutes already closed (dropped, counted here)
         self._dirty: set[tuple[str, int]] = set()
-        self._gone: list[tuple[tuple[str, int], int]] = []  # (minute, its IP chunks)
+        self._gone: list[tuple[tuple[str, int], int]] = []  # (minute, its IP chunks; -1: never stored)
         self._mark_dirty = False
 
     # -- durable state ------------------------------------------------------------------------
@@ -117,6 +118,7 @@ class MinuteRollups:
         m = self._open.get((tenant, int(minute)))
         if m is None:
             m = self._open[(tenant, int(minute))] = _Minute()
+        m.stored = True
         if chunk:
             m.ips.update(json.loads(raw))
         else:
@@ -125,8 +127,8 @@ class MinuteRollups:
     def take_changes(self) -> list[tuple[str, bytes | None]]:
         """(key, bytes) of what changed and (key, None) of what closed since the last call."""
         out: list[tuple[str, bytes | None]] = []
-        for k, chunks in self._gone:
-            if k not in self._open:
+        for k, chunks in self._gone:  # only minutes the table holds (most open and close in one batch)
+            if chunks >= 0 and k not in self._open:
                 key = self._key(*k)
                 out.append((key, None))
                 out += [(f"{key}|ips|{i}", None) for i in range(chunks)]
@@ -140,6 +142,7 @@ class MinuteRollups:
                 m.chunks += 1
                 m.fresh = []
             out.append((key, encode_minute(m)))
+            m.stored = True
         if self._mark_dirty and self._closed_before is not None:
             out.append((f"{self.part}|{_MARK}", str(self._closed_before).encode()))
         self._dirty.clear()
@@ -185,7 +188,7 @@ class MinuteRollups:
         out = []
         for key in due:
             m = self._open.pop(key)
-            self._gone.append((key, m.chunks))
+            self._gone.append((key, m.chunks if m.stored else -1))
             out.append(Rollup.create(
                 tenant_id=key[0], minute=from_epoch(key[1] * 60.0), part=self.part, requests=m.requests,
                 errors=m.errors,

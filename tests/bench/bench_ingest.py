@@ -37,12 +37,18 @@ from schemas.events import RequestEvent  # noqa: E402
 from tests.bench._stack import bench_stack  # noqa: E402
 
 
-def preload(settings: Settings, n: int, batch: int) -> float:
+def preload(settings: Settings, n: int, batch: int, live_rate: float | None = None) -> float:
     """Publish the first n request events of the generator's `bench` preset through the SDK.
 
     Realistic key reuse matters: per-(tenant, IP) state is written once per key per batch,
     so a stream where every event has a new IP measures the changelog, not the pipeline.
+
+    The preset replays hours of a small deployment (~15 events per simulated second), so
+    per-minute rollups and hourly anomaly metrics come every few events. `live_rate`
+    re-stamps the same events (order, tenants, IPs kept) at that many per second of event
+    time, as a busy deployment produces them live.
     """
+    from datetime import UTC, datetime
     from itertools import islice
 
     from pipeline.generator import iter_records, preset
@@ -50,7 +56,12 @@ def preload(settings: Settings, n: int, batch: int) -> float:
     requests = (r for r in iter_records(preset("bench")) if r["kind"] == "request")
     started = time.perf_counter()
     with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=batch) as pub:
-        for record in islice(requests, n):
+        t0: float | None = None
+        for i, record in enumerate(islice(requests, n)):
+            if live_rate is not None:
+                if t0 is None:
+                    t0 = datetime.fromisoformat(record["ts"]).timestamp()
+                record["ts"] = datetime.fromtimestamp(t0 + i / live_rate, UTC).isoformat()
             pub.publish(record)
     return time.perf_counter() - started
 
@@ -137,11 +148,15 @@ def main() -> None:
     parser.add_argument("--capabilities", default=None, help="worker capabilities (default: all)")
     parser.add_argument("--keep-log", type=Path, default=None, help="copy the worker's log here")
     parser.add_argument("--loglevel", default="warn", help="the worker's log level")
+    parser.add_argument("--live-rate", type=float, default=None,
+                        help="re-stamp the events at this many per second of event time (default: as generated)")
     args = parser.parse_args()
     with bench_stack() as (settings, _root):
         ensure_topics(settings)
-        t_pre = preload(settings, args.events, args.batch)
-        print(f"preloaded {args.events:,} request events in {t_pre:.1f}s ({args.events / t_pre:,.0f}/s via the SDK)")
+        t_pre = preload(settings, args.events, args.batch, args.live_rate)
+        density = "as generated" if args.live_rate is None else f"re-stamped at {args.live_rate:,.0f}/s of event time"
+        print(f"preloaded {args.events:,} request events ({density}) in {t_pre:.1f}s "
+              f"({args.events / t_pre:,.0f}/s via the SDK)")
         t_raw = asyncio.run(raw_ceiling(settings, args.events))
         raw_rate = args.events / t_raw
         print(f"raw ceiling (aiokafka consume + parse): {raw_rate:,.0f} events/s")

@@ -16,13 +16,17 @@ without being processed or acknowledged; the fetch position is already past them
 worker never sees them again, and once later records of the partition are acknowledged the
 commit moves past them too (`Consumer._new_offset` fills the hole as a "gap", or lets one
 missing offset at the head through). Under CPU load the kill -9 trials test lost 1-9 mails
-this way in half of its runs. `keep_live_events_on_resume(app)` makes `resume()`
-empty the queues only when flow was suspended (after a revocation, what is queued belongs to
-the old assignment and is fetched again); a resume while flowing leaves live events alone.
+this way in half of its runs. `keep_live_events_on_resume(app)` makes `resume()` empty
+the queues only when flow was suspended, and then re-read what it dropped of partitions
+still assigned: with two workers, records published while a worker finished a rebalance
+were fetched, dropped by that resume and never read (a fresh partition has no committed
+offset to seek back to), and a test saw half of the decisions missing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +36,8 @@ from faust.streams import _current_event
 from mode.utils.queues import FlowControlEvent
 
 __all__ = ["ResumeKeepsLiveEvents", "in_partition_of", "keep_live_events_on_resume"]
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -44,20 +50,96 @@ def in_partition_of(event: Any) -> Iterator[None]:
 
 
 class ResumeKeepsLiveEvents(FlowControlEvent):
-    """A flow-control event whose `resume()` clears the queues only when flow was suspended."""
+    """A flow-control event whose `resume()` never loses records of partitions still assigned.
+
+    While flowing, a resume leaves the queues alone. After a suspension (a rebalance), the
+    queues are cleared as Faust intends, but records of partitions this worker still (or
+    again) owns may be in them, fetched after the new assignment: the fetch position is
+    already past them and a partition without a committed offset is not seeked back, so
+    they would never be read. For each such partition the consumer is seeked back to the
+    first dropped offset (at-least-once: a record may be processed twice, never skipped).
+    """
+
+    _tw_app: Any = None
 
     def resume(self) -> None:
         if self.is_active():
             return  # already flowing: what the queues hold is live and its offsets are read
+        dropped = _first_offsets(self._queues)
         super().resume()
+        app = self._tw_app
+        if app is not None and dropped:
+            task = asyncio.ensure_future(_reread(app, dropped))
+            pending: set[Any] = self.__dict__.setdefault("_tw_tasks", set())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+
+def _first_offsets(queues: Any) -> dict[Any, int]:
+    """The lowest offset queued per topic-partition."""
+    first: dict[Any, int] = {}
+    for queue in list(queues):
+        for item in list(getattr(queue, "_queue", ())):
+            message = getattr(item, "message", None)
+            tp, offset = getattr(message, "tp", None), getattr(message, "offset", None)
+            if tp is not None and isinstance(offset, int) and offset < first.get(tp, offset + 1):
+                first[tp] = offset
+    return first
+
+
+async def _reread(app: Any, first: dict[Any, int]) -> None:
+    consumer = app.consumer
+    assigned = consumer.assignment()
+    for tp, offset in first.items():
+        if tp in assigned:
+            log.info("re-reading %s from %d (records dropped when the flow resumed)", tp, offset)
+            await consumer.seek(tp, offset)
+            # Faust skips offsets up to its read offset, which seek() sets to `offset` itself.
+            consumer._read_offset[tp] = offset - 1 if offset else None
 
 
 def keep_live_events_on_resume(app: Any) -> None:
-    """Give `app.flow_control` the `ResumeKeepsLiveEvents` behaviour (idempotent).
+    """Make rebalances lose no records: see `ResumeKeepsLiveEvents` and `_seek_uncommitted` (idempotent).
 
-    Swaps the class of the existing object so the queues already registered with it stay
-    registered; call before the first rebalance completes (an agent's start is early enough).
+    Swaps the class of the existing flow-control object so the queues already registered
+    with it stay registered; call before the worker starts (the app factory does).
     """
     flow = app.flow_control
     if not isinstance(flow, ResumeKeepsLiveEvents):
         flow.__class__ = ResumeKeepsLiveEvents
+    flow._tw_app = app
+    consumer = app.consumer
+    if not getattr(consumer, "_tw_seeks_uncommitted", False):
+        original = consumer.perform_seek
+
+        async def perform_seek() -> None:
+            await original()
+            await _seek_uncommitted(app)
+
+        consumer.perform_seek = perform_seek
+        consumer._tw_seeks_uncommitted = True
+
+
+async def _seek_uncommitted(app: Any) -> None:
+    """Rewind stream partitions that have no committed offset to their beginning.
+
+    After a rebalance Faust seeks every partition to its committed offset, but aiokafka
+    only seeks when that offset is above 0: a partition never committed keeps the position
+    its fetcher reached. Records fetched while the flow was suspended are skipped (and
+    acknowledged) by the stream as belonging to another generation, so without this rewind
+    they are never read: with two workers, one lost every record published while it
+    finished joining. Reading a never-committed partition from its start is what
+    `auto_offset_reset=earliest` promises anyway.
+    """
+    from aiokafka import TopicPartition
+
+    consumer = app.consumer
+    sources = {name for topic in app.topics for name in getattr(topic, "topics", ())}
+    committed = consumer._committed_offset
+    read = consumer._read_offset
+    for tp in consumer.assignment():
+        # Only partitions nothing was read from since the seek: rewinding one that is being
+        # read would deliver its last record twice (Faust re-delivers offset == read offset).
+        if tp.topic in sources and not committed.get(tp) and read.get(tp) is None:
+            # the driver exposes it only on its thread, which wants aiokafka's own TopicPartition
+            await consumer._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))

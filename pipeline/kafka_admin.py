@@ -42,12 +42,24 @@ def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None) -
 
 def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """The end offset of every partition of `topics` (how far producers have written)."""
+    import time
+
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        tps = []
+        for t in topics:
+            # A fresh client may not have the topic's metadata yet: an empty answer here made
+            # `caught_up` vacuously true while a worker was still writing.
+            deadline = time.monotonic() + 10.0
+            while not (parts := consumer.partitions_for_topic(t)):
+                if time.monotonic() > deadline:
+                    raise LookupError(f"topic {t!r} has no partitions (does it exist?)")
+                consumer.topics()  # fetches every topic's metadata
+                time.sleep(0.05)
+            tps += [TopicPartition(t, p) for p in sorted(parts)]
         return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
     finally:
         consumer.close()

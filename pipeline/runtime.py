@@ -49,6 +49,7 @@ class Counters:
     events: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     records: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    redelivered: int = 0  # records skipped because this worker had processed them already
 
 
 class Runtime:
@@ -67,6 +68,7 @@ class Runtime:
         self._status: dict[str, Callable[[], Any]] = {}
         self._commands: Any = None
         self._bulk_pending: list[asyncio.Future[Any]] = []
+        self._done: dict[tuple[str, int], int] = {}  # highest offset processed per topic-partition
         self.bulk = BatchAppender(app, self._bulk_pending)
 
     @property
@@ -136,6 +138,7 @@ class Runtime:
         self.app.agent(self.topic(topic), name=f"tenantwatch.ingest.{topic.value}")(consume)
 
     async def process(self, topic: Topic, name: str, codec: Codec[Any], events: Sequence[Any]) -> None:
+        events = self._first_time(events)
         by_partition: dict[int, PartitionBatch] = {}
         dead: list[BaseModel] = []
         for ev in events:
@@ -172,6 +175,27 @@ class Runtime:
             self.counters.dead_letters[topic] += len(dead)
             await self.send_batch(Topic.DLQ, dead, key=name)
         await self.make_durable()
+
+    def _first_time(self, events: Sequence[Any]) -> list[Any]:
+        """Drop records this worker already processed (acknowledged all the same).
+
+        After a rebalance Faust seeks back to committed offsets, and the consumer rewinds
+        partitions that were never committed (`pipeline.faust_compat`); records fetched
+        before the seek may then arrive twice, and Faust re-delivers the last read offset.
+        Everything at or below the highest offset processed here has its state written
+        already (a batch is acknowledged only once durable), so it is skipped.
+        """
+        done = self._done
+        fresh: list[Any] = []
+        for ev in events:
+            msg = ev.message
+            key = (msg.topic, msg.partition)
+            if msg.offset <= done.get(key, -1):
+                self.counters.redelivered += 1
+                continue
+            done[key] = msg.offset
+            fresh.append(ev)
+        return fresh
 
     async def make_durable(self) -> None:
         """Wait until every record produced so far (table changelogs included) is acknowledged.

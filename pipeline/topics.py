@@ -27,6 +27,7 @@ class Topic(StrEnum):
     BASELINES = "baselines"
     ANOMALY_RULES = "anomaly-rules"
     RATELIMIT_ORDERS = "ratelimit-orders"
+    RATELIMIT_POLICIES = "ratelimit-policies"
     TRIAL_STATE = "trial-state"
     TENANT_COMMANDS = "tenant-commands"
     NOTIFICATIONS = "notifications"
@@ -57,6 +58,8 @@ TOPICS: dict[Topic, TopicSpec] = {
         TopicSpec(Topic.BANS, "tenant:ip", "bans started and ended"),
         TopicSpec(Topic.LIMITS, "tenant", "limit configuration history"),
         TopicSpec(Topic.RATELIMIT_ORDERS, "tenant:ip", "internal: manual ban/unban routed to the key's owner"),
+        TopicSpec(Topic.RATELIMIT_POLICIES, "tenant", "internal: each tenant's policy in force, read by every worker",
+                  compacted=True),
         TopicSpec(Topic.ROLLUPS, "tenant", "per-minute request rollups"),
         TopicSpec(Topic.ANOMALIES, "tenant", "anomaly records (one id per episode, latest wins)"),
         TopicSpec(Topic.ANOMALY_STATUS, "tenant", "anomaly status changes (ack, resolve, false positive)"),

@@ -9,11 +9,13 @@ A limiter is built lazily on the first batch of its partition after start or reb
 adopting the table's keys of that partition (which re-arms ban and throttle timers):
 a restart resets neither counters nor bans.
 
-Configuration. Tenant policies live in the GlobalTable ``<app>-ratelimit-policies`` (every
-worker holds all of it). The commands handler validates an action with the pure
-:func:`apply_action`, writes the new policy there and publishes its history record
-(``limits``); other workers pick it up from the changelog. Tenants without a policy get
-the default :class:`TenantPolicy` (1000/hour, 10000/day).
+Configuration. Tenant policies live in the compacted topic ``<prefix>.ratelimit-policies``
+(key tenant), which every worker reads whole (:class:`pipeline.broadcast.BroadcastReader`;
+requests are not decided before it has caught up). The commands handler validates an
+action with the pure :func:`apply_action`, applies the new policy at once, publishes it
+there and publishes its history record (``limits``); other workers pick it up from the
+topic. Tenants without a policy get the default :class:`TenantPolicy` (1000/hour, 10000/day).
+(A Faust GlobalTable lost updates with two workers: faust-streaming #283.)
 
 Manual bans are key state, owned by whichever worker holds the key's partition, while
 commands are keyed by tenant. The handler validates them and forwards an *order* to the
@@ -35,10 +37,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from agents.notify.config import WebhookTarget
+from agents.notify.outbound import ban_notifications
 from agents.ratelimit.commands import Rejected, apply_action
 from agents.ratelimit.core import ALLOWED, Batch, KeyState, RateLimiter
 from agents.ratelimit.rollup import MinuteRollups
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
+from pipeline.broadcast import BroadcastReader
 from pipeline.commands import CommandRejected
 from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.sdk import partition_for
@@ -77,21 +82,25 @@ class RateLimitAgent:
         self.runtime = runtime
         self.partitions = s.partitions
         self.default = default or TenantPolicy(tenant_id="default")
+        self.notify_to, self.webhooks = s.owner_email, WebhookTarget().enabled  # who hears of bans, and how
         self.keys = app.Table(f"{s.app_id}-ratelimit-keys", default=None, partitions=s.partitions,
                               key_type=str, value_type=KeyStateValue)
         self._writer = runtime.bulk_writer(self.keys)
         self.open_minutes = app.Table(f"{s.app_id}-ratelimit-rollups", default=None, partitions=s.partitions,
                                       key_type=str, value_type=bytes)
         self._minutes_writer = runtime.bulk_writer(self.open_minutes)
-        self.policies = app.GlobalTable(f"{s.app_id}-ratelimit-policies", default=None, partitions=s.partitions,
-                                        key_type=str, on_changelog_event=self._on_policy_event)
+        self.policies: dict[str, TenantPolicy] = {}
+        self.broadcast = BroadcastReader(s.broker, topic_name(s.topic_prefix, Topic.RATELIMIT_POLICIES),
+                                         self._on_policy)
+        app.task(self.broadcast.run)
         self.orders = app.topic(topic_name(s.topic_prefix, Topic.RATELIMIT_ORDERS), partitions=s.partitions,
                                 key_serializer="raw", value_serializer="raw", internal=True)
         self.limiters: dict[int, RateLimiter] = {}
         self.watermarks: dict[int, float] = {}
         self.rollups: dict[int, MinuteRollups] = {}
         self._policies_dirty = False
-        self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0}
+        self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0,
+                       "ban_notices": 0}
         runtime.on(Topic.REQUESTS, self.on_requests)
         runtime.commands.on(ACTIONS, self.on_command)
         app.agent(self.orders, name="tenantwatch.ratelimit.orders")(self._consume_orders)
@@ -102,22 +111,24 @@ class RateLimitAgent:
 
     # -- policies ------------------------------------------------------------------------
     def policy(self, tenant: str) -> TenantPolicy:
-        """The policy in force for ``tenant``: its own from the GlobalTable, else the default."""
-        data = self.policies.get(tenant)
-        if data is not None:
-            return TenantPolicy.model_validate(data)
-        return self.default.model_copy(update={"tenant_id": tenant})
+        """The policy in force for ``tenant``: its own, else the default."""
+        own = self.policies.get(tenant)
+        return own if own is not None else self.default.model_copy(update={"tenant_id": tenant})
 
-    async def _on_policy_event(self, event: Any) -> None:
-        self._policies_dirty = True  # applied before the next batch, off the recovery path
+    def _on_policy(self, tenant: str, data: Any) -> None:
+        if data is None:
+            self.policies.pop(tenant, None)
+        else:
+            self.policies[tenant] = TenantPolicy.model_validate(data)
+        self._policies_dirty = True  # applied to the limiters before the next batch
 
-    def _sync_policies(self) -> None:
+    async def _sync_policies(self) -> None:
+        await self.broadcast.ready.wait()  # never decide on the configuration of a past life
         if not self._policies_dirty:
             return
         self._policies_dirty = False
-        loaded = [TenantPolicy.model_validate(v) for v in self.policies.values() if v is not None]
         for limiter in self.limiters.values():
-            for p in loaded:
+            for p in self.policies.values():
                 limiter.set_policy(p)
 
     # -- limiters and their table ------------------------------------------------------------
@@ -132,9 +143,7 @@ class RateLimitAgent:
         """The limiter of ``partition``, built from the table on first use."""
         limiter = self.limiters.get(partition)
         if limiter is None:
-            limiter = RateLimiter(
-                policies=[TenantPolicy.model_validate(v) for v in self.policies.values() if v is not None],
-                default=self.default)
+            limiter = RateLimiter(policies=list(self.policies.values()), default=self.default)
             adopted = 0
             for key, state in list(self.keys.items()):
                 if isinstance(state, KeyState) and partition_for(key, self.partitions) == partition:
@@ -161,7 +170,13 @@ class RateLimitAgent:
         await send(Topic.DECISIONS, [(f"{d.tenant_id}:{d.ip}", d) for d in out.decisions])
         await send(Topic.VIOLATIONS, [(f"{v.tenant_id}:{v.ip}", v) for v in out.violations])
         await send(Topic.BANS, [(f"{b.tenant_id}:{b.ip}", b) for b in out.bans])
+        # The owner hears of each enforced ban that starts; the notifications topic is keyed by
+        # recipient. ~1 kB per notice: 256 per Kafka record stays well under its 1 MB limit.
+        notices = [n for b in out.bans for n in ban_notifications(b, self.notify_to, self.webhooks)]
+        for i in range(0, len(notices), 256):
+            await self.runtime.send_batch(Topic.NOTIFICATIONS, notices[i:i + 256], key=self.notify_to)
         c = self.counts
+        c["ban_notices"] += len(notices)
         c["decisions"] += len(out.decisions)
         c["violations"] += len(out.violations)
         c["bans"] += len(out.bans)
@@ -169,7 +184,7 @@ class RateLimitAgent:
     # -- requests ---------------------------------------------------------------------------
     async def on_requests(self, batches: Sequence[PartitionBatch]) -> None:
         """Decide every request, expire on the watermark, write back, publish; close rollups."""
-        self._sync_policies()
+        await self._sync_policies()
         for b in batches:
             limiter = self.limiter(b.partition)
             rollups = self.rollups[b.partition]
@@ -202,6 +217,7 @@ class RateLimitAgent:
     # -- admin commands -----------------------------------------------------------------------
     async def on_command(self, cmd: AdminCommand) -> str:
         """Validate and apply one rate-limit command; raise CommandRejected with the reason."""
+        await self.broadcast.ready.wait()  # validate against the policy in force, not the default
         tenant = cmd.tenant_id
         now = cmd.ts.timestamp()
         probe = RateLimiter(policies=[self.policy(tenant)])
@@ -218,9 +234,10 @@ class RateLimitAgent:
         new = probe.policy(tenant)
         if new is None or result.limits is None:  # apply_action always sets both for policy actions
             raise CommandRejected(f"{cmd.action.value} changed no policy")
-        self.policies[tenant] = new.model_dump(mode="json")
+        self.policies[tenant] = new
         for limiter in self.limiters.values():
             limiter.set_policy(new)
+        await self.runtime.send_keyed(Topic.RATELIMIT_POLICIES, [(tenant, new)])
         await self.runtime.send(Topic.LIMITS, result.limits, key=tenant)
         return result.summary
 
@@ -234,7 +251,7 @@ class RateLimitAgent:
     async def apply_order(self, event: Any, order: dict[str, Any]) -> None:
         """Apply a manual ban/unban at the owner of the key, at its partition's event time."""
         partition = event.message.partition
-        self._sync_policies()
+        await self._sync_policies()
         limiter = self.limiter(partition)
         now = self.watermarks.get(partition)
         if now is None:  # nothing seen on this partition yet: the command's own time

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
+from typing import Any
 
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from pipeline.faust_compat import ResumeKeepsLiveEvents, keep_live_events_on_resume
+from pipeline.faust_compat import ResumeKeepsLiveEvents, _seek_uncommitted, keep_live_events_on_resume
+
+
+class FakeConsumer:
+    """The parts of Faust's consumer the workarounds touch."""
+
+    def __init__(self, assigned: set[TP], committed: dict[TP, int | None], read: dict[TP, int | None]):
+        self.assigned, self._committed_offset, self._read_offset = assigned, committed, read
+        self.rewound: list[tuple[str, int]] = []
+        self._thread = SimpleNamespace(seek_to_beginning=self._seek_to_beginning)
+
+    async def perform_seek(self) -> None: ...
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    async def _seek_to_beginning(self, *tps: Any) -> None:
+        self.rewound += [(tp.topic, tp.partition) for tp in tps]
+
+
+def fake_app(flow: FlowControlEvent, consumer: FakeConsumer | None = None) -> Any:
+    return SimpleNamespace(flow_control=flow, consumer=consumer or FakeConsumer(set(), {}, {}), topics=[])
 
 
 def stream_queue(flow: FlowControlEvent) -> FlowControlQueue[str]:
@@ -26,7 +50,7 @@ def test_mode_resume_drops_queued_events_even_when_already_flowing():
 
 def test_resume_while_flowing_keeps_queued_events():
     """Would fail if the resume at the end of table recovery dropped fetched records (kill -9 test lost mails)."""
-    app = SimpleNamespace(flow_control=FlowControlEvent())
+    app = fake_app(FlowControlEvent())
     queue = stream_queue(app.flow_control)
     keep_live_events_on_resume(app)
     app.flow_control.resume()
@@ -38,7 +62,7 @@ def test_resume_while_flowing_keeps_queued_events():
 
 def test_resume_after_suspend_still_clears_stale_events():
     """After a revocation the queued events belong to the old assignment and are fetched again."""
-    app = SimpleNamespace(flow_control=FlowControlEvent())
+    app = fake_app(FlowControlEvent())
     queue = stream_queue(app.flow_control)
     keep_live_events_on_resume(app)
     app.flow_control.resume()
@@ -53,7 +77,7 @@ def test_resume_after_suspend_still_clears_stale_events():
 def test_install_is_idempotent_and_keeps_the_same_object():
     """Queues registered before the install stay managed: the object is kept, only its class changes."""
     flow = FlowControlEvent()
-    app = SimpleNamespace(flow_control=flow)
+    app = fake_app(flow)
     queue = stream_queue(flow)
     keep_live_events_on_resume(app)
     keep_live_events_on_resume(app)
@@ -64,3 +88,30 @@ def test_install_is_idempotent_and_keeps_the_same_object():
     flow.suspend()
     flow.resume()
     assert queue.qsize() == 0
+
+
+def test_never_committed_partitions_nothing_read_from_are_rewound() -> None:
+    """Would fail if records skipped during a rebalance stayed behind the fetch position (two-worker test lost half)."""
+    fresh, committed, reading, changelog = TP("tw.requests", 0), TP("tw.requests", 1), TP("tw.requests", 2), TP(
+        "app-keys-changelog", 0)
+    consumer = FakeConsumer({fresh, committed, reading, changelog}, {committed: 7, fresh: None},
+                            {fresh: None, committed: 7, reading: 3})
+    app = SimpleNamespace(consumer=consumer, topics=[SimpleNamespace(topics=("tw.requests",))])
+    asyncio.run(_seek_uncommitted(app))
+    assert consumer.rewound == [("tw.requests", 0)]
+
+
+def test_runtime_skips_records_it_has_processed_already() -> None:
+    """Would fail if a seek back after a rebalance made this worker count records twice."""
+    from pipeline.runtime import Runtime
+    from pipeline.settings import Settings
+
+    def ev(p: int, offset: int) -> Any:
+        return SimpleNamespace(message=SimpleNamespace(topic="tw.requests", partition=p, offset=offset))
+
+    rt = Runtime(SimpleNamespace(), Settings())
+    first = rt._first_time([ev(0, 0), ev(0, 1), ev(1, 0)])
+    again = rt._first_time([ev(0, 1), ev(0, 2), ev(1, 0), ev(1, 1)])
+    assert [(e.message.partition, e.message.offset) for e in first] == [(0, 0), (0, 1), (1, 0)]
+    assert [(e.message.partition, e.message.offset) for e in again] == [(0, 2), (1, 1)]
+    assert rt.counters.redelivered == 2

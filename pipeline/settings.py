@@ -5,13 +5,14 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_SIGNING_KEY", "Settings"]
+__all__ = ["DEFAULT_OWNER_EMAIL", "DEV_SIGNING_KEY", "Settings"]
 
 # Only for the local stack and tests; `tenantwatch` warns when it is in use.
 DEV_SIGNING_KEY = "tenantwatch-dev-key-change-me"
+DEFAULT_OWNER_EMAIL = "owner@tenantwatch.local"
 
 
 class Settings(BaseSettings):
@@ -49,6 +50,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_tls: bool = False
     mail_from: str = "tenantwatch <alerts@tenantwatch.local>"
+    # Who hears about anomalies and bans (mail, and the lane of their webhooks). `TW_OWNER_EMAIL`;
+    # `TW_ANOMALY_ALERT_TO`, its earlier name, still works.
+    owner_email: str = Field(default=DEFAULT_OWNER_EMAIL, validation_alias=AliasChoices(
+        "owner_email", "TW_OWNER_EMAIL", "TW_ANOMALY_ALERT_TO"))
 
     # Worker batching: up to `take_max_records` Kafka records (each may pack up to
     # `max_events_per_record` events) or `take_within_s` seconds, whichever comes first. Kept

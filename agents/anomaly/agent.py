@@ -8,19 +8,20 @@ Stages (all in `register`):
   changelogs on restart → bands, anomalies, status changes, and `anomaly_alert` notifications
   for high and critical episodes; each alert carries the stream's recent points and bands
   (a `SeriesRing` per `tenant|metric`, table `<app>-anomaly-chart`, recovered the same way)
-  for the mail's inline chart; a stream with no kept history alerts without one;
+  for the mail's inline chart; a stream with no kept history alerts without one; a critical
+  alert also goes out on the webhook channel when `TW_NOTIFY_WEBHOOK_URL` is set;
 - *commands*: `rule.set` edits the tenant's rule overrides (table `<app>-anomaly-rules`,
   co-partitioned like the rest) and publishes the rule history; `anomaly.ack|resolve|false_positive`
   move an open episode.
 
 Every table is keyed by tenant (or `tenant|metric`), co-partitioned with the tenant-keyed
 source topics, so the commands topic (keyed by tenant) reaches the partition holding the
-tenant's detectors. Alerts go to `TW_ANOMALY_ALERT_TO` (default `owner@tenantwatch.local`).
+tenant's detectors. Alerts go to `TW_OWNER_EMAIL` (settings `owner_email`, default
+`owner@tenantwatch.local`), as the rate limiter's ban notices do.
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -34,9 +35,12 @@ from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.multivariate import TenantHST
 from agents.anomaly.rules import default_rule, edit_rule
 from agents.anomaly.workflow import Rejected
+from agents.notify.config import WebhookTarget
+from agents.notify.outbound import alert_notifications
 from pipeline.clock import EventClock
 from pipeline.commands import CommandRejected
 from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.settings import DEFAULT_OWNER_EMAIL
 from pipeline.topics import Topic
 from schemas.anomaly import (
     Anomaly,
@@ -55,7 +59,7 @@ from schemas.ratelimit import Rollup
 
 __all__ = ["DEFAULT_RECIPIENT", "AnomalyAgent", "Pickled", "RollupIn", "register"]
 
-DEFAULT_RECIPIENT = "owner@tenantwatch.local"
+DEFAULT_RECIPIENT = DEFAULT_OWNER_EMAIL
 _OUT: dict[type[BaseModel], Topic] = {
     BaselineBand: Topic.BASELINES, Anomaly: Topic.ANOMALIES, AnomalyStatusChange: Topic.ANOMALY_STATUS,
 }
@@ -93,6 +97,7 @@ class AnomalyAgent:
     def __init__(self, runtime: Runtime, recipient: str = DEFAULT_RECIPIENT) -> None:
         self.runtime = runtime
         self.recipient = recipient
+        self.webhooks = WebhookTarget().enabled  # critical alerts also go to the webhook
         s = runtime.settings
         app = runtime.app
 
@@ -176,7 +181,7 @@ class AnomalyAgent:
                 if step.opened:
                     self.counts["anomalies_opened"] += 1
                 if (alert := self._alert(p, step, before, rings)) is not None:
-                    out[(Topic.NOTIFICATIONS, self.recipient)].append(alert)
+                    out[(Topic.NOTIFICATIONS, self.recipient)] += alert_notifications(alert, self.webhooks)
             await self._bulk["streams"].write(b.partition, dets.items())
             await self._bulk["chart"].write(b.partition, rings.items())
             await self._bulk["hst"].write(b.partition, hsts.items())
@@ -262,7 +267,7 @@ class AnomalyAgent:
 
 
 def register(runtime: Runtime) -> None:
-    agent = AnomalyAgent(runtime, os.environ.get("TW_ANOMALY_ALERT_TO", DEFAULT_RECIPIENT))
+    agent = AnomalyAgent(runtime, runtime.settings.owner_email)
     runtime.add_input(Topic.ROLLUPS, RollupIn)
     runtime.add_input(Topic.METRICS, MetricPoint)
     for topic in _SOURCE:

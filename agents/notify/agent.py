@@ -12,6 +12,10 @@ to render, is mailed without one.
 State (Faust tables, JSON, tagged with the lane): `deliveries` (notification id → last
 `Delivery`: sent/bounced ids are never sent again, so redelivery is harmless), `outbox`
 (notifications waiting for a server that is down) and `storm` (open storm windows).
+An hourly timer (`TW_NOTIFY_PRUNE_INTERVAL_S`) forgets deliveries that finished more than
+`TW_NOTIFY_DELIVERIES_MAX_AGE_S` (30 days, wall clock) ago: only a redelivery from Kafka can
+bring an id back, and the topic's retention is far shorter (`agents.notify.retention`). The
+deletes go through the table's changelog as tombstones, on the lane's partition.
 
 SMTP down: a send first retries in line a few times (short back-off); if that runs out the
 notification goes to the outbox and everything after it on the same lane and channel queues
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +44,7 @@ from typing import Any
 from agents.notify.chart import notification_chart
 from agents.notify.config import NotifyConfig
 from agents.notify.notifier import Notifier
+from agents.notify.retention import stale_deliveries
 from agents.notify.storm import StormGuard
 from agents.notify.templates import TemplateRenderer
 from agents.notify.webhook import WebhookSender
@@ -111,6 +116,7 @@ class NotifyAgent:
             return app.Table(f"{s.app_id}-notify-{name}", partitions=s.partitions, key_type=str)
 
         self.deliveries, self.outbox, self.storms = table("deliveries"), table("outbox"), table("storm")
+        self._deliveries_writer = runtime.bulk_writer(self.deliveries)
         self.lanes: dict[int, _Lane] = {}
         self.lock = asyncio.Lock()
         self.counts: Counter[str] = Counter()
@@ -225,8 +231,7 @@ class NotifyAgent:
 
     async def tick(self) -> None:
         """Retry the outbox and send digests of closed storm windows (event time of the lane)."""
-        app = self.runtime.app
-        if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():
+        if not self._ready():
             return
         wall = time.time()
         async with self.lock:
@@ -244,6 +249,33 @@ class NotifyAgent:
                     self.lanes.pop(p, None)
                     raise
 
+    async def prune(self) -> None:
+        """Delete deliveries finished longer than `deliveries_max_age_s` ago, per lane, as tombstones."""
+        if not self._ready():
+            return
+        wall = time.time()
+        async with self.lock:
+            local = self.local_partitions()
+            entries: dict[int, list[tuple[str, Any]]] = defaultdict(list)
+            for key, stored in list(self.deliveries.items()):  # stored: {"p": lane, "v": Delivery JSON}
+                if isinstance(stored, dict) and stored.get("p") in local:
+                    entries[stored["p"]].append((key, stored.get("v")))
+            pruned = 0
+            for p, items in sorted(entries.items()):
+                # Between batches (under the lock) every lane's writes are committed: nothing
+                # staged can bring a deleted key back, and nothing queued in Faust's buffer
+                # writes a key untouched for that long after its tombstone.
+                stale = stale_deliveries(items, now=wall, max_age_s=self.config.deliveries_max_age_s,
+                                         keep=self.lane(p).queue)
+                pruned += await self._deliveries_writer.write(p, [(key, None) for key in stale])
+            if pruned:
+                self.counts["pruned"] += pruned
+                await self.runtime.make_durable()
+
+    def _ready(self) -> bool:
+        app = self.runtime.app
+        return not (app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set())
+
     async def on_revoked(self, sender: Any, revoked: Any = (), **kwargs: Any) -> None:
         for tp in revoked:
             if tp.topic == self.source:
@@ -260,4 +292,5 @@ def register(runtime: Runtime) -> None:
     runtime.on(Topic.NOTIFICATIONS, agent.handle)
     runtime.app.on_partitions_revoked.connect(agent.on_revoked)
     runtime.app.timer(interval=agent.config.tick_s)(agent.tick)
+    runtime.app.timer(interval=agent.config.prune_interval_s)(agent.prune)
     runtime.add_status("notify", agent.status)

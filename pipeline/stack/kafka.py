@@ -181,10 +181,34 @@ class KafkaBroker:
                 tail = (self.work_dir / "stdout.log").read_text(errors="replace")[-3000:]
                 raise StackError(f"Kafka exited with code {proc.returncode} while starting:\n{tail}")
             if self._started() and port_open("127.0.0.1", self.port):
+                self._await_group_coordinator(deadline)
                 return
             time.sleep(0.2)
         self.stop()
         raise StackError(f"Kafka did not start within {timeout:.0f}s; see {self.log_file}")
+
+    def _await_group_coordinator(self, deadline: float) -> None:
+        """Wait until consumer groups can be coordinated (`__consumer_offsets` exists and leads).
+
+        A fresh broker creates that topic on the first group request and answers "group
+        coordinator not available" meanwhile; clients that met it first were seen limping for
+        minutes (a ClickHouse writer inserted a tenth of its rows in 180 s).
+        """
+        from kafka.admin import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tw-stack-warmup")
+        try:
+            while True:
+                try:
+                    admin.list_group_offsets({"tw-stack-warmup": None})
+                    return
+                except KafkaError as exc:
+                    if not exc.retriable or time.monotonic() > deadline:
+                        raise StackError(f"Kafka's group coordinator did not come up: {exc!r}") from exc
+                    time.sleep(0.2)
+        finally:
+            admin.close()
 
     def _started(self) -> bool:
         try:

@@ -55,11 +55,20 @@ class BatchAppender:
             await self._submit(producer, batch, topic, partition)
         return n
 
-    async def send_keyed(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
-        """Publish (key, value) pairs, each to its key's partition, in order per key."""
+    async def warm(self, topics: Iterable[str]) -> None:
+        """Fetch the topics' metadata now, not on the first record (a 0.1-0.3 s stall of that batch)."""
+        for topic in topics:
+            await self._count(topic)
+
+    async def _count(self, topic: str) -> int:
         count = self._partitions.get(topic)
         if count is None:
             count = self._partitions[topic] = len(await self.app.producer._producer.partitions_for(topic))
+        return count
+
+    async def send_keyed(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+        """Publish (key, value) pairs, each to its key's partition, in order per key."""
+        count = await self._count(topic)
         by_partition: dict[int, list[Raw]] = defaultdict(list)
         for key, value in records:
             by_partition[partition_for(key, count)].append((key.encode(), value))

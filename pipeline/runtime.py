@@ -70,6 +70,8 @@ class Runtime:
         self._bulk_pending: list[asyncio.Future[Any]] = []
         self._done: dict[tuple[str, int], int] = {}  # highest offset processed per topic-partition
         self.bulk = BatchAppender(app, self._bulk_pending)
+        # A worker's first outputs would otherwise wait for each topic's metadata.
+        app.task(self._warm_outputs)
 
     @property
     def commands(self) -> Any:
@@ -175,6 +177,9 @@ class Runtime:
             self.counters.dead_letters[topic] += len(dead)
             await self.send_batch(Topic.DLQ, dead, key=name)
         await self.make_durable()
+
+    async def _warm_outputs(self) -> None:
+        await self.bulk.warm(topic_name(self.settings.topic_prefix, t) for t in Topic)
 
     def _first_time(self, events: Sequence[Any]) -> list[Any]:
         """Drop records this worker already processed (acknowledged all the same).

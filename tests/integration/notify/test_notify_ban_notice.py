@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.ratelimit import Ban
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.anomaly.anomaly_helpers import read_topic
+from tests.integration.notify._http import serving
 from tests.integration.ratelimit.conftest import T0, admin, publish, requests, ticks
 
 pytestmark = pytest.mark.integration
@@ -79,16 +80,9 @@ def hooks() -> Iterator[Hooks]:
         def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
+    with serving(Handler) as base:
+        rec.url = f"{base}/hook"
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def ban_mails(sink: SmtpSink, tenant: str) -> list[EmailMessage]:

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -31,6 +31,7 @@ from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.notify import Severity as NoticeSeverity
 from tests.conftest import wait_for
 from tests.integration.anomaly.anomaly_helpers import produce, read_topic
+from tests.integration.notify._http import serving
 
 pytestmark = pytest.mark.integration
 
@@ -92,16 +93,9 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
+    with serving(Handler) as base:
+        rec.url = f"{base}/hook"
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def critical_anomaly(tenant: str) -> Notification:

@@ -17,16 +17,13 @@ worker never sees them again, and once later records of the partition are acknow
 commit moves past them too (`Consumer._new_offset` fills the hole as a "gap", or lets one
 missing offset at the head through). Under CPU load the kill -9 trials test lost 1-9 mails
 this way in half of its runs. `keep_live_events_on_resume(app)` makes `resume()` empty
-the queues only when flow was suspended, and then re-read what it dropped of partitions
-still assigned: with two workers, records published while a worker finished a rebalance
-were fetched, dropped by that resume and never read (a fresh partition has no committed
-offset to seek back to), and a test saw half of the decisions missing.
+the queues only when flow was suspended, and rewinds never-committed partitions after
+recovery's seek (with two workers, records published while a worker finished a rebalance
+were skipped and never read: a fresh partition has no committed offset to seek back to).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,8 +33,6 @@ from faust.streams import _current_event
 from mode.utils.queues import FlowControlEvent
 
 __all__ = ["ResumeKeepsLiveEvents", "in_partition_of", "keep_live_events_on_resume"]
-
-log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -50,52 +45,17 @@ def in_partition_of(event: Any) -> Iterator[None]:
 
 
 class ResumeKeepsLiveEvents(FlowControlEvent):
-    """A flow-control event whose `resume()` never loses records of partitions still assigned.
+    """A flow-control event whose `resume()` clears the queues only when flow was suspended.
 
-    While flowing, a resume leaves the queues alone. After a suspension (a rebalance), the
-    queues are cleared as Faust intends, but records of partitions this worker still (or
-    again) owns may be in them, fetched after the new assignment: the fetch position is
-    already past them and a partition without a committed offset is not seeked back, so
-    they would never be read. For each such partition the consumer is seeked back to the
-    first dropped offset (at-least-once: a record may be processed twice, never skipped).
+    After a suspension (a rebalance) what is queued is dropped as Faust intends; the seek
+    that ends recovery brings the fetch position back (`_seek_uncommitted` covers partitions
+    never committed), so dropped records are fetched again.
     """
-
-    _tw_app: Any = None
 
     def resume(self) -> None:
         if self.is_active():
             return  # already flowing: what the queues hold is live and its offsets are read
-        dropped = _first_offsets(self._queues)
         super().resume()
-        app = self._tw_app
-        if app is not None and dropped:
-            task = asyncio.ensure_future(_reread(app, dropped))
-            pending: set[Any] = self.__dict__.setdefault("_tw_tasks", set())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-
-def _first_offsets(queues: Any) -> dict[Any, int]:
-    """The lowest offset queued per topic-partition."""
-    first: dict[Any, int] = {}
-    for queue in list(queues):
-        for item in list(getattr(queue, "_queue", ())):
-            message = getattr(item, "message", None)
-            tp, offset = getattr(message, "tp", None), getattr(message, "offset", None)
-            if tp is not None and isinstance(offset, int) and offset < first.get(tp, offset + 1):
-                first[tp] = offset
-    return first
-
-
-async def _reread(app: Any, first: dict[Any, int]) -> None:
-    consumer = app.consumer
-    assigned = consumer.assignment()
-    for tp, offset in first.items():
-        if tp in assigned:
-            log.info("re-reading %s from %d (records dropped when the flow resumed)", tp, offset)
-            await consumer.seek(tp, offset)
-            # Faust skips offsets up to its read offset, which seek() sets to `offset` itself.
-            consumer._read_offset[tp] = offset - 1 if offset else None
 
 
 def keep_live_events_on_resume(app: Any) -> None:
@@ -107,7 +67,6 @@ def keep_live_events_on_resume(app: Any) -> None:
     flow = app.flow_control
     if not isinstance(flow, ResumeKeepsLiveEvents):
         flow.__class__ = ResumeKeepsLiveEvents
-    flow._tw_app = app
     consumer = app.consumer
     if not getattr(consumer, "_tw_seeks_uncommitted", False):
         original = consumer.perform_seek

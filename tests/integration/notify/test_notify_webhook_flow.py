@@ -8,17 +8,13 @@ redelivered notification is not posted again.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -31,7 +27,7 @@ from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.notify import Severity as NoticeSeverity
 from tests.conftest import wait_for
 from tests.integration.anomaly.anomaly_helpers import produce, read_topic
-from tests.integration.notify._http import serving
+from tests.integration.notify._http import QuietHandler, serving, signature_ok
 
 pytestmark = pytest.mark.integration
 
@@ -55,26 +51,17 @@ class Receiver:
             return dict(self.attempts), {k: len(v) for k, v in self.accepted.items()}
 
 
-def _signature_ok(headers: Any, body: bytes) -> bool:
-    """The documented receiver check: v1=hex(HMAC-SHA256(secret, "v1:<ts>:<body>")), fresh timestamp."""
-    ts = headers.get("X-Tenantwatch-Timestamp", "")
-    if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
-        return False
-    expected = "v1=" + hmac.new(SECRET.encode(), f"v1:{ts}:".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers.get("X-Tenantwatch-Signature", ""))
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # http.server's hook name
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if not _signature_ok(self.headers, body):
+            if not signature_ok(self.headers, body, SECRET):
                 with rec.lock:
                     rec.refused.append(self.headers.get("X-Tenantwatch-Notification", "?"))
-                self._answer(401)
+                self.answer(401)
                 return
             payload = json.loads(body)
             nid = payload["tenantwatch"]["id"]
@@ -83,15 +70,7 @@ def receiver() -> Iterator[Receiver]:
                 first = rec.attempts[nid] == 1
                 if not first:
                     rec.accepted.setdefault(nid, []).append(payload)
-            self._answer(500 if first else 200)
-
-        def _answer(self, code: int) -> None:
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-            pass
+            self.answer(500 if first else 200)
 
     with serving(Handler) as base:
         rec.url = f"{base}/hook"

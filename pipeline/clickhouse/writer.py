@@ -124,10 +124,26 @@ class ClickHouseWriter:
     def _commit(self) -> None:
         if not self._offsets or self.consumer is None:
             return
+        from kafka.errors import (
+            CommitFailedError,
+            IllegalGenerationError,
+            KafkaError,
+            RebalanceInProgressError,
+            UnknownMemberIdError,
+        )
         from kafka.structs import OffsetAndMetadata
 
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._offsets.items()}
-        self.consumer.commit(offsets)
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:
+            rebalanced = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
+            if not (exc.retriable or isinstance(exc, rebalanced)):
+                raise
+            # A rebalance (or a moving coordinator) refused the commit. The rows are stored;
+            # whoever owns these partitions next reads them again and the inserts replace
+            # themselves (deterministic ids). A writer that died here stopped storing anything.
+            log.warning("offset commit refused (%r); records since the last commit will be re-read", exc)
         self._offsets.clear()
 
     def _due(self) -> bool:

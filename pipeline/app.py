@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pipeline.faust_compat import keep_live_events_on_resume
+from pipeline.faust_compat import PromptTableManager, keep_live_events_on_resume
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.topics import Topic
@@ -35,6 +35,7 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         datadir=str((settings.data_dir / "faust").resolve()),
         table_cleanup_interval=60.0,
         stream_buffer_maxsize=16384,
+        TableManager=PromptTableManager,  # no 1 s start-up nap; starts `start_early` tasks
     )
     # Recovery's resume() would otherwise drop records already fetched into the stream
     # queues, unprocessed, and later commits skip past them (see pipeline.faust_compat).

@@ -4,7 +4,7 @@ Each record sent through Faust (``topic.send`` or ``table[key] = value``) costs 
 FutureMessage, a callback, a trip through the producer buffer. A batch that changes 20,000
 rate-limit keys or publishes 2,000 decisions spends most of its time there. Here records are
 appended straight into aiokafka batches (one ``send_batch`` per ~1 MiB and partition); the
-futures go to :meth:`pipeline.runtime.Runtime.make_durable`, which waits for them before
+futures go to the runtime (`Runtime._ack_when_durable`, `make_durable`), which waits for them before
 the source batch is acknowledged, exactly as for Faust's own sends.
 
 - :class:`BulkWriter` keeps a table's contract: the same changelog topic and partition (the

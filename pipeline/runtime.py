@@ -18,6 +18,7 @@ from pipeline.bulk import BatchAppender, BulkWriter
 from pipeline.clock import EventClock
 from pipeline.codec import Codec, Rejected, encode_batch, encode_one
 from pipeline.dlq import dead_letter
+from pipeline.faust_compat import start_early
 from pipeline.settings import Settings
 from pipeline.topics import Topic, topic_name
 
@@ -69,9 +70,10 @@ class Runtime:
         self._commands: Any = None
         self._bulk_pending: list[asyncio.Future[Any]] = []
         self._done: dict[tuple[str, int], int] = {}  # highest offset processed per topic-partition
+        self._releasing: set[asyncio.Future[None]] = set()  # acks waiting for their batch's writes
         self.bulk = BatchAppender(app, self._bulk_pending)
         # A worker's first outputs would otherwise wait for each topic's metadata.
-        app.task(self._warm_outputs)
+        self.start_early(self._warm_outputs)
 
     @property
     def commands(self) -> Any:
@@ -81,6 +83,10 @@ class Runtime:
 
             self._commands = CommandRouter(self)
         return self._commands
+
+    def start_early(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run `fn()` for the worker's life, from its start (not after table recovery like `app.task`)."""
+        start_early(self.app, fn)
 
     def bulk_writer(self, table: Any) -> BulkWriter:
         """A writer of many keys of `table` per call, made durable with each batch."""
@@ -139,8 +145,8 @@ class Runtime:
         consume.__qualname__ = consume.__name__
         self.app.agent(self.topic(topic), name=f"tenantwatch.ingest.{topic.value}")(consume)
 
-    async def process(self, topic: Topic, name: str, codec: Codec[Any], events: Sequence[Any]) -> None:
-        events = self._first_time(events)
+    async def process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
+        events = self._first_time(records)
         by_partition: dict[int, PartitionBatch] = {}
         dead: list[BaseModel] = []
         for ev in events:
@@ -176,7 +182,7 @@ class Runtime:
         if dead:
             self.counters.dead_letters[topic] += len(dead)
             await self.send_batch(Topic.DLQ, dead, key=name)
-        await self.make_durable()
+        self._ack_when_durable(records)
 
     async def _warm_outputs(self) -> None:
         await self.bulk.warm(topic_name(self.settings.topic_prefix, t) for t in Topic)
@@ -202,6 +208,47 @@ class Runtime:
             fresh.append(ev)
         return fresh
 
+    def _ack_when_durable(self, events: Sequence[Any]) -> None:
+        """Let `events` be acknowledged only once what their batch produced is in Kafka, without waiting.
+
+        `take_events` acknowledges a batch when the loop body returns, and Faust commits acked
+        offsets. Waiting for the batch's changelog writes there (`make_durable`) left the worker
+        idle for every batch's produce round trip. Instead each message gets one more reference,
+        so `take_events`' ack is not the last one, and a task drops it once everything queued
+        so far (this batch's writes and earlier ones) is acknowledged by Kafka: the commit still
+        never passes a batch whose state is not durable, and the next batch runs meanwhile.
+        Redelivered copies (skipped by `_first_time`) are held too: acking one would let the
+        commit pass its original while that is still in flight.
+        """
+        if not events:
+            return
+        for ev in events:
+            ev.message.incref()
+        task = asyncio.ensure_future(self._release(events, self._queued_writes()))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release(self, events: Sequence[Any], queued: list[asyncio.Future[Any]]) -> None:
+        await self._wait_durable(queued)
+        for ev in events:
+            ev.ack()  # the last reference: the offset becomes committable
+
+    def _queued_writes(self) -> list[asyncio.Future[Any]]:
+        """Futures of every record produced so far and not yet known acknowledged."""
+        pending = getattr(getattr(self.app.producer, "buffer", None), "pending", None)
+        # In Faust's buffer or as bulk batches (the bulk list is pruned only once its futures are
+        # done: other batches may still wait on the same futures).
+        return [f for f in getattr(pending, "_queue", ()) if isinstance(f, asyncio.Future)] + self._bulk_pending
+
+    async def _wait_durable(self, queued: list[asyncio.Future[Any]]) -> None:
+        await self.app.producer.flush()
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        bulk = self._bulk_pending
+        bulk[:] = [f for f in bulk if not f.done()]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.error("%d changelog/output record(s) failed to reach Kafka: %r", len(failed), failed[0])
+
     async def make_durable(self) -> None:
         """Wait until every record produced so far (table changelogs included) is acknowledged.
 
@@ -212,20 +259,8 @@ class Runtime:
         crash then lost state whose source events are never replayed: a kill -9 test saw a
         rate-limit counter go back.
         """
-        producer = self.app.producer
-        pending = getattr(getattr(producer, "buffer", None), "pending", None)
-        # Snapshot before the first await: this batch's changelog writes are all queued here,
-        # in Faust's buffer or as bulk batches (pruned only once done: other agents' batches
-        # may still wait on the same futures).
-        queued = [f for f in getattr(pending, "_queue", ()) if isinstance(f, asyncio.Future)]
-        bulk = self._bulk_pending
-        queued += bulk
-        await producer.flush()
-        results = await asyncio.gather(*queued, return_exceptions=True)
-        bulk[:] = [f for f in bulk if not f.done()]
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            log.error("%d changelog/output record(s) failed to reach Kafka: %r", len(failed), failed[0])
+        # Snapshot before the first await: the caller's writes are all queued by now.
+        await self._wait_durable(self._queued_writes())
 
     def _dead_letters(
         self, rejected: Sequence[Rejected], stage: str, name: str, partition: int, offset: int

@@ -115,3 +115,52 @@ def test_runtime_skips_records_it_has_processed_already() -> None:
     assert [(e.message.partition, e.message.offset) for e in first] == [(0, 0), (0, 1), (1, 0)]
     assert [(e.message.partition, e.message.offset) for e in again] == [(0, 2), (1, 1)]
     assert rt.counters.redelivered == 2
+
+
+def test_batch_offsets_become_committable_only_once_its_writes_are_in_kafka() -> None:
+    """Would fail if the commit could pass a batch whose changelog writes were still in flight."""
+    from faust.types.tuples import Message
+
+    from pipeline.runtime import Runtime
+    from pipeline.settings import Settings
+
+    acked: list[int] = []
+
+    class Consumer:
+        def ack(self, message: Any) -> bool:
+            acked.append(message.offset)
+            return True
+
+    class Committable(Message):  # as Faust's ConsumerMessage: the last ack tells the consumer
+        def on_final_ack(self, consumer: Any) -> bool:
+            return consumer.ack(self)
+
+    consumer = Consumer()
+
+    def ev(offset: int) -> Any:
+        msg = Committable("tw.requests", 0, offset, 0.0, 0, None, None, b"{}", None)
+        msg.incref()  # delivered to one stream
+        return SimpleNamespace(message=msg, ack=lambda: msg.ack(consumer))
+
+    async def scenario() -> None:
+        flushed = asyncio.Event()
+
+        async def flush() -> None:
+            flushed.set()
+
+        app = SimpleNamespace(producer=SimpleNamespace(flush=flush, buffer=None))
+        rt = Runtime(app, Settings())
+        write = asyncio.get_running_loop().create_future()
+        rt._bulk_pending.append(write)  # the batch's changelog batch, not yet acknowledged by Kafka
+        batch = [ev(0), ev(1)]
+        rt._ack_when_durable(batch)
+        for e in batch:  # what take_events does when the loop body returns
+            e.ack()
+        await asyncio.wait_for(flushed.wait(), 5)
+        assert acked == []  # still in flight: nothing committable
+        write.set_result(None)
+        await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
+        assert acked == [0, 1]
+        assert rt._bulk_pending == []
+
+    asyncio.run(scenario())

@@ -118,8 +118,10 @@ class TenantMetrics:
     def add_rollup(self, rollup: Any) -> None:
         """A closed minute of the tenant's requests (`schemas.ratelimit.Rollup`)."""
         ts = rollup.minute.timestamp()
+        # Looked up once: a missing attribute costs a pydantic __getattr__ and an exception.
+        fields = getattr(type(rollup), "model_fields", None)
+        top = getattr(rollup, "top_ip_requests", None) if fields is None or "top_ip_requests" in fields else None
         for metric in SOURCES["rollups"]:
-            top = getattr(rollup, "top_ip_requests", None)
             if metric is _M.TOP_IP_SHARE and top is None:
                 continue
             acc = self._acc(metric, ts)

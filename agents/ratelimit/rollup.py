@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from schemas.ratelimit import Rollup, from_epoch
+from schemas.results import stable_id
 
 __all__ = ["MinuteRollups", "decode_minute", "encode_minute"]
 
@@ -186,11 +188,17 @@ class MinuteRollups:
             self._mark_dirty = True
         due = sorted((k for k in self._open if k[1] < upto), key=lambda k: (k[1], k[0]))
         out = []
+        minutes: dict[int, tuple[datetime, str]] = {}  # each minute's time and its text, once per close
         for key in due:
             m = self._open.pop(key)
             self._gone.append((key, m.chunks if m.stored else -1))
-            out.append(Rollup.create(
-                tenant_id=key[0], minute=from_epoch(key[1] * 60.0), part=self.part, requests=m.requests,
+            at = minutes.get(key[1])
+            if at is None:
+                start = from_epoch(key[1] * 60.0)
+                at = minutes[key[1]] = (start, str(start))
+            out.append(Rollup(
+                id=stable_id("rollup", key[0], at[1], self.part),  # = Rollup.create's id, str() done once
+                tenant_id=key[0], minute=at[0], part=self.part, requests=m.requests,
                 errors=m.errors,
                 client_errors=m.client_errors, blocked=m.blocked, distinct_ips=len(m.ips),
                 latency_sum_ms=m.latency_sum, latency_count=m.requests, latency_max_ms=m.latency_max,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agents.ratelimit import MinuteRollups, PrefixSet, RateLimiter, Rejected, apply_action
 from agents.ratelimit.commands import Applied
-from schemas.ratelimit import TenantPolicy
+from schemas.ratelimit import Rollup, TenantPolicy
 
 T0 = 1_780_000_020.0  # a minute boundary
 
@@ -132,6 +132,8 @@ def test_rollups_close_by_watermark_only() -> None:
     assert (m0.latency_sum_ms, m0.latency_max_ms) == (430.0, 400.0)
     assert 19.0 <= m0.latency_p50_ms <= 21.0
     assert m0.latency_p95_ms == 400.0
+    # the id is Rollup.create's: one per (tenant, minute, part), so a re-sent part replaces itself
+    assert m0.id == Rollup.create(**m0.model_dump(exclude={"id"})).id
     r.add("acme", "10.0.0.1", T0 + 5, status=200, latency_ms=1.0)  # too late for minute 0
     assert r.late == 1
     assert [x.requests for x in r.close(T0 + 120)] == [1]

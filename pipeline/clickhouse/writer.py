@@ -5,6 +5,11 @@ inserts fail, the writer keeps its buffer, retries with exponential back-off, an
 buffer holds `buffer_max_rows` it pauses its partitions (back-pressure: the data waits in
 Kafka, nothing is dropped). Records are decoded with the same codec as the workers; a record
 that does not decode is counted and skipped here (the processing worker dead-letters it).
+
+When the sink takes JSON rows (ClickHouse does), a topic whose model allows it is decoded by a
+`RowCodec`: the model's own validation, into plain dicts that are encoded to JSON right away,
+so no model instances are built and the buffer holds compact bytes (which the garbage
+collector need not scan). Other topics (models with model validators, ...) buffer models.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from pipeline.clickhouse.sinks import Sink, SinkSpec, load_capability_sinks
-from pipeline.codec import Codec
+from pipeline.clickhouse.sinks import JsonRowsSink, Sink, SinkSpec, accepts_json_rows, load_capability_sinks
+from pipeline.codec import Codec, RowCodec, UnsupportedModel
 from pipeline.topics import Topic, topic_name
 
 __all__ = ["ClickHouseWriter", "WriterStats"]
@@ -59,14 +64,26 @@ class ClickHouseWriter:
         self.specs: dict[str, SinkSpec] = {
             topic_name(prefix, t): sinks[t] for t in (topics if topics is not None else sinks)
         }
-        self.codecs = {name: Codec(spec.model) for name, spec in self.specs.items()}
+        # Topics whose rows go to the sink as JSON (see the module doc); the others keep models.
+        self.row_codecs: dict[str, RowCodec] = {}
+        if accepts_json_rows(sink):
+            for name, spec in self.specs.items():
+                try:
+                    self.row_codecs[name] = RowCodec(spec.model, columns=spec.columns)
+                except UnsupportedModel as exc:
+                    log.info("%s is decoded into models (no row decoder: %s)", name, exc)
+        self.codecs: dict[str, Codec[Any]] = {
+            name: self.row_codecs.get(name) or Codec(spec.model) for name, spec in self.specs.items()
+        }
         self.batch_rows = batch_rows
         self.flush_s = flush_s
         self.buffer_max_rows = buffer_max_rows
         self.retry_max_s = retry_max_s
         self.clock = clock
         self.stats = WriterStats()
-        self._buffer: dict[str, list[Any]] = defaultdict(list)  # topic name -> records
+        # topic name -> models, or JSON chunks (one per record) for `row_codecs` topics
+        self._buffer: dict[str, list[Any]] = defaultdict(list)
+        self._buffered: dict[str, int] = defaultdict(int)  # topic name -> rows in its buffer
         self._offsets: dict[Any, int] = {}  # TopicPartition -> next offset to commit
         self._last_flush = clock()
         self._retry_at = 0.0
@@ -82,7 +99,12 @@ class ClickHouseWriter:
         if rejected:
             self.stats.records_skipped += len(rejected)
         if records:
-            self._buffer[topic].extend(records)
+            rows = self.row_codecs.get(topic)
+            if rows is None:
+                self._buffer[topic].extend(records)
+            else:
+                self._buffer[topic].append(rows.encode(records))
+            self._buffered[topic] += len(records)
             self.stats.buffered_rows += len(records)
 
     def flush(self) -> bool:
@@ -94,16 +116,20 @@ class ClickHouseWriter:
             if not records:
                 continue
             spec = self.specs[topic]
+            n = self._buffered[topic]
             try:
-                self.sink.insert(spec.table, spec.columns, records)
+                if topic in self.row_codecs:
+                    cast(JsonRowsSink, self.sink).insert_json(spec.table, spec.columns, records)
+                else:
+                    self.sink.insert(spec.table, spec.columns, records)
             except Exception as exc:
                 self.stats.insert_failures += 1
-                log.warning("insert into %s failed (%d rows kept for retry): %s", spec.table, len(records), exc)
+                log.warning("insert into %s failed (%d rows kept for retry): %s", spec.table, n, exc)
                 return False
-            rows += len(records)
-            self.stats.rows_inserted[spec.table] += len(records)
-            self.stats.buffered_rows -= len(records)
-            del self._buffer[topic]
+            rows += n
+            self.stats.rows_inserted[spec.table] += n
+            self.stats.buffered_rows -= n
+            del self._buffer[topic], self._buffered[topic]
         self.stats.batches += 1 if rows else 0
         self.stats.last_batch_rows = rows
         self.stats.last_batch_seconds = self.clock() - started

@@ -41,8 +41,9 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
     # queues, unprocessed, and later commits skip past them (see pipeline.faust_compat).
     keep_live_events_on_resume(app)
     runtime = Runtime(app, settings)
+    # Requests are the busy input: decoded into rows (dicts), not models (see Runtime.add_input).
+    runtime.add_input(Topic.REQUESTS, RequestEvent, rows=True)
     for topic, model in (
-        (Topic.REQUESTS, RequestEvent),
         (Topic.BILLING, BillingEvent),
         (Topic.ERRORS, ErrorEvent),
         (Topic.USAGE, UsageEvent),

@@ -192,12 +192,12 @@ class RateLimitAgent:
             # without building the (tenant, ip, ts) tuples and walking the events twice).
             out = Batch()
             decide, add, blocked = limiter.decide, rollups.add, 0
-            for e in b.events:
-                t = e.ts.timestamp()
-                tenant, ip = e.tenant_id, e.ip
+            for e in b.events:  # rows: dicts of RequestEvent's validated fields
+                t = e["ts"].timestamp()
+                tenant, ip = e["tenant_id"], e["ip"]
                 refused = decide(tenant, ip, t, out) != ALLOWED
                 blocked += refused
-                add(tenant, ip, t, status=e.status, latency_ms=e.latency_ms, blocked=refused)
+                add(tenant, ip, t, status=e["status"], latency_ms=e["latency_ms"], blocked=refused)
             self.counts["blocked"] += blocked
             wm = b.watermark
             closed: list[Rollup] = []

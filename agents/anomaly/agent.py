@@ -4,9 +4,10 @@ Stages (all in `register`):
 - *derive*: rollups, billing, usage and error events → `TenantMetrics` (table
   `<app>-anomaly-derive`, key tenant) → closed windows → MetricPoints on the metrics topic;
 - *detect*: metric points → `StreamDetector` per `tenant|metric` (table `<app>-anomaly-streams`)
-  and `TenantHST` per tenant (table `<app>-anomaly-hst`), both pickled and recovered from their
-  changelogs on restart → bands, anomalies, status changes, and `anomaly_alert` notifications
-  for high and critical episodes; each alert carries the stream's recent points and bands
+  and `TenantHST` per tenant (table `<app>-anomaly-hst`), recovered from their changelogs on
+  restart (detectors pickled, HSTs in the binary `tw-tenant-hst` form of `multivariate`)
+  → bands, anomalies, status changes, and `anomaly_alert` notifications for high and
+  critical episodes; each alert carries the stream's recent points and bands
   (a `SeriesRing` per `tenant|metric`, table `<app>-anomaly-chart`, recovered the same way)
   for the mail's inline chart; a stream with no kept history alerts without one; a critical
   alert also goes out on the webhook channel when `TW_NOTIFY_WEBHOOK_URL` is set;
@@ -32,7 +33,8 @@ from pydantic import BaseModel
 from agents.anomaly.alerts import SeriesRing, alert_for, should_alert
 from agents.anomaly.detector import Step, StreamDetector
 from agents.anomaly.metrics import TenantMetrics
-from agents.anomaly.multivariate import TenantHST
+from agents.anomaly.multivariate import TenantHST, TenantHSTValue
+from agents.anomaly.multivariate import register_codec as register_hst_codec
 from agents.anomaly.rules import default_rule, edit_rule
 from agents.anomaly.workflow import Rejected
 from agents.notify.config import WebhookTarget
@@ -106,7 +108,10 @@ class AnomalyAgent:
                                       key_type=str, value_type=value_type)
 
         self.streams = table("streams")
-        self.hst = table("hst")
+        # Binary codec, not pickle. Changelogs written before it (pickles) are refused on recovery
+        # (ValueError "unknown version 128"): there were no deployments, so none are migrated.
+        register_hst_codec()
+        self.hst = table("hst", TenantHSTValue)
         self.derived = table("derive")
         self.charts = table("chart")  # SeriesRing per `tenant|metric`: the alert mails' chart data
         # Rule overrides (JSON dicts) under `tenant|metric`. Not a GlobalTable: a `rule.set` command

@@ -28,7 +28,7 @@ from pipeline.clickhouse.client import connect  # noqa: E402
 from pipeline.clickhouse.migrations import migrate  # noqa: E402
 from pipeline.clickhouse.sinks import ClickHouseSink  # noqa: E402
 from pipeline.clickhouse.writer import ClickHouseWriter  # noqa: E402
-from pipeline.codec import Codec  # noqa: E402
+from pipeline.codec import RowCodec  # noqa: E402
 from pipeline.kafka_admin import committed_offsets, end_offsets, ensure_topics  # noqa: E402
 from pipeline.sdk import Publisher  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -69,7 +69,7 @@ def preload(settings: Settings, n: int, batch: int, live_rate: float | None = No
 async def raw_ceiling(settings: Settings, n: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
-    codec = Codec(RequestEvent)
+    codec = RowCodec(RequestEvent)  # the worker's decoder of requests (rows, not models)
     consumer = AIOKafkaConsumer(topic_name(settings.topic_prefix, Topic.REQUESTS), bootstrap_servers=settings.broker,
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
                                 max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
@@ -103,14 +103,16 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
     log = open(settings.data_dir / "worker.log", "wb")  # noqa: SIM115 - closed below
     started = time.perf_counter()
     worker = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if os.environ.get("TW_BENCH_PROFILE"):  # py-spy flame graph of the worker, for tuning
-        subprocess.Popen(["py-spy", "record", "-o", os.environ["TW_BENCH_PROFILE"], "-d", "25", "-f", "raw",
-                          "-p", str(worker.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if os.environ.get("TW_BENCH_PROFILE"):  # py-spy stacks of the worker (raw format), for tuning
+        seconds = os.environ.get("TW_BENCH_PROFILE_S", "25")
+        subprocess.Popen(["py-spy", "record", "-o", os.environ["TW_BENCH_PROFILE"], "-d", seconds, "-f", "raw",
+                          "--threads", "-p", str(worker.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
     requests = topic_name(settings.topic_prefix, Topic.REQUESTS)
     ends = dict(end_offsets(settings.broker, [requests]).items())
     worker_done = writer_done = first_commit = None
+    extra: dict[str, float] = {}
     total = sum(ends.values())
     try:
         while worker_done is None or writer_done is None:
@@ -126,6 +128,7 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
                     worker_done = time.perf_counter() - started
             if writer_done is None and writer.stats.rows_inserted.get("requests", 0) >= n:
                 writer_done = time.perf_counter() - started
+        extra["worker_cpu_s"] = _cpu_seconds(worker.pid)
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -134,11 +137,19 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
         log.close()
     rows = client.query("SELECT count() FROM requests FINAL").result_rows[0][0]
     assert rows == n, f"ClickHouse holds {rows} of {n} events"
-    extra = {}
     if first_commit is not None and worker_done > first_commit[0]:
         extra["startup_s"] = first_commit[0]
         extra["steady_rate"] = (n - first_commit[1]) / (worker_done - first_commit[0])
     return worker_done, writer_done, extra
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far: contention-proof cost (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -167,13 +178,15 @@ def main() -> None:
                 shutil.copyfile(settings.data_dir / "worker.log", args.keep_log)
         worker_rate = args.events / t_worker
         e2e_rate = args.events / max(t_e2e, t_worker)
-        if extra:
+        print(f"worker CPU: {extra['worker_cpu_s']:.1f}s, {extra['worker_cpu_s'] / args.events * 1e6:.1f} µs per event "
+              "(start-up included)")
+        if "steady_rate" in extra:
             print(f"worker start-up (to first commit): {extra['startup_s']:.1f}s; "
                   f"steady rate after it: {extra['steady_rate']:,.0f} events/s")
         print(f"worker processed all events in {t_worker:.1f}s (incl. start-up): {worker_rate:,.0f} events/s")
         print(f"end to end into ClickHouse (worker + writer): {e2e_rate:,.0f} events/s")
         print(f"ratio end-to-end / raw ceiling: {e2e_rate / raw_rate:.1%} (goal ≥ 25%)")
-        if extra:
+        if "steady_rate" in extra:
             print(f"ratio steady worker rate / raw ceiling: {extra['steady_rate'] / raw_rate:.1%} "
                   "(the same, without the cold start)")
 

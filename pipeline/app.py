@@ -29,6 +29,7 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
         producer_linger=settings.producer_linger_ms / 1000,
+        broker_commit_interval=settings.commit_interval_s,
         producer_max_request_size=8 << 20,
         broker_session_timeout=settings.session_timeout_s,
         consumer_auto_offset_reset="earliest",

@@ -31,6 +31,7 @@ the factory use `PromptTableManager`: no nap, and coroutines registered with
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +42,7 @@ from faust.tables import TableManager
 from mode.utils.queues import FlowControlEvent
 
 __all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "in_partition_of", "keep_live_events_on_resume",
-           "start_early"]
+           "run_while_draining", "start_early"]
 
 EarlyTask = Callable[[], Awaitable[None]]
 
@@ -138,3 +139,28 @@ class PromptTableManager(TableManager):
         if not self.should_stop:
             await self._update_channels()
             await self.recovery.start()
+
+
+def run_while_draining(app: Any, fn: EarlyTask, every_s: float = 0.1) -> None:
+    """Call `fn()` repeatedly while Faust waits for every fetched message to be acknowledged.
+
+    Before a rebalance gives partitions away, and when the worker stops, Faust waits until no
+    message is left unacknowledged (`App._consumer_wait_empty`), then commits. Messages whose
+    acknowledgement waits for a runtime checkpoint would keep it waiting forever once the app's
+    timers stop (at shutdown they do): `fn` (the checkpoint) runs meanwhile.
+    """
+    original = app._consumer_wait_empty
+
+    async def wait_empty(consumer: Any, logger: Any) -> None:
+        async def drain() -> None:
+            while True:
+                await fn()
+                await asyncio.sleep(every_s)
+
+        task = asyncio.ensure_future(drain())
+        try:
+            await original(consumer, logger)
+        finally:
+            task.cancel()
+
+    app._consumer_wait_empty = wait_empty

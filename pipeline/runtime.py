@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,13 +20,14 @@ from pipeline.bulk import BatchAppender, BulkWriter
 from pipeline.clock import EventClock
 from pipeline.codec import Codec, Rejected, RowCodec, encode_batch, encode_one
 from pipeline.dlq import dead_letter
-from pipeline.faust_compat import start_early
+from pipeline.faust_compat import run_while_draining, start_early
 from pipeline.settings import Settings
 from pipeline.topics import Topic, topic_name
 
 __all__ = ["Handler", "PartitionBatch", "Runtime"]
 
 log = logging.getLogger(__name__)
+_CHECKPOINT_TICK_S = 0.1  # how often an idle worker looks for held batches to checkpoint
 
 
 def _encode_event(codec: Codec[Any], event: Any) -> bytes:
@@ -79,6 +81,11 @@ class Runtime:
         self._bulk_pending: list[asyncio.Future[Any]] = []
         self._done: dict[tuple[str, int], int] = {}  # highest offset processed per topic-partition
         self._releasing: set[asyncio.Future[None]] = set()  # acks waiting for their batch's writes
+        self._flushers: list[Callable[[], Awaitable[None]]] = []  # write-behind state (`on_checkpoint`)
+        self._held: list[Any] = []  # events of batches processed since the last checkpoint
+        self._checkpoint_lock = asyncio.Lock()
+        self._last_checkpoint = self._last_batch_end = time.monotonic()
+        self._busy = 0  # batches being processed now
         self.bulk = BatchAppender(app, self._bulk_pending)
         # A worker's first outputs would otherwise wait for each topic's metadata.
         self.start_early(self._warm_outputs)
@@ -161,6 +168,14 @@ class Runtime:
         self.app.agent(self.topic(topic), name=f"tenantwatch.ingest.{topic.value}")(consume)
 
     async def process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
+        self._busy += 1
+        try:
+            await self._process(topic, name, codec, records)
+        finally:
+            self._busy -= 1
+            self._last_batch_end = time.monotonic()
+
+    async def _process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
         events = self._first_time(records)
         by_partition: dict[int, PartitionBatch] = {}
         dead: list[BaseModel] = []
@@ -198,7 +213,10 @@ class Runtime:
         if dead:
             self.counters.dead_letters[topic] += len(dead)
             await self.send_batch(Topic.DLQ, dead, key=name)
-        self._ack_when_durable(records)
+        if self._flushers:
+            self._hold(records)  # checkpointed by `_checkpoint_tick`, a task of its own
+        else:
+            self._ack_when_durable(records)
 
     async def _warm_outputs(self) -> None:
         await self.bulk.warm(topic_name(self.settings.topic_prefix, t) for t in Topic)
@@ -236,13 +254,59 @@ class Runtime:
         Redelivered copies (skipped by `_first_time`) are held too: acking one would let the
         commit pass its original while that is still in flight.
         """
-        if not events:
-            return
-        for ev in events:
-            ev.message.incref()
+        if events:
+            for ev in events:
+                ev.message.incref()
+            self._release_when_durable(events)
+
+    def _release_when_durable(self, events: Sequence[Any]) -> None:
+        """Drop the extra reference of `events` once everything queued so far is in Kafka."""
         task = asyncio.ensure_future(self._release(events, self._queued_writes()))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
+
+    # -- write-behind state ---------------------------------------------------------------------
+    def on_checkpoint(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """Register `flush()`: it writes what a capability changed since its previous call.
+
+        State that many events touch (the rate limiter's keys) need not be written after every
+        batch. With a flusher registered, batches are held (not committable) until a
+        checkpoint: every `checkpoint_s` seconds, or as soon as the inputs go quiet, the
+        runtime takes the batches held so far, calls every flusher, and lets those batches be
+        acknowledged once all that is in Kafka. A key changed by many batches in between is
+        written once. A restart re-reads from the last checkpoint's offsets, against the state
+        written at that checkpoint or later.
+        """
+        if not self._flushers:
+            self.app.timer(interval=_CHECKPOINT_TICK_S)(self._checkpoint_tick)
+            # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
+            run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
+        self._flushers.append(flush)
+
+    def _hold(self, events: Sequence[Any]) -> None:
+        for ev in events:
+            ev.message.incref()  # take_events' ack is not the last one: the checkpoint's is
+        self._held.extend(events)
+
+    async def checkpoint(self) -> None:
+        """Flush write-behind state; the batches held until now become committable once it is durable."""
+        async with self._checkpoint_lock:
+            # Taken first: every batch held by now has marked its changes, so the flushers write them.
+            held, self._held = self._held, []
+            for flush in self._flushers:
+                await flush()
+            self._last_checkpoint = time.monotonic()
+            if held:
+                self._release_when_durable(held)
+
+    async def _checkpoint_tick(self) -> None:
+        if not self._held:
+            return
+        now = time.monotonic()
+        # Quiet: no batch in progress and none finished since the previous tick.
+        quiet = not self._busy and now - self._last_batch_end >= _CHECKPOINT_TICK_S
+        if quiet or now - self._last_checkpoint >= self.settings.checkpoint_s:
+            await self.checkpoint()
 
     async def _release(self, events: Sequence[Any], queued: list[asyncio.Future[Any]]) -> None:
         await self._wait_durable(queued)

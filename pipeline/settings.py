@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # How often the worker commits the offsets of durable batches (Faust's default: 2.8 s). It
     # bounds what a restart re-reads, and how long finished work waits to count as done.
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Write-behind state (the rate limiter's keys) is written at checkpoints this far apart (or
+    # when the inputs go quiet), so a key changed by many batches is written once. A restart
+    # re-reads up to this much more input.
+    checkpoint_s: float = Field(default=5.0, gt=0, le=300)
 
     # ClickHouse: chDB (embedded, default) or a server URL such as http://user:pass@host:8123/db
     clickhouse_dsn: str | None = None

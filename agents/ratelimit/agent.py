@@ -4,7 +4,9 @@ State. One :class:`RateLimiter` per source partition of ``requests`` (so throttl
 end on that partition's own event-time watermark). Its key states live in a plain dict
 and are written back to the Faust table ``<app>-ratelimit-keys`` (key ``tenant:ip``, value
 the :class:`KeyState` in the binary form of :mod:`~agents.ratelimit.state_codec`, changelogged)
-once per changed key per batch, as one changelog batch (:class:`pipeline.bulk.BulkWriter`).
+once per changed key per runtime checkpoint (``Runtime.on_checkpoint``: every
+``TW_CHECKPOINT_S`` or when input goes quiet; the batches in between become committable only
+then), as a few changelog batches (:class:`pipeline.bulk.BulkWriter`).
 A limiter is built lazily on the first batch of its partition after start or rebalance,
 adopting the table's keys of that partition (which re-arms ban and throttle timers):
 a restart resets neither counters nor bans.
@@ -26,15 +28,17 @@ Rollups are per partition of ``requests``: each partition closes its tenant-minu
 own watermark and publishes them as *parts* (``Rollup.part``; a tenant's IPs are spread over
 the partitions, each IP in one). A minute is the sum of its parts, whichever workers own
 them (ClickHouse view ``rl_rollups_tenant``; the anomaly agent adds them into its windows).
-Open minutes live in the table ``<app>-ratelimit-rollups`` (written with each batch), so a
+Open minutes live in the table ``<app>-ratelimit-rollups`` (written at each checkpoint), so a
 restart neither loses nor reopens a minute.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agents.notify.config import WebhookTarget
@@ -55,6 +59,7 @@ from schemas.ratelimit import Rollup, TenantPolicy
 __all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "register"]
 
 log = logging.getLogger(__name__)
+_FLUSH_SLICE = 2000  # keys written between yields to the event loop (~5 ms of work)
 
 ACTIONS = (
     Action.IP_BAN, Action.IP_UNBAN, Action.IP_WHITELIST, Action.IP_BLACKLIST, Action.IP_UNLIST,
@@ -99,9 +104,11 @@ class RateLimitAgent:
         self.watermarks: dict[int, float] = {}
         self.rollups: dict[int, MinuteRollups] = {}
         self._policies_dirty = False
+        self._dirty: defaultdict[int, dict[str, None]] = defaultdict(dict)  # partition → keys to write (ordered)
         self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0,
                        "ban_notices": 0}
         runtime.on(Topic.REQUESTS, self.on_requests)
+        runtime.on_checkpoint(self._flush)
         runtime.commands.on(ACTIONS, self.on_command)
         app.agent(self.orders, name="tenantwatch.ratelimit.orders")(self._consume_orders)
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -135,6 +142,9 @@ class RateLimitAgent:
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         # Rebuild from the table after any assignment change: revoked keys leave memory,
         # assigned ones are adopted (with their timers) on their partition's next batch.
+        # Faust waited for every fetched batch to be acknowledged (so checkpointed) before
+        # this; whatever an order changed since is written here, before memory is dropped.
+        await self._flush()
         self.limiters.clear()
         self.watermarks.clear()
         self.rollups.clear()
@@ -160,12 +170,27 @@ class RateLimitAgent:
                      opened)
         return limiter
 
-    async def _commit(self, partition: int, limiter: RateLimiter, out: Batch) -> None:
-        """Write each changed key once (one changelog batch), delete evicted ones, then publish."""
-        store = limiter.store
-        changes: list[tuple[str, KeyState | None]] = [(k, s) for k in out.changed if (s := store.get(k)) is not None]
-        changes += [(k, None) for k in out.evicted if k in self.keys.data]
-        await self._writer.write(partition, changes)
+    def _changes(self, partition: int, keys: Iterable[str]) -> list[tuple[str, KeyState | None]]:
+        """Table writes for `keys`: their state now, or a delete for one gone from the limiter."""
+        limiter = self.limiters.get(partition)
+        store = limiter.store if limiter is not None else {}
+        table = self.keys.data
+        return [(k, st) for k in keys if (st := store.get(k)) is not None or k in table]
+
+    async def _flush(self) -> None:
+        """Checkpoint (`Runtime.on_checkpoint`): write every key and open minute changed since the last one."""
+        dirty, self._dirty = self._dirty, defaultdict(dict)
+        for partition, keys in dirty.items():
+            changes = self._changes(partition, keys)
+            for i in range(0, len(changes), _FLUSH_SLICE):
+                await self._writer.write(partition, changes[i:i + _FLUSH_SLICE])
+                await asyncio.sleep(0)  # let batches be decided meanwhile: a checkpoint may write 10^5 keys
+        for partition, rollups in self.rollups.items():
+            if minutes := rollups.take_changes():
+                await self._minutes_writer.write(partition, minutes)
+
+    async def _publish(self, out: Batch) -> None:
+        """Decisions, violations, bans and ban notices of `out`."""
         send = self.runtime.send_keyed
         await send(Topic.DECISIONS, [(f"{d.tenant_id}:{d.ip}", d) for d in out.decisions])
         await send(Topic.VIOLATIONS, [(f"{v.tenant_id}:{v.ip}", v) for v in out.violations])
@@ -205,8 +230,12 @@ class RateLimitAgent:
                 self.watermarks[b.partition] = wm
                 _merge(out, limiter.expire(wm))
                 closed = rollups.close(wm)
-            await self._commit(b.partition, limiter, out)
-            await self._minutes_writer.write(b.partition, rollups.take_changes())
+            # Key states and open minutes are written at the next checkpoint (write-behind):
+            # a key touched by many batches in between is written once.
+            dirty = self._dirty[b.partition]
+            dirty.update(dict.fromkeys(out.changed))
+            dirty.update(dict.fromkeys(out.evicted))
+            await self._publish(out)
             # One JSON-array record per tenant, not one per minute: a batch can close hours of
             # minutes, and each Kafka message costs Faust (and the anomaly agent) ~85 µs.
             by_tenant: dict[str, list[Rollup]] = {}
@@ -267,7 +296,9 @@ class RateLimitAgent:
         else:
             out = limiter.unban(tenant, ip, now, order_id=order["nonce"])
         self.counts["orders"] += 1
-        await self._commit(partition, limiter, out)
+        # Written now: orders are acknowledged by Faust when this returns, not at a checkpoint.
+        await self._writer.write(partition, self._changes(partition, [*out.changed, *out.evicted]))
+        await self._publish(out)
 
 
 def _merge(into: Batch, other: Batch) -> None:

@@ -32,6 +32,8 @@ the factory use `PromptTableManager`: no nap, and coroutines registered with
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +47,7 @@ __all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "in_partition_of", "ke
            "run_while_draining", "start_early"]
 
 EarlyTask = Callable[[], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -84,14 +87,18 @@ def keep_live_events_on_resume(app: Any) -> None:
         original = consumer.perform_seek
 
         async def perform_seek() -> None:
+            started = time.monotonic()
             await original()
-            await _seek_uncommitted(app)
+            sought = time.monotonic()
+            rewound = await _seek_uncommitted(app)
+            log.info("seek to committed offsets took %.2fs; %d never-committed partition(s) rewound in %.2fs",
+                     sought - started, rewound, time.monotonic() - sought)
 
         consumer.perform_seek = perform_seek
         consumer._tw_seeks_uncommitted = True
 
 
-async def _seek_uncommitted(app: Any) -> None:
+async def _seek_uncommitted(app: Any) -> int:
     """Rewind stream partitions that have no committed offset to their beginning.
 
     After a rebalance Faust seeks every partition to its committed offset, but aiokafka
@@ -108,12 +115,14 @@ async def _seek_uncommitted(app: Any) -> None:
     sources = {name for topic in app.topics for name in getattr(topic, "topics", ())}
     committed = consumer._committed_offset
     read = consumer._read_offset
-    for tp in consumer.assignment():
-        # Only partitions nothing was read from since the seek: rewinding one that is being
-        # read would deliver its last record twice (Faust re-delivers offset == read offset).
-        if tp.topic in sources and not committed.get(tp) and read.get(tp) is None:
-            # the driver exposes it only on its thread, which wants aiokafka's own TopicPartition
-            await consumer._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
+    fresh = [TopicPartition(tp.topic, tp.partition) for tp in consumer.assignment()
+             # Only partitions nothing was read from since the seek: rewinding one that is being
+             # read would deliver its last record twice (Faust re-delivers offset == read offset).
+             if tp.topic in sources and not committed.get(tp) and read.get(tp) is None]
+    if fresh:
+        # On the driver's thread, which wants aiokafka's own TopicPartition; one call, one wait.
+        await consumer._thread.seek_to_beginning(*fresh)
+    return len(fresh)
 
 
 def start_early(app: Any, fn: EarlyTask) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.settings import Settings
@@ -11,10 +11,12 @@ from pipeline.topics import TOPICS, topic_name
 __all__ = ["caught_up", "committed_offsets", "end_offsets", "ensure_topics"]
 
 
-def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None) -> list[str]:
+def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None,
+                  one_partition: Iterable[str] = ()) -> list[str]:
     """Create every topic that does not exist yet; return the names created.
 
-    `extra` adds topics by full name (value: compacted), e.g. a Faust app's table changelogs.
+    `extra` adds topics by full name (value: compacted), e.g. a Faust app's table changelogs;
+    `one_partition` adds topics of a single partition (Faust's leader-assignor topic).
     """
     from kafka.admin import KafkaAdminClient
 
@@ -24,12 +26,14 @@ def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None) -
         wanted: dict[str, dict[str, Any]] = {}
         topics = {topic_name(settings.topic_prefix, spec.topic): spec.compacted for spec in TOPICS.values()}
         topics.update(extra or {})
+        single = set(one_partition)
+        topics.update(dict.fromkeys(single, False))
         for name, compacted in topics.items():
             if name in existing:
                 continue
             configs = {"cleanup.policy": "compact"} if compacted else {}
             wanted[name] = {
-                "num_partitions": settings.partitions,
+                "num_partitions": 1 if name in single else settings.partitions,
                 "replication_factor": settings.replication,
                 "configs": configs,
             }

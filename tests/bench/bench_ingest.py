@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -111,20 +112,25 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
     thread.start()
     requests = topic_name(settings.topic_prefix, Topic.REQUESTS)
     ends = dict(end_offsets(settings.broker, [requests]).items())
-    worker_done = writer_done = first_commit = None
+    worker_done = writer_done = first_seen = all_seen = None
     extra: dict[str, float] = {}
+    status = settings.data_dir / "status" / f"worker-{worker.pid}.json"  # written by the worker each second
     total = sum(ends.values())
     try:
         while worker_done is None or writer_done is None:
             time.sleep(0.25)
             if worker.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {settings.data_dir / 'worker.log'}")
+            if all_seen is None:
+                seen = _events_processed(status)
+                now = time.perf_counter() - started
+                if first_seen is None and seen > 0:
+                    first_seen = (now, seen)
+                if seen >= n:
+                    all_seen = now
             if worker_done is None:
                 got = committed_offsets(settings.broker, settings.app_id)
-                done = sum(min(got.get(k, 0), v) for k, v in ends.items())
-                if first_commit is None and done > 0:
-                    first_commit = (time.perf_counter() - started, done / total * n)
-                if done >= total:
+                if sum(min(got.get(k, 0), v) for k, v in ends.items()) >= total:
                     worker_done = time.perf_counter() - started
             if writer_done is None and writer.stats.rows_inserted.get("requests", 0) >= n:
                 writer_done = time.perf_counter() - started
@@ -137,10 +143,18 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
         log.close()
     rows = client.query("SELECT count() FROM requests FINAL").result_rows[0][0]
     assert rows == n, f"ClickHouse holds {rows} of {n} events"
-    if first_commit is not None and worker_done > first_commit[0]:
-        extra["startup_s"] = first_commit[0]
-        extra["steady_rate"] = (n - first_commit[1]) / (worker_done - first_commit[0])
+    if first_seen is not None and all_seen is not None and all_seen > first_seen[0]:
+        extra["startup_s"] = first_seen[0]
+        extra["steady_rate"] = (n - first_seen[1]) / (all_seen - first_seen[0])
     return worker_done, writer_done, extra
+
+
+def _events_processed(status: Path) -> int:
+    """Request events the worker has processed, from its status file (0 before the first one)."""
+    try:
+        return int(json.loads(status.read_text())["events"].get("requests", 0))
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -181,14 +195,14 @@ def main() -> None:
         print(f"worker CPU: {extra['worker_cpu_s']:.1f}s, {extra['worker_cpu_s'] / args.events * 1e6:.1f} µs per event "
               "(start-up included)")
         if "steady_rate" in extra:
-            print(f"worker start-up (to first commit): {extra['startup_s']:.1f}s; "
-                  f"steady rate after it: {extra['steady_rate']:,.0f} events/s")
-        print(f"worker processed all events in {t_worker:.1f}s (incl. start-up): {worker_rate:,.0f} events/s")
+            print(f"worker start-up (to its first events processed, ±1 s): {extra['startup_s']:.1f}s; "
+                  f"processing rate after it: {extra['steady_rate']:,.0f} events/s")
+        print(f"worker committed all events in {t_worker:.1f}s (incl. start-up): {worker_rate:,.0f} events/s")
         print(f"end to end into ClickHouse (worker + writer): {e2e_rate:,.0f} events/s")
         print(f"ratio end-to-end / raw ceiling: {e2e_rate / raw_rate:.1%} (goal ≥ 25%)")
         if "steady_rate" in extra:
-            print(f"ratio steady worker rate / raw ceiling: {extra['steady_rate'] / raw_rate:.1%} "
-                  "(the same, without the cold start)")
+            print(f"ratio processing rate / raw ceiling: {extra['steady_rate'] / raw_rate:.1%} "
+                  "(without the cold start, and before commits and ClickHouse)")
 
 
 if __name__ == "__main__":

@@ -112,22 +112,16 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
     thread.start()
     requests = topic_name(settings.topic_prefix, Topic.REQUESTS)
     ends = dict(end_offsets(settings.broker, [requests]).items())
-    worker_done = writer_done = first_seen = all_seen = None
+    worker_done = writer_done = None
     extra: dict[str, float] = {}
-    status = settings.data_dir / "status" / f"worker-{worker.pid}.json"  # written by the worker each second
+    progress = _Progress(settings.data_dir / "status" / f"worker-{worker.pid}.json", n, started)
     total = sum(ends.values())
     try:
         while worker_done is None or writer_done is None:
             time.sleep(0.25)
             if worker.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {settings.data_dir / 'worker.log'}")
-            if all_seen is None:
-                seen = _events_processed(status)
-                now = time.perf_counter() - started
-                if first_seen is None and seen > 0:
-                    first_seen = (now, seen)
-                if seen >= n:
-                    all_seen = now
+            progress.poll()
             if worker_done is None:
                 got = committed_offsets(settings.broker, settings.app_id)
                 if sum(min(got.get(k, 0), v) for k, v in ends.items()) >= total:
@@ -135,6 +129,11 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
             if writer_done is None and writer.stats.rows_inserted.get("requests", 0) >= n:
                 writer_done = time.perf_counter() - started
         extra["worker_cpu_s"] = _cpu_seconds(worker.pid)
+        # The status file is written each second: the last events may be committed before it says so.
+        deadline = time.perf_counter() + 3
+        while progress.all_seen is None and time.perf_counter() < deadline:
+            time.sleep(0.1)
+            progress.poll(latest=worker_done)
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -143,10 +142,33 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
         log.close()
     rows = client.query("SELECT count() FROM requests FINAL").result_rows[0][0]
     assert rows == n, f"ClickHouse holds {rows} of {n} events"
-    if first_seen is not None and all_seen is not None and all_seen > first_seen[0]:
-        extra["startup_s"] = first_seen[0]
-        extra["steady_rate"] = (n - first_seen[1]) / (all_seen - first_seen[0])
+    extra.update(progress.figures())
     return worker_done, writer_done, extra
+
+
+class _Progress:
+    """When the worker processed its first and its last events, from its status file."""
+
+    def __init__(self, status: Path, n: int, started: float):
+        self.status, self.n, self.started = status, n, started
+        self.first_seen: tuple[float, int] | None = None  # (seconds since start, events by then)
+        self.all_seen: float | None = None
+
+    def poll(self, latest: float | None = None) -> None:
+        if self.all_seen is not None:
+            return
+        seen = _events_processed(self.status)
+        now = time.perf_counter() - self.started
+        if self.first_seen is None and seen > 0:
+            self.first_seen = (now, seen)
+        if seen >= self.n:
+            self.all_seen = now if latest is None else min(now, latest)
+
+    def figures(self) -> dict[str, float]:
+        first, last = self.first_seen, self.all_seen
+        if first is None or last is None or last <= first[0]:
+            return {}
+        return {"startup_s": first[0], "steady_rate": (self.n - first[1]) / (last - first[0])}
 
 
 def _events_processed(status: Path) -> int:

@@ -43,6 +43,7 @@ from pipeline.clock import EventClock
 from pipeline.commands import CommandRejected
 from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.settings import DEFAULT_OWNER_EMAIL
+from pipeline.table_codecs import TableValue
 from pipeline.topics import Topic
 from schemas.anomaly import (
     Anomaly,
@@ -78,19 +79,14 @@ class RollupIn(Rollup):
         return self.minute + timedelta(minutes=1)
 
 
-class Pickled:
+class Pickled(TableValue):
     """Faust value type of the state tables: values are pickled as they are (the cores pickle).
 
-    faust-streaming's `Table` takes no `value_serializer`; it reads the codec from the value
-    type's `_options.serializer`. Changelog topics are internal: only our workers produce them.
+    Changelog topics are internal: only our workers produce them.
     """
 
-    class _options:  # the attribute Faust reads a type's serializer from
+    class _options:
         serializer = "pickle"
-
-    @classmethod
-    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
-        return data
 
 
 class AnomalyAgent:

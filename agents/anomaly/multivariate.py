@@ -52,6 +52,8 @@ from typing import Any, Final
 from river import anomaly, preprocessing
 from river.tree.padded import PaddedBranch, PaddedLeaf
 
+from pipeline import table_codecs
+from pipeline.table_codecs import TableValue
 from schemas.anomaly import Verdict
 
 __all__ = [
@@ -386,27 +388,14 @@ def _unpacked(code: str, raw: bytes) -> Any:
     return a
 
 
-class TenantHSTValue:
+class TenantHSTValue(TableValue):
     """Faust value type of the ``hst`` table: TenantHST in its own binary form (never pickle)."""
 
-    class _options:  # the attribute Faust reads a type's serializer from
+    class _options:
         serializer = HST_CODEC
-
-    @classmethod
-    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
-        return data
 
 
 def register_codec() -> None:
     """Register the Faust codec ``tw-tenant-hst`` (idempotent)."""
-    from faust.serializers import codecs
-
-    class TenantHSTCodec(codecs.Codec):
-        def _dumps(self, obj: Any) -> bytes:
-            return encode_hst(obj)
-
-        def _loads(self, s: bytes) -> Any:
-            return decode_hst(s)
-
-    codecs.register(HST_CODEC, TenantHSTCodec())
+    table_codecs.register_codec(HST_CODEC, encode_hst, decode_hst)
 

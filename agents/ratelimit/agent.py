@@ -51,6 +51,7 @@ from pipeline.broadcast import BroadcastReader
 from pipeline.commands import CommandRejected
 from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.sdk import partition_for
+from pipeline.table_codecs import TableValue
 from pipeline.topics import Topic, topic_name
 from schemas._base import canonical_ip
 from schemas.commands import Action, AdminCommand
@@ -66,15 +67,11 @@ ACTIONS = (
     Action.LIMITS_SET, Action.TENANT_ENABLE, Action.TENANT_DISABLE, Action.TENANT_SHADOW,
 )
 
-class KeyStateValue:
+class KeyStateValue(TableValue):
     """Faust value type of the key table: KeyState in its own binary form (never pickle)."""
 
-    class _options:  # the attribute Faust reads a type's serializer from
+    class _options:
         serializer = CODEC_NAME
-
-    @classmethod
-    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
-        return data
 
 
 class RateLimitAgent:

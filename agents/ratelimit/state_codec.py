@@ -27,11 +27,12 @@ import math
 import struct
 import sys
 from array import array
-from typing import Any, Final
+from typing import Final
 
 from agents.ratelimit.bans import W_BAN_END, W_FIXED, Offense
 from agents.ratelimit.core import KeyState
 from agents.ratelimit.window import DUE, FLAGS, HEADER, HEADS, S0, S1, S2, XLEN, refresh_due
+from pipeline import table_codecs
 
 __all__ = ["CODEC_NAME", "decode_state", "encode_state", "register_codec"]
 
@@ -144,13 +145,4 @@ def _opt(x: float) -> float | None:
 
 def register_codec() -> None:
     """Register the Faust codec ``tw-keystate`` (idempotent)."""
-    from faust.serializers import codecs
-
-    class KeyStateCodec(codecs.Codec):
-        def _dumps(self, obj: Any) -> bytes:
-            return encode_state(obj)
-
-        def _loads(self, s: bytes) -> Any:
-            return decode_state(s)
-
-    codecs.register(CODEC_NAME, KeyStateCodec())
+    table_codecs.register_codec(CODEC_NAME, encode_state, decode_state)

@@ -6,31 +6,38 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from faust.types.tuples import Message
+
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+
+
+class Committable(Message):  # as Faust's ConsumerMessage: the last ack tells the consumer
+    def on_final_ack(self, consumer: Any) -> bool:
+        return consumer.ack(self)
+
+
+class Consumer:
+    """Records the offsets that became committable."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, message: Any) -> bool:
+        self.acked.append(message.offset)
+        return True
+
+    def event(self, offset: int) -> Any:
+        """An event delivered to one stream, acked the way Faust acks it."""
+        msg = Committable("tw.requests", 0, offset, 0.0, 0, None, None, b"{}", None)
+        msg.incref()
+        return SimpleNamespace(message=msg, ack=lambda: msg.ack(self))
+
 
 def test_batch_offsets_become_committable_only_once_its_writes_are_in_kafka() -> None:
     """Would fail if the commit could pass a batch whose changelog writes were still in flight."""
-    from faust.types.tuples import Message
-
-    from pipeline.runtime import Runtime
-    from pipeline.settings import Settings
-
-    acked: list[int] = []
-
-    class Consumer:
-        def ack(self, message: Any) -> bool:
-            acked.append(message.offset)
-            return True
-
-    class Committable(Message):  # as Faust's ConsumerMessage: the last ack tells the consumer
-        def on_final_ack(self, consumer: Any) -> bool:
-            return consumer.ack(self)
-
     consumer = Consumer()
-
-    def ev(offset: int) -> Any:
-        msg = Committable("tw.requests", 0, offset, 0.0, 0, None, None, b"{}", None)
-        msg.incref()  # delivered to one stream
-        return SimpleNamespace(message=msg, ack=lambda: msg.ack(consumer))
+    acked, ev = consumer.acked, consumer.event
 
     async def scenario() -> None:
         flushed = asyncio.Event()
@@ -59,28 +66,8 @@ def test_batch_offsets_become_committable_only_once_its_writes_are_in_kafka() ->
 def test_write_behind_batches_become_committable_at_the_checkpoint_that_wrote_their_state() -> None:
     """Would fail if a held batch were committable before the checkpoint's writes reached Kafka,
     or if a batch held after a checkpoint began were released by it."""
-    from faust.types.tuples import Message
-
-    from pipeline.runtime import Runtime
-    from pipeline.settings import Settings
-
-    acked: list[int] = []
-
-    class Consumer:
-        def ack(self, message: Any) -> bool:
-            acked.append(message.offset)
-            return True
-
-    class Committable(Message):
-        def on_final_ack(self, consumer: Any) -> bool:
-            return consumer.ack(self)
-
     consumer = Consumer()
-
-    def ev(offset: int) -> Any:
-        msg = Committable("tw.requests", 0, offset, 0.0, 0, None, None, b"{}", None)
-        msg.incref()
-        return SimpleNamespace(message=msg, ack=lambda: msg.ack(consumer))
+    acked, ev = consumer.acked, consumer.event
 
     async def scenario() -> None:
         async def flush_producer() -> None: ...

@@ -3,9 +3,10 @@
 Each record sent through Faust (``topic.send`` or ``table[key] = value``) costs ≈ 85 µs: a
 FutureMessage, a callback, a trip through the producer buffer. A batch that changes 20,000
 rate-limit keys or publishes 2,000 decisions spends most of its time there. Here records are
-appended straight into aiokafka batches (one ``send_batch`` per ~1 MiB and partition); the
-futures go to the runtime (`Runtime._ack_when_durable`, `make_durable`), which waits for them before
-the source batch is acknowledged, exactly as for Faust's own sends.
+appended straight into aiokafka batches (one ``send_batch`` per ~1 MB and partition: the
+app's ``producer_max_batch_size``); the futures go to the runtime
+(`Runtime._ack_when_durable`, `make_durable`), which waits for them before the source batch
+is acknowledged, exactly as for Faust's own sends.
 
 - :class:`BulkWriter` keeps a table's contract: the same changelog topic and partition (the
   source partition: only for tables keyed like their source topic), the same key and value
@@ -91,7 +92,7 @@ def _dumper(serializer: Any) -> Callable[[Any], bytes]:
 
 
 class BulkWriter:
-    """Write many keys of one table partition with one changelog batch per ~1 MiB."""
+    """Write many keys of one table partition with one changelog batch per ~1 MB."""
 
     def __init__(self, table: Any, appender: BatchAppender):
         self.table = table

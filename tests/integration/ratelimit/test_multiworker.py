@@ -89,8 +89,13 @@ def test_two_workers_decide_once_and_rollup_parts_add_up(two_workers: Any, chdb_
              what="the workers committing every request")
     wait_for(lambda: caught_up(settings.broker, f"{settings.app_id}-writer", outputs), timeout=120,
              what="the writer storing every decision and rollup")
+    # Status files are rewritten once a second: wait until they account for every request.
+    published = N_IPS * PER_IP + settings.partitions  # the requests and one tick per partition
+    wait_for(lambda: sum(requests_seen(settings).values()) >= published, timeout=30,
+             what="the workers' status files counting every request")
     seen = requests_seen(settings)
     assert len(seen) == 2, f"two workers running: {seen}"
+    assert sum(seen.values()) == published, f"each request processed once: {seen}"
     assert all(n > 0 for n in seen.values()), f"both workers took partitions: {seen}"
     decisions = rows(chdb_client, "SELECT ip, state FROM rl_decisions FINAL WHERE tenant_id = {t:String}", t=tenant)
     assert sorted(decisions) == sorted((ip, "throttled") for ip in ips), "each IP throttled once, by one worker"

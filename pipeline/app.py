@@ -31,11 +31,6 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         producer_linger=settings.producer_linger_ms / 1000,
         broker_commit_interval=settings.commit_interval_s,
         producer_max_request_size=8 << 20,
-        # Faust's default batch is 16 kB: ~60 changelog records. The producer keeps one batch
-        # per partition queued and waits for it to drain before the next (one request in flight
-        # per broker), so a checkpoint writing 24k keys took ~400 round trips (4 s). Batches of
-        # up to 1 MB stay within a default broker's message.max.bytes.
-        producer_max_batch_size=1_000_000,
         # Per partition and fetch (Faust's default: 1 MB, 4 SDK records of 1000 requests). With
         # fewer partitions left to read, each fetch round trip delivered ~4000 events and the
         # worker fell from ~110k to 16-36k events/s; 16 MB keeps it fed (≤ 64 MB per 4 partitions).

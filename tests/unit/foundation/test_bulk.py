@@ -36,3 +36,34 @@ def test_bulk_bytes_match_faust_table_bytes(key_type: Any, value_type: Any, key:
     assert writer._value(value) == ser.dumps_value(table.value_type, value, serializer=table.value_serializer)
     # and what Faust reads back at recovery is the value we wrote
     assert ser.loads_value(table.value_type, writer._value(value), serializer=table.value_serializer) == value
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_bulk_batches_hold_a_megabyte_compressed_like_the_producer(compression: str | None) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    from pipeline.bulk import BATCH_BYTES, _new_batch
+
+    async def fill() -> tuple[int, int, Any]:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", compression_type=compression)
+        try:
+            ours, theirs = _new_batch(producer), producer.create_batch()
+            counts = []
+            for batch in (ours, theirs):
+                n = 0
+                while batch.append(key=b"k", value=b"x" * 1000, timestamp=None) is not None:
+                    n += 1
+                counts.append(n)
+            return counts[0], counts[1], DefaultRecordBatch(bytes(ours._build()))
+        finally:
+            await producer.stop()  # never started: releases what the constructor made
+
+    ours, theirs, built = asyncio.run(fill())
+    assert BATCH_BYTES // 1100 < ours <= BATCH_BYTES // 1000  # ~1 kB records up to BATCH_BYTES
+    assert theirs < ours / 10  # the producer's own batches stay small (Faust's 16 kB default)
+    expected = {None: 0, "gzip": DefaultRecordBatch.CODEC_GZIP}[compression]
+    assert built.compression_type == expected
+    assert built.next_offset == ours  # every record appended is in the batch

@@ -47,14 +47,16 @@ from array import array
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any, Final
-
-from river import anomaly, preprocessing
-from river.tree.padded import PaddedBranch, PaddedLeaf
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Final
 
 from pipeline import table_codecs
 from pipeline.table_codecs import TableValue
 from schemas.anomaly import Verdict
+
+if TYPE_CHECKING:
+    from river import anomaly, preprocessing
+    from river.tree.padded import PaddedBranch
 
 __all__ = [
     "CORROBORATE_AT",
@@ -90,12 +92,28 @@ def combine(hst_score: float | None) -> Verdict:
     return Verdict.RULE_ONLY
 
 
+@lru_cache(maxsize=1)
+def _river() -> Any:
+    """river's anomaly, preprocessing and padded-tree modules, imported on first use.
+
+    They pull in scipy and pandas: ~1 s of a worker's start-up, which a worker that has not
+    scored a metric yet (or never does: `--capabilities ratelimit`) need not wait for.
+    """
+    from river import anomaly, preprocessing
+    from river.tree import padded
+
+    return SimpleNamespace(anomaly=anomaly, preprocessing=preprocessing, PaddedBranch=padded.PaddedBranch,
+                           PaddedLeaf=padded.PaddedLeaf)
+
+
 class TenantHST:
     """Online multivariate outlier score of one tenant (table value: :func:`encode_hst`)."""
 
     def __init__(self, *, n_trees: int = 10, height: int = 6, window_size: int = 128, seed: int = 7) -> None:
-        self.scaler = preprocessing.MinMaxScaler()
-        self._trees = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+        river = _river()
+        self.scaler: preprocessing.MinMaxScaler = river.preprocessing.MinMaxScaler()
+        self._trees: anomaly.HalfSpaceTrees = river.anomaly.HalfSpaceTrees(
+            n_trees=n_trees, height=height, window_size=window_size, seed=seed)
         self.window_size = window_size
         self.latest: dict[str, float] = {}
         self.n = 0  # learn_one calls: the encoder's r_mass cache relies on it
@@ -149,7 +167,8 @@ def _mass_code(window_size: int) -> str:
 
 def _spec(nodes: list[Any]) -> tuple[tuple[str, float] | None, ...]:
     """Split feature and threshold of each node (None for a leaf), in the order given."""
-    return tuple(_FEATURE(n) if isinstance(n, PaddedBranch) else None for n in nodes)
+    branch = _river().PaddedBranch
+    return tuple(_FEATURE(n) if isinstance(n, branch) else None for n in nodes)
 
 
 def _fingerprint(spec: tuple[tuple[str, float] | None, ...]) -> int:
@@ -202,12 +221,12 @@ def _grow(spec: Any, l_mass: Any, r_mass: Any, i: int, out: list[Any]) -> tuple[
     out.append(None)
     s = spec[i]
     if s is None:
-        node: Any = PaddedLeaf(r_mass=r_mass[i], l_mass=l_mass[i])  # type: ignore[no-untyped-call]
+        node: Any = _river().PaddedLeaf(r_mass=r_mass[i], l_mass=l_mass[i])
         j = i + 1
     else:
         left, j = _grow(spec, l_mass, r_mass, i + 1, out)
         right, j = _grow(spec, l_mass, r_mass, j, out)
-        node = PaddedBranch(left, right, s[0], s[1], l_mass[i], r_mass[i])  # type: ignore[no-untyped-call]
+        node = _river().PaddedBranch(left, right, s[0], s[1], l_mass[i], r_mass[i])
     out[pos] = node
     return node, j
 
@@ -215,7 +234,7 @@ def _grow(spec: Any, l_mass: Any, r_mass: Any, i: int, out: list[Any]) -> tuple[
 @lru_cache(maxsize=64)
 def _shape(n_trees: int, height: int, seed: int, features: tuple[str, ...]) -> _Shape:
     """River's own build with this seed and first point's features (its masses are discarded)."""
-    hst = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, seed=seed)
+    hst: anomaly.HalfSpaceTrees = _river().anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, seed=seed)
     hst.learn_one(dict.fromkeys(features, 0.0))  # type: ignore[no-untyped-call]
     per_tree = [list(t.iter_dfs()) for t in hst.trees]  # type: ignore[no-untyped-call]
     spec = _spec([n for tree in per_tree for n in tree])

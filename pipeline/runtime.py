@@ -312,6 +312,28 @@ class Runtime:
         await self._wait_durable(queued)
         for ev in events:
             ev.ack()  # the last reference: the offset becomes committable
+        if self._quiet():
+            await self._commit_now()
+
+    def _quiet(self) -> bool:
+        """No batch in progress or held, and none finished for a checkpoint tick: the input went quiet."""
+        return (not self._busy and not self._held
+                and time.monotonic() - self._last_batch_end >= _CHECKPOINT_TICK_S)
+
+    async def _commit_now(self) -> None:
+        """Commit the acknowledged offsets now, not at the next commit interval (`commit_interval_s`).
+
+        Only when the input went quiet, so a busy worker commits no more often: a worker that
+        caught up has its offsets committed a tick after its last batch is durable, and a
+        restart re-reads nothing it had finished.
+        """
+        consumer = getattr(self.app, "_consumer", None)  # Faust creates it when the worker starts
+        if consumer is None:
+            return
+        try:
+            await consumer.commit()
+        except Exception:  # the periodic commit retries; a failed early one costs nothing
+            log.warning("early offset commit failed", exc_info=True)
 
     def _queued_writes(self) -> list[asyncio.Future[Any]]:
         """Futures of every record produced so far and not yet known acknowledged."""

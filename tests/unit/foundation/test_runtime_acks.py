@@ -131,3 +131,38 @@ def test_faust_waiting_for_acks_at_shutdown_gets_its_checkpoints() -> None:
     run_while_draining(app, checkpoint, every_s=0.01)
     asyncio.run(asyncio.wait_for(app._consumer_wait_empty(None, None), 5))
     assert held["unacked"] == 0
+
+
+def test_a_worker_whose_input_went_quiet_commits_without_waiting_for_the_interval() -> None:
+    """Would fail if offsets released once the input went quiet waited for Faust's periodic
+    commit, or if a busy worker committed after every batch."""
+    import time
+
+    consumer = Consumer()
+    ev = consumer.event
+    commits: list[list[int]] = []
+
+    async def scenario() -> None:
+        async def flush() -> None: ...
+
+        async def commit() -> None:  # Faust's Consumer.commit: commits what is acked by now
+            commits.append(list(consumer.acked))
+
+        app = SimpleNamespace(producer=SimpleNamespace(flush=flush, buffer=None),
+                              _consumer=SimpleNamespace(commit=commit))
+        rt = Runtime(app, Settings())
+        rt._busy = 1  # the next batch is being processed
+        busy = [ev(0)]
+        rt._ack_when_durable(busy)
+        busy[0].ack()
+        await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
+        assert consumer.acked == [0]
+        assert commits == []  # left to the periodic commit
+        rt._busy, rt._last_batch_end = 0, time.monotonic() - 1  # nothing arrived for a second
+        last = [ev(1)]
+        rt._ack_when_durable(last)
+        last[0].ack()
+        await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
+        assert commits == [[0, 1]]
+
+    asyncio.run(scenario())

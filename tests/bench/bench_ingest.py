@@ -129,6 +129,7 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
             if writer_done is None and writer.stats.rows_inserted.get("requests", 0) >= n:
                 writer_done = time.perf_counter() - started
         extra["worker_cpu_s"] = _cpu_seconds(worker.pid)
+        extra["worker_peak_mib"] = _peak_rss_mib(worker.pid)
         # The status file is written each second: the last events may be committed before it says so.
         deadline = time.perf_counter() + 3
         while progress.all_seen is None and time.perf_counter() < deadline:
@@ -190,6 +191,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of a process so far, in MiB (Linux /proc VmHWM)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000)
@@ -217,7 +229,7 @@ def main() -> None:
         worker_rate = args.events / t_worker
         e2e_rate = args.events / max(t_e2e, t_worker)
         print(f"worker CPU: {extra['worker_cpu_s']:.1f}s, {extra['worker_cpu_s'] / args.events * 1e6:.1f} µs per event "
-              "(start-up included)")
+              f"(start-up included); peak memory {extra['worker_peak_mib']:,.0f} MiB")
         if "steady_rate" in extra:
             print(f"worker start-up (to its first events processed, ±1 s): {extra['startup_s']:.1f}s; "
                   f"processing rate after it: {extra['steady_rate']:,.0f} events/s")

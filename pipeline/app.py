@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pipeline.faust_compat import PromptTableManager, keep_live_events_on_resume
+from pipeline.faust_compat import PromptTableManager, keep_live_events_on_resume, short_fetch_wait
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.topics import Topic
@@ -45,6 +45,9 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
     # Recovery's resume() would otherwise drop records already fetched into the stream
     # queues, unprocessed, and later commits skip past them (see pipeline.faust_compat).
     keep_live_events_on_resume(app)
+    # Faust's consumer lets the broker hold an empty fetch 1.5 s: second-long stalls of busy
+    # inputs (see pipeline.faust_compat).
+    short_fetch_wait(settings.fetch_wait_ms)
     runtime = Runtime(app, settings)
     # Requests are the busy input: decoded into rows (dicts), not models (see Runtime.add_input).
     runtime.add_input(Topic.REQUESTS, RequestEvent, rows=True)

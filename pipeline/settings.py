@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # when the inputs go quiet), so a key changed by many batches is written once. A restart
     # re-reads up to this much more input.
     checkpoint_s: float = Field(default=5.0, gt=0, le=300)
+    # How long the broker may hold a worker's fetch that finds no data (Faust: 1500 ms). Busy
+    # inputs are left out of a fetch while their records wait to be taken, so a long hold
+    # stalls them (see pipeline.faust_compat.short_fetch_wait).
+    fetch_wait_ms: int = Field(default=25, ge=1, le=1500)
 
     # ClickHouse: chDB (embedded, default) or a server URL such as http://user:pass@host:8123/db
     clickhouse_dsn: str | None = None

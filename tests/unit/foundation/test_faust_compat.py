@@ -116,3 +116,24 @@ def test_runtime_skips_records_it_has_processed_already() -> None:
     assert [(e.message.partition, e.message.offset) for e in again] == [(0, 2), (1, 1)]
     assert rt.counters.redelivered == 2
 
+
+
+def test_worker_consumers_fetch_with_a_short_broker_wait_and_large_partition_fetches() -> None:
+    """Would fail if the app factory left Faust's 1.5 s fetch hold (second-long stalls of busy
+    inputs) or its 1 MB per-partition fetch (the worker starved at ~4000 events a fetch)."""
+    import asyncio
+
+    from pipeline.app import create_app
+    from pipeline.settings import Settings
+
+    async def consumer_settings() -> tuple[int, int]:
+        app, _runtime = create_app(Settings(), capabilities=())
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # built, not started
+        try:
+            return consumer._fetch_max_wait_ms, consumer._max_partition_fetch_bytes
+        finally:
+            await consumer.stop()
+
+    wait_ms, partition_bytes = asyncio.run(consumer_settings())
+    assert wait_ms == Settings().fetch_wait_ms < 1500
+    assert partition_bytes == 16 << 20

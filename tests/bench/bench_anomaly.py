@@ -15,7 +15,7 @@ import tracemalloc
 
 from agents.anomaly.baseline import SeasonalBaseline
 from agents.anomaly.detector import StreamDetector
-from agents.anomaly.multivariate import TenantHST
+from agents.anomaly.multivariate import TenantHST, encode_hst
 from agents.anomaly.rules import default_rule
 from schemas.anomaly import MetricName
 
@@ -89,7 +89,7 @@ def bench_memory(days: int, step: float) -> None:
     print(
         f"{days:>3} days at {step:>5.0f} s: detector state pickled {size / 1024:8.1f} KiB, "
         f"Python heap ≈ {live / 1024:6.1f} KiB (Rust quantile windows untraced); "
-        f"tenant HST pickled {len(pickle.dumps(hst)) / 1024:6.1f} KiB"
+        f"tenant HST stored {len(encode_hst(hst)) / 1024:4.1f} KiB (tw-tenant-hst codec)"
     )
 
 

@@ -302,23 +302,19 @@ class Runtime:
     async def _checkpoint_tick(self) -> None:
         if not self._held:
             return
-        now = time.monotonic()
-        # Quiet: no batch in progress and none finished since the previous tick.
-        quiet = not self._busy and now - self._last_batch_end >= _CHECKPOINT_TICK_S
-        if quiet or now - self._last_checkpoint >= self.settings.checkpoint_s:
+        if self._idle() or time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s:
             await self.checkpoint()
 
     async def _release(self, events: Sequence[Any], queued: list[asyncio.Future[Any]]) -> None:
         await self._wait_durable(queued)
         for ev in events:
             ev.ack()  # the last reference: the offset becomes committable
-        if self._quiet():
+        if self._idle() and not self._held:
             await self._commit_now()
 
-    def _quiet(self) -> bool:
-        """No batch in progress or held, and none finished for a checkpoint tick: the input went quiet."""
-        return (not self._busy and not self._held
-                and time.monotonic() - self._last_batch_end >= _CHECKPOINT_TICK_S)
+    def _idle(self) -> bool:
+        """The input went quiet: no batch in progress, and none finished for a checkpoint tick."""
+        return not self._busy and time.monotonic() - self._last_batch_end >= _CHECKPOINT_TICK_S
 
     async def _commit_now(self) -> None:
         """Commit the acknowledged offsets now, not at the next commit interval (`commit_interval_s`).

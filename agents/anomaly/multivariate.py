@@ -204,29 +204,32 @@ class _Shape:
     def grow(self, l_mass: Any, r_mass: Any) -> tuple[list[PaddedBranch], list[list[Any]]]:
         """Fresh trees of this shape with the given masses; also each tree's nodes depth-first."""
         spec = self.spec
+        river = _river()
         trees: list[Any] = []
         nodes: list[list[Any]] = []
         i = 0
         for size in self.tree_sizes:
             out: list[Any] = []
-            root, i = _grow(spec, l_mass, r_mass, i, out)
+            root, i = _grow(spec, l_mass, r_mass, i, out, leaf=river.PaddedLeaf, branch=river.PaddedBranch)
             assert len(out) == size
             trees.append(root)
             nodes.append(out)
         return trees, nodes
 
 
-def _grow(spec: Any, l_mass: Any, r_mass: Any, i: int, out: list[Any]) -> tuple[Any, int]:
+def _grow(
+    spec: Any, l_mass: Any, r_mass: Any, i: int, out: list[Any], *, leaf: Any, branch: Any
+) -> tuple[Any, int]:
     pos = len(out)
     out.append(None)
     s = spec[i]
     if s is None:
-        node: Any = _river().PaddedLeaf(r_mass=r_mass[i], l_mass=l_mass[i])
+        node: Any = leaf(r_mass=r_mass[i], l_mass=l_mass[i])
         j = i + 1
     else:
-        left, j = _grow(spec, l_mass, r_mass, i + 1, out)
-        right, j = _grow(spec, l_mass, r_mass, j, out)
-        node = _river().PaddedBranch(left, right, s[0], s[1], l_mass[i], r_mass[i])
+        left, j = _grow(spec, l_mass, r_mass, i + 1, out, leaf=leaf, branch=branch)
+        right, j = _grow(spec, l_mass, r_mass, j, out, leaf=leaf, branch=branch)
+        node = branch(left, right, s[0], s[1], l_mass[i], r_mass[i])
     out[pos] = node
     return node, j
 

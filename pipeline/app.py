@@ -50,7 +50,7 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
     short_fetch_wait(settings.fetch_wait_ms)
     runtime = Runtime(app, settings)
     # Requests are the busy input: decoded into rows (dicts), not models (see Runtime.add_input).
-    runtime.add_input(Topic.REQUESTS, RequestEvent, rows=True)
+    runtime.add_input(Topic.REQUESTS, RequestEvent, rows=True, within_s=settings.take_within_s)
     for topic, model in (
         (Topic.BILLING, BillingEvent),
         (Topic.ERRORS, ErrorEvent),

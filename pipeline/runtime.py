@@ -69,7 +69,6 @@ class Runtime:
         self.app = app
         self.settings = settings
         self.take_max = settings.take_max_records
-        self.take_within_s = settings.take_within_s
         self.clock = EventClock(settings.allowed_lateness_s)
         self.counters = Counters()
         self._topics: dict[Topic, Any] = {}
@@ -146,13 +145,16 @@ class Runtime:
         if records:
             await self.topic(topic).send(key=key.encode() if key else None, value=encode_batch(records))
 
-    def add_input(self, topic: Topic, model: type[BaseModel], *, rows: bool = False) -> None:
+    def add_input(self, topic: Topic, model: type[BaseModel], *, rows: bool = False,
+                  within_s: float | None = None) -> None:
         """Register the agent that decodes `topic` into `model` and dispatches to handlers.
 
         `rows=True`: handlers get rows, plain dicts of the model's validated fields (same
         contract, see `pipeline.codec.RowCodec`), not instances: about half the decoding cost
         of a busy input. A model the row decoder cannot mirror raises `UnsupportedModel`.
+        `within_s`: how long a batch waits to fill (default `take_within_other_s`).
         """
+        within = self.settings.take_within_other_s if within_s is None else within_s
         limit = self.settings.max_events_per_record
         codec: Codec[Any] = RowCodec(model, max_events=limit) if rows else Codec(model, max_events=limit)
         self._codecs[topic] = codec
@@ -160,7 +162,7 @@ class Runtime:
         name = topic_name(self.settings.topic_prefix, topic)
 
         async def consume(stream: Any) -> None:
-            async for events in stream.take_events(self.take_max, within=self.take_within_s):
+            async for events in stream.take_events(self.take_max, within=within):
                 await self.process(topic, name, codec, events)
 
         consume.__name__ = f"ingest_{topic.name.lower()}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from typing import Any
 
 from pipeline.codec import Codec, RowCodec, encode_one
 from pipeline.runtime import Runtime, _encode_event
@@ -35,3 +36,31 @@ def test_the_runtime_reads_event_time_from_rows_and_models() -> None:
     (row,), _ = rt._codecs[Topic.REQUESTS].decode(json.dumps(EVENT).encode())
     (model,), _ = rt._codecs[Topic.ERRORS].decode(json.dumps(EVENT).encode())
     assert rt._ts_of[Topic.REQUESTS](row) == rt._ts_of[Topic.ERRORS](model) == model.ts
+
+
+def test_only_requests_batch_with_the_short_wait() -> None:
+    """Would fail if every input's batching loop woke every 5 ms (idle CPU), or if requests
+    (whose rate-limit decisions wait for their batch) got the long wait."""
+    import asyncio
+
+    from pipeline.app import create_app
+
+    class Stream:  # what an ingest agent asks of its stream
+        def __init__(self) -> None:
+            self.within: float | None = None
+
+        async def take_events(self, max_: int, within: float) -> Any:
+            self.within = within
+            return
+            yield
+
+    settings = Settings(take_within_s=0.004, take_within_other_s=0.07)
+    app, _runtime = create_app(settings, capabilities=("anomaly", "notify"))
+    waits = {}
+    for name, agent in app.agents.items():
+        if ".ingest." in name:
+            stream = Stream()
+            asyncio.run(agent.fun(stream))
+            waits[name.rsplit(".", 1)[1]] = stream.within
+    assert waits == {"requests": 0.004, "billing": 0.07, "errors": 0.07, "usage": 0.07, "rollups": 0.07,
+                     "metrics": 0.07, "notifications": 0.07}

@@ -87,6 +87,10 @@ class Codec(Generic[M]):
                 return [], [Rejected(-1, format_error(exc), value)]
         return [], [Rejected(-1, "not a JSON object or array", value)]
 
+    def encode_event(self, event: M) -> bytes:
+        """One decoded event as JSON (e.g. the evidence of a dead letter)."""
+        return encode_one(event)
+
     def _decode_batch(self, value: bytes) -> tuple[list[M], list[Rejected]]:
         try:
             events = self._many.validate_json(value)
@@ -255,3 +259,7 @@ class RowCodec(Codec[Any]):
     def encode(self, rows: Sequence[dict[str, Any]]) -> bytes:
         """Rows (from `decode`) as one JSON array of objects, as the model would serialise them."""
         return self._encoder.to_json(rows)
+
+    def encode_event(self, event: Any) -> bytes:
+        """One row as the JSON object its model would be."""
+        return self.encode([event])[1:-1]

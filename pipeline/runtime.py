@@ -30,11 +30,6 @@ log = logging.getLogger(__name__)
 _CHECKPOINT_TICK_S = 0.1  # how often an idle worker looks for held batches to checkpoint
 
 
-def _encode_event(codec: Codec[Any], event: Any) -> bytes:
-    """One decoded event (model or row) as JSON, for a dead letter."""
-    return codec.encode([event])[1:-1] if isinstance(codec, RowCodec) else encode_one(event)
-
-
 @dataclass(slots=True)
 class PartitionBatch:
     """Validated events from one source partition, in arrival order: model instances, or rows
@@ -209,7 +204,7 @@ class Runtime:
                 stage = getattr(handler, "__qualname__", "handler")
                 log.exception("handler %s failed on a batch of %s", stage, name)
                 for b in batches:
-                    rejected = [Rejected(i, f"{stage} failed: {exc!r}", _encode_event(codec, e))
+                    rejected = [Rejected(i, f"{stage} failed: {exc!r}", codec.encode_event(e))
                                 for i, e in enumerate(b.events)]
                     dead.extend(self._dead_letters(rejected, stage[:64], name, b.partition, b.anchor.message.offset))
         if dead:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.codec import Codec, RowCodec, encode_one
-from pipeline.runtime import Runtime, _encode_event
+from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.topics import Topic
 from schemas.events import RequestEvent
@@ -23,8 +23,8 @@ def test_a_row_dead_letters_as_the_bytes_its_model_would() -> None:
     (row,), _ = RowCodec(RequestEvent).decode(json.dumps([EVENT]).encode())
     (model,), _ = Codec(RequestEvent).decode(json.dumps([EVENT]).encode())
     assert row["ip"] == "2001:db8::1"  # canonical, as the model makes it
-    assert _encode_event(RowCodec(RequestEvent), row) == encode_one(model)
-    assert _encode_event(Codec(RequestEvent), model) == encode_one(model)
+    assert RowCodec(RequestEvent).encode_event(row) == encode_one(model)
+    assert Codec(RequestEvent).encode_event(model) == encode_one(model)
 
 
 def test_the_runtime_reads_event_time_from_rows_and_models() -> None:

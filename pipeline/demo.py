@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 from pipeline.settings import Settings
 
-__all__ = ["run_demo"]
+__all__ = ["DemoStalled", "run_demo"]
 
 _SUMMARY_SQL: list[tuple[str, str]] = [
     ("requests", "SELECT count() FROM requests FINAL"),
@@ -154,19 +155,31 @@ def _start(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:
     return procs
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
+    """SIGTERM each process, SIGKILL what has not ended after `timeout` (or at a second Ctrl-C)."""
     for p in reversed(procs):
-        p.terminate()
+        if p.poll() is None:
+            p.terminate()
     for p in procs:
         try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+            p.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
             p.kill()
+            p.wait(timeout=10)
+
+
+class DemoStalled(RuntimeError):
+    """The pipeline made no progress for too long; the message says where to look."""
 
 
 def _follow(console: Any, settings: Settings, procs: list[subprocess.Popen[bytes]], pub: _Publisher,
-            logs: Path) -> None:
-    """Show progress until publishing is done and every consumer group has caught up."""
+            logs: Path, *, stall_s: float = 180.0) -> None:
+    """Show progress until publishing is done and every consumer group has caught up.
+
+    Fails with `DemoStalled` when, after publishing, the work left (records not yet committed
+    by the worker and the writer) has not shrunk for `stall_s` seconds, rather than waiting
+    for ever.
+    """
     from rich.live import Live
 
     from pipeline.topics import INPUT_TOPICS, TOPICS, topic_name
@@ -175,6 +188,8 @@ def _follow(console: Any, settings: Settings, procs: list[subprocess.Popen[bytes
     worker_topics = [topic_name(settings.topic_prefix, t) for t in INPUT_TOPICS]
     all_topics = [topic_name(settings.topic_prefix, t) for t in TOPICS]
     quiet = 0
+    best: int | None = None
+    best_at = time.monotonic()
     with Live(_progress_table(settings, 0, started), console=console, refresh_per_second=2) as live:
         while quiet < 3:
             time.sleep(1.0)
@@ -185,15 +200,26 @@ def _follow(console: Any, settings: Settings, procs: list[subprocess.Popen[bytes
             if pub.failure is not None:
                 raise pub.failure
             if not pub.done.is_set():
+                best_at = time.monotonic()
                 continue
             lags = (_lag(settings, settings.app_id, worker_topics),
                     _lag(settings, f"{settings.app_id}-writer", all_topics))
             quiet = quiet + 1 if lags == (0, 0) else 0
+            left = None if None in lags else sum(x for x in lags if x is not None)
+            if left is not None and (best is None or left < best):
+                best, best_at = left, time.monotonic()
+            elif time.monotonic() - best_at > stall_s:
+                raise DemoStalled(
+                    f"no progress for {stall_s:.0f}s with {best if best is not None else 'an unknown number of'} "
+                    f"records left (worker lag {lags[0]}, writer lag {lags[1]}); see the logs in {logs}")
     console.print(f"published {pub.published:,} events in {time.monotonic() - started:.0f}s; all stages caught up")
 
 
 def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = 7,
              keep_stack: bool = False) -> int:
+    """Run the demo; returns the exit code (130 when interrupted). Whatever ends it (done,
+    Ctrl-C, SIGTERM, an error), the worker and writer are stopped, and so is the local stack
+    unless `keep_stack`."""
     from rich.console import Console
 
     from pipeline.generator import preset as load_preset
@@ -208,23 +234,34 @@ def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed
     overrides: dict[str, Any] = {"seed": seed} | ({"days": days} if days is not None else {})
     config = load_preset(preset).model_copy(update=overrides)
     console.print(f"[bold]tenantwatch demo[/]: preset {preset!r}, {config.days} simulated days, seed {seed}")
-    console.print("starting the local stack (Kafka from Maven Central jars, SMTP sink)…")
-    stack.up()
-    ensure_topics(settings)
-    logs = settings.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = _start(settings, logs)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        pub = _Publisher(settings, config)
-        pub.start()
-        _follow(console, settings, procs, pub, logs)
+        console.print("starting the local stack (Kafka from Maven Central jars, SMTP sink)…")
+        stack.up()
+        ensure_topics(settings)
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        procs = _start(settings, logs)
+        try:
+            pub = _Publisher(settings, config)
+            pub.start()
+            _follow(console, settings, procs, pub, logs)
+        finally:
+            _stop(procs)
+        _summary(console, settings)
+        return 0
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: stopping the worker, the writer and the stack")
+        return 130
     finally:
-        _stop(procs)
-    _summary(console, settings)
-    if not keep_stack:
-        stack.down()
-        console.print("stack stopped (use --keep-stack to leave Kafka and the SMTP sink running)")
-    return 0
+        signal.signal(signal.SIGTERM, previous)
+        if not keep_stack:
+            stack.down()
+            console.print("stack stopped (use --keep-stack to leave Kafka and the SMTP sink running)")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the demo as Ctrl-C does: through the clean-up
 
 
 def _summary(console: Any, settings: Settings) -> None:

@@ -8,7 +8,7 @@ process never collide with the global default):
   `register_runtime(runtime)` / `register_writer(writer)`; nothing is added to the hot path;
 - figures that need one call where they happen: `observe_writer_batch(rows, seconds)` after a
   successful flush, `record_decisions`, `record_anomaly`, `record_mail`, `set_consumer_lag`
-  (or `update_kafka_lag(consumer)` for a kafka-python consumer).
+  (or `update_kafka_lag(lags)` for the writer's partitions).
 
 `start_metrics_server(port)` serves `/metrics` from a daemon thread.
 """
@@ -92,14 +92,11 @@ def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:
     CONSUMER_LAG.labels(group=group, topic=topic, partition=str(partition)).set(max(0, lag))
 
 
-def update_kafka_lag(consumer: Any, group: str) -> None:
-    """Set the lag of every partition assigned to a kafka-python `consumer` (end offset − position)."""
-    assigned = list(consumer.assignment())
-    if not assigned:
-        return
-    ends = consumer.end_offsets(assigned)
-    for tp in assigned:
-        set_consumer_lag(group, tp.topic, tp.partition, ends.get(tp, 0) - consumer.position(tp))
+def update_kafka_lag(lags: Mapping[Any, int] | None, group: str) -> None:
+    """Set the lag of each partition in `lags` ({TopicPartition: end offset − position}, as
+    `ResultSource.lag()` gives it; None when the broker could not tell, which sets nothing)."""
+    for tp, behind in (lags or {}).items():
+        set_consumer_lag(group, tp.topic, tp.partition, behind)
 
 
 def _numbers(values: Mapping[str, Any]) -> Iterator[tuple[str, float]]:

@@ -103,27 +103,37 @@ def _export_lag(app: Any, group: str) -> None:
 
 
 def run_writer(settings: Settings) -> None:
-    """Run the ClickHouse writer until SIGTERM/SIGINT; applies migrations first."""
+    """Run the ClickHouse writer until SIGTERM/SIGINT; applies migrations first.
+
+    It never exits on a broker outage: topics are created once the broker answers, and the
+    consumer reconnects by itself (`pipeline.clickhouse.source`).
+    """
     from pipeline.clickhouse.client import connect
     from pipeline.clickhouse.migrations import migrate
     from pipeline.clickhouse.sinks import ClickHouseSink
     from pipeline.clickhouse.writer import ClickHouseWriter
-    from pipeline.kafka_admin import ensure_topics
 
-    ensure_topics(settings)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        writer.stop()
+
     client = connect(settings.dsn)
     migrate(client)
     writer = ClickHouseWriter(
         bootstrap=settings.broker, prefix=settings.topic_prefix, sink=ClickHouseSink(client),
         group_id=f"{settings.app_id}-writer", batch_rows=settings.writer_batch_rows,
         flush_s=settings.writer_flush_s, buffer_max_rows=settings.writer_buffer_max_rows,
-        retry_max_s=settings.writer_retry_max_s,
+        retry_max_s=settings.writer_retry_max_s, assignment=settings.writer_assignment_in_force,
     )
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _ensure_topics_when_reachable(settings, lambda: stopping)
     metrics.register_writer(writer)
     if settings.metrics_port is not None:
         metrics.start_metrics_server(settings.metrics_port)
-    signal.signal(signal.SIGTERM, lambda *_: writer.stop())
-    signal.signal(signal.SIGINT, lambda *_: writer.stop())
     status = status_dir(settings) / "writer.json"
     last = last_lag = 0.0
     batches = 0
@@ -135,15 +145,17 @@ def run_writer(settings: Settings) -> None:
             batches = s.batches
             metrics.observe_writer_batch(s.last_batch_rows, s.last_batch_seconds)
         now = time.monotonic()
-        if now - last_lag >= 5.0 and writer.consumer is not None:
+        if settings.metrics_port is not None and now - last_lag >= 5.0:
             last_lag = now
-            metrics.update_kafka_lag(writer.consumer, f"{settings.app_id}-writer")
+            metrics.update_kafka_lag(writer.source.lag(), f"{settings.app_id}-writer")
         if now - last >= 1.0:
             last = now
+            src = writer.source
             _write_status(status, {
                 "pid": os.getpid(), "at": time.time(), "rows": dict(s.rows_inserted), "batches": s.batches,
                 "buffered": s.buffered_rows, "paused": s.paused, "insert_failures": s.insert_failures,
-                "skipped": s.records_skipped,
+                "skipped": s.records_skipped, "connected": src.consumer is not None,
+                "reconnects": src.reconnects, "refused_commits": src.refused_commits,
             })
         return False
 
@@ -151,3 +163,20 @@ def run_writer(settings: Settings) -> None:
         writer.run(should_stop)
     finally:
         status.unlink(missing_ok=True)
+
+
+def _ensure_topics_when_reachable(settings: Settings, stopping: Any) -> None:
+    """Create the topics, waiting (with a log line per try) while the broker does not answer."""
+    from kafka.errors import KafkaError
+
+    from pipeline.kafka_admin import ensure_topics
+
+    backoff = 0.5
+    while not stopping():
+        try:
+            ensure_topics(settings)
+            return
+        except KafkaError as exc:
+            log.warning("Kafka at %s does not answer (%s); retrying in %.0fs", settings.broker, exc, backoff)
+            time.sleep(backoff)
+            backoff = min(30.0, backoff * 2)

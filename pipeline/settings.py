@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     writer_flush_s: float = Field(default=1.0, gt=0)
     writer_buffer_max_rows: int = Field(default=200_000, ge=1)
     writer_retry_max_s: float = Field(default=30.0, gt=0)
+    # How the writer owns partitions: `manual` (assigns itself every partition: the one writer
+    # a chDB path admits; no group rebalance can strand it), `group` (a consumer-group member:
+    # several writers on a ClickHouse server), or `auto` (manual for chDB, group otherwise).
+    writer_assignment: Literal["auto", "manual", "group"] = "auto"
 
     # SMTP
     smtp_host: str = "127.0.0.1"
@@ -103,6 +108,12 @@ class Settings(BaseSettings):
         if self.clickhouse_dsn:
             return self.clickhouse_dsn
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def writer_assignment_in_force(self) -> Literal["manual", "group"]:
+        if self.writer_assignment != "auto":
+            return self.writer_assignment
+        return "manual" if self.dsn.startswith("chdb://") else "group"
 
     @property
     def mail_dir(self) -> Path:

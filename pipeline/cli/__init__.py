@@ -91,9 +91,14 @@ def _schemas_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.demo import DemoStalled, run_demo
+    from pipeline.stack.kafka import StackError
 
-    return run_demo(settings, preset=args.preset, days=args.days, seed=args.seed, keep_stack=args.keep_stack)
+    try:
+        return run_demo(settings, preset=args.preset, days=args.days, seed=args.seed, keep_stack=args.keep_stack)
+    except (DemoStalled, StackError) as exc:
+        print(f"tenantwatch demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

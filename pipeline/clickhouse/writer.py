@@ -1,10 +1,13 @@
 """The ClickHouse writer stage: result topics in, batched idempotent inserts out.
 
-At-least-once: offsets are committed only after every row read up to them is inserted. When
+At-least-once: offsets are committed only after every row read up to them is inserted (how
+partitions are owned, and how the consumer recovers from outages and stuck groups, is in
+`pipeline.clickhouse.source`). When
 inserts fail, the writer keeps its buffer, retries with exponential back-off, and once the
 buffer holds `buffer_max_rows` it pauses its partitions (back-pressure: the data waits in
 Kafka, nothing is dropped). Records are decoded with the same codec as the workers; a record
-that does not decode is counted and skipped here (the processing worker dead-letters it).
+that does not decode (or whose decoding raises) is counted and skipped here: the processing
+worker dead-letters it.
 
 When the sink takes JSON rows (ClickHouse does), a topic whose model allows it is decoded by a
 `RowCodec`: the model's own validation, into plain dicts that are encoded to JSON right away,
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pipeline.clickhouse.sinks import JsonRowsSink, Sink, SinkSpec, accepts_json_rows, load_capability_sinks
+from pipeline.clickhouse.source import Assignment, ResultSource
 from pipeline.codec import Codec, RowCodec, UnsupportedModel
 from pipeline.topics import Topic, topic_name
 
@@ -57,6 +61,8 @@ class ClickHouseWriter:
         flush_s: float = 1.0,
         buffer_max_rows: int = 200_000,
         retry_max_s: float = 30.0,
+        assignment: Assignment = "manual",
+        source_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.sink = sink
@@ -89,13 +95,17 @@ class ClickHouseWriter:
         self._retry_at = 0.0
         self._backoff = 0.0
         self._stop = False
-        self._bootstrap = bootstrap
-        self._group_id = group_id
-        self.consumer: Any = None
+        self.source = ResultSource(bootstrap=bootstrap, group_id=group_id, topics=self.specs,
+                                   assignment=assignment, clock=clock, **(source_options or {}))
 
     # -- buffer -------------------------------------------------------------------------
     def add(self, topic: str, value: bytes | None) -> None:
-        records, rejected = self.codecs[topic].decode(value)
+        try:
+            records, rejected = self.codecs[topic].decode(value)
+        except Exception as exc:  # one record must never stop the writer; the worker dead-letters it
+            self.stats.records_skipped += 1
+            log.warning("skipped a record of %s that does not decode: %r", topic, exc)
+            return
         if rejected:
             self.stats.records_skipped += len(rejected)
         if records:
@@ -148,76 +158,39 @@ class ClickHouseWriter:
             self._retry_at = now + self._backoff
 
     def _commit(self) -> None:
-        if not self._offsets or self.consumer is None:
+        if not self._offsets:
             return
-        from kafka.errors import (
-            CommitFailedError,
-            IllegalGenerationError,
-            KafkaError,
-            RebalanceInProgressError,
-            UnknownMemberIdError,
-        )
-        from kafka.structs import OffsetAndMetadata
-
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._offsets.items()}
-        try:
-            self.consumer.commit(offsets)
-        except KafkaError as exc:
-            rebalanced = (CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
-            if not (exc.retriable or isinstance(exc, rebalanced)):
-                raise
-            # A rebalance (or a moving coordinator) refused the commit. The rows are stored;
-            # whoever owns these partitions next reads them again and the inserts replace
-            # themselves (deterministic ids). A writer that died here stopped storing anything.
-            log.warning("offset commit refused (%r); records since the last commit will be re-read", exc)
-        self._offsets.clear()
+        if self.source.commit(self._offsets) or self.source.assignment == "group":
+            # Refused in group mode: the partitions may be someone else's now; the rows are
+            # stored, and whoever reads them next replaces them (deterministic ids).
+            self._offsets.clear()
 
     def _due(self) -> bool:
         buffered = self.stats.buffered_rows
         return buffered >= self.batch_rows or (buffered > 0 and self.clock() - self._last_flush >= self.flush_s)
 
     # -- loop ---------------------------------------------------------------------------
-    def _connect(self) -> None:
-        from kafka import KafkaConsumer
-
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=5000,
-            fetch_max_bytes=64 << 20,
-            max_partition_fetch_bytes=16 << 20,
-            consumer_timeout_ms=1000,
-            # New topics must be picked up soon: with the 5-minute default, a writer that
-            # subscribed before a topic had partition metadata sat idle until the refresh.
-            metadata_max_age_ms=10_000,
-        )
-        deadline = self.clock() + 30
-        while self.clock() < deadline and any(not self.consumer.partitions_for_topic(t) for t in self.specs):
-            time.sleep(0.2)  # topics created a moment ago may not have partitions in metadata yet
-        self.consumer.subscribe(topics=sorted(self.specs))
+    @property
+    def consumer(self) -> Any:
+        """The kafka-python consumer in use, or None while (re)connecting."""
+        return self.source.consumer
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """One round: poll (unless paused), buffer, flush when due. Returns records read."""
-        if self.consumer is None:
-            self._connect()
-        consumer = self.consumer
         full = self.stats.buffered_rows >= self.buffer_max_rows
         if full and not self.stats.paused:
-            consumer.pause(*consumer.assignment())
-            self.stats.paused = True
             log.warning("writer buffer full (%d rows): pausing consumption", self.stats.buffered_rows)
-        elif not full and self.stats.paused:
-            consumer.resume(*consumer.paused())
-            self.stats.paused = False
-        batches = consumer.poll(timeout_ms=timeout_ms, max_records=5000)
+        self.stats.paused = full
+        reconnects = self.source.reconnects
+        batches = self.source.poll(timeout_ms=timeout_ms, max_records=5000, paused=full)
         n = 0
         for tp, messages in batches.items():
             for msg in messages:
                 self.add(tp.topic, msg.value)
             n += len(messages)
             self._offsets[tp] = messages[-1].offset + 1
+        if self.source.reconnects != reconnects:
+            self._offsets.clear()  # a new consumer resumes from the last commit
         if self._due() or (self.stats.paused and self.stats.buffered_rows):
             self._flush_and_commit()
         return n
@@ -234,9 +207,7 @@ class ClickHouseWriter:
                     break
                 time.sleep(0.5)
         finally:
-            if self.consumer is not None:
-                self.consumer.close(autocommit=False)
-                self.consumer = None
+            self.source.close()
 
     def stop(self) -> None:
         self._stop = True

@@ -1,39 +1,106 @@
-"""The ClickHouse writer survives a refused offset commit (it stopped storing anything before)."""
+"""The writer's Kafka side: refused commits, the stuck-group watchdog, offsets kept across outages."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from kafka.errors import IllegalGenerationError, RebalanceInProgressError, TopicAuthorizationFailedError
+from kafka.errors import (
+    IllegalGenerationError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    TopicAuthorizationFailedError,
+)
 from kafka.structs import TopicPartition
 
 from pipeline.clickhouse.sinks import MemorySink
+from pipeline.clickhouse.source import ResultSource
 from pipeline.clickhouse.writer import ClickHouseWriter
+
+TP = TopicPartition("tw.requests", 0)
 
 
 class RefusingConsumer:
+    """Stands in for a kafka-python consumer whose commits the group refuses."""
+
     def __init__(self, error: Exception):
-        self.error, self.calls = error, 0
+        self.error, self.calls, self.closed = error, 0, False
 
     def commit(self, offsets: Any) -> None:
         self.calls += 1
         raise self.error
 
+    def close(self, **_: Any) -> None:
+        self.closed = True
+
+
+def writer_with(consumer: Any, assignment: str) -> ClickHouseWriter:
+    writer = ClickHouseWriter(bootstrap="127.0.0.1:1", prefix="tw", sink=MemorySink(), assignment=assignment)  # type: ignore[arg-type]
+    writer.source.consumer = consumer
+    writer._offsets = {TP: 42}
+    return writer
+
 
 @pytest.mark.parametrize("error", [RebalanceInProgressError(), IllegalGenerationError()])
 def test_a_commit_refused_by_a_rebalance_is_logged_not_fatal(error: Exception) -> None:
-    writer = ClickHouseWriter(bootstrap="127.0.0.1:1", prefix="tw", sink=MemorySink())
-    writer.consumer = RefusingConsumer(error)
-    writer._offsets = {TopicPartition("tw.requests", 0): 42}
+    """In group mode a refused commit drops the offsets: the partition's next owner re-reads them."""
+    consumer = RefusingConsumer(error)
+    writer = writer_with(consumer, "group")
     writer._commit()
-    assert writer.consumer.calls == 1
-    assert writer._offsets == {}  # re-read by the partition's next owner; inserts are idempotent
+    assert consumer.calls == 1
+    assert writer._offsets == {}
+    assert writer.source.refused_commits == 1
+
+
+def test_a_commit_that_times_out_keeps_its_offsets_in_manual_mode() -> None:
+    """A broker outage refuses the commit; a manual-mode writer still owns the partition and retries later."""
+    writer = writer_with(RefusingConsumer(KafkaTimeoutError()), "manual")
+    writer._commit()
+    assert writer._offsets == {TP: 42}
+
+
+def test_repeated_refusals_restart_a_stuck_group_consumer() -> None:
+    """Three refusals in a row (kafka-python 3.0 stuck "rebalancing") close the consumer for a fresh join."""
+    consumer = RefusingConsumer(RebalanceInProgressError())
+    source = ResultSource(bootstrap="127.0.0.1:1", group_id="g", topics=["tw.requests"], assignment="group",
+                          max_refused_commits=3)
+    source.consumer = consumer
+    assert [source.commit({TP: 1}) for _ in range(2)] == [False, False]
+    assert source.consumer is consumer
+    assert source.reconnects == 0
+    assert source.commit({TP: 1}) is False
+    assert source.consumer is None
+    assert consumer.closed
+    assert source.reconnects == 1
+
+
+def test_manual_mode_never_restarts_on_refusals() -> None:
+    """Refusals in manual mode (an outage) keep the consumer: there is no group to rejoin."""
+    source = ResultSource(bootstrap="127.0.0.1:1", group_id="g", topics=["tw.requests"], assignment="manual")
+    consumer = RefusingConsumer(KafkaTimeoutError())
+    source.consumer = consumer
+    assert not any(source.commit({TP: 1}) for _ in range(10))
+    assert source.consumer is consumer
+    assert source.reconnects == 0
 
 
 def test_other_commit_errors_still_raise() -> None:
-    writer = ClickHouseWriter(bootstrap="127.0.0.1:1", prefix="tw", sink=MemorySink())
-    writer.consumer = RefusingConsumer(TopicAuthorizationFailedError())
-    writer._offsets = {TopicPartition("tw.requests", 0): 42}
+    """No waiting fixes an authorization error, so it reaches the caller."""
+    writer = writer_with(RefusingConsumer(TopicAuthorizationFailedError()), "group")
     with pytest.raises(TopicAuthorizationFailedError):
         writer._commit()
+
+
+def test_a_record_whose_decoding_raises_is_skipped() -> None:
+    """Whatever a decoder raises on one record, the writer counts it and goes on."""
+    writer = ClickHouseWriter(bootstrap="127.0.0.1:1", prefix="tw", sink=MemorySink())
+    topic = next(iter(writer.codecs))
+
+    class Exploding:
+        def decode(self, value: Any) -> Any:
+            raise RecursionError("nesting bomb")
+
+    writer.codecs[topic] = Exploding()  # type: ignore[assignment]
+    writer.add(topic, b"[[[[")
+    assert writer.stats.records_skipped == 1
+    assert writer.stats.buffered_rows == 0

@@ -70,21 +70,13 @@ def test_recorders_count_by_label() -> None:
     assert sample("tenantwatch_consumer_lag", group="g", topic="tw.requests", partition="3") == 0
 
 
-def test_kafka_lag_from_a_consumer() -> None:
-    """Lag is end offset minus position for each partition assigned to a kafka-python consumer."""
+def test_kafka_lag_from_partition_lags() -> None:
+    """Each partition's lag is set under the writer's group; an unknown lag (None) sets nothing."""
     from kafka.structs import TopicPartition
 
-    class Consumer:
-        def assignment(self) -> set[TopicPartition]:
-            return {TopicPartition("tw.bans", 1)}
-
-        def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-            return dict.fromkeys(tps, 120)
-
-        def position(self, _tp: TopicPartition) -> int:
-            return 100
-
-    metrics.update_kafka_lag(Consumer(), "writer")
+    metrics.update_kafka_lag({TopicPartition("tw.bans", 1): 20}, "writer")
+    assert sample("tenantwatch_consumer_lag", group="writer", topic="tw.bans", partition="1") == 20
+    metrics.update_kafka_lag(None, "writer")
     assert sample("tenantwatch_consumer_lag", group="writer", topic="tw.bans", partition="1") == 20
 
 

@@ -63,3 +63,8 @@ def configure_logging(json: bool = False, level: int | str = logging.WARNING, st
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # kafka-python 3's I/O loop warns whenever one of its tasks held it over 100 ms, which a
+    # producer sharing the GIL with a busy thread (the demo's generator, a CLI import) does
+    # all the time: dozens of lines that say nothing about the data. Still shown with -v.
+    if root.level > logging.INFO:
+        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)

@@ -39,6 +39,10 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         consumer_auto_offset_reset="earliest",
         datadir=str((settings.data_dir / "faust").resolve()),
         table_cleanup_interval=60.0,
+        # No standby replicas: a standby applies changelog records as they come, before a
+        # checkpoint says whether their epoch counts (pipeline.state); a new owner recovers
+        # the partition from its changelog instead.
+        table_standby_replicas=0,
         stream_buffer_maxsize=16384,
         TableManager=PromptTableManager,  # no 1 s start-up nap; starts `start_early` tasks
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -49,16 +49,18 @@ class BatchAppender:
         self.pending = pending
         self._partitions: dict[str, int] = {}
 
-    async def append(self, topic: str, partition: int, records: Iterable[Raw]) -> int:
-        """Append (key, value) byte pairs to `topic`/`partition`; returns how many."""
+    async def append(self, topic: str, partition: int, records: Iterable[Raw],
+                     headers: Sequence[tuple[str, bytes]] = ()) -> int:
+        """Append (key, value) byte pairs to `topic`/`partition`, each with `headers`; returns how many."""
         producer = self.app.producer._producer  # the running aiokafka producer
         batch = _new_batch(producer)
         n = 0
+        hdrs = list(headers)
         for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
                 await self._submit(producer, batch, topic, partition)
                 batch = _new_batch(producer)
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
                     raise ValueError(f"a record of {len(value or b'')} bytes is larger than a producer batch")
             n += 1
         if n:
@@ -109,26 +111,42 @@ def _dumper(serializer: Any) -> Callable[[Any], bytes]:
 
 
 class BulkWriter:
-    """Write many keys of one table partition with one changelog batch per ~1 MB."""
+    """Write many keys of one table partition with one changelog batch per ~1 MB.
 
-    def __init__(self, table: Any, appender: BatchAppender):
+    `headers(partition)` gives each record's headers: the runtime tags a fenced table's
+    records with the partition's checkpoint epoch (`pipeline.state`).
+    """
+
+    def __init__(self, table: Any, appender: BatchAppender,
+                 headers: Callable[[int], Sequence[tuple[str, bytes]]] = lambda _p: ()):
         self.table = table
+        self.headers = headers
         self._appender = appender
         self._key = _dumper(table.key_serializer)
         self._value = _dumper(table.value_serializer)
 
-    async def write(self, partition: int, items: Iterable[tuple[Any, Any]]) -> int:
-        """Set (value) or delete (None) each key; returns the number of changelog records."""
-        store = self.table.data
+    def encode(self, items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any, Raw]]:
+        """(key, value, its changelog bytes) now: a snapshot that later changes to `value` do not alter."""
         dump_key, dump_value = self._key, self._value
+        return [(k, v, (dump_key(k), None if v is None else dump_value(v))) for k, v in items]
+
+    async def write(self, partition: int, items: Iterable[tuple[Any, Any]],
+                    headers: Sequence[tuple[str, bytes]] | None = None) -> int:
+        """Set (value) or delete (None) each key; returns the number of changelog records."""
+        return await self.write_encoded(partition, self.encode(items), headers)
+
+    async def write_encoded(self, partition: int, encoded: Iterable[tuple[Any, Any, Raw]],
+                            headers: Sequence[tuple[str, bytes]] | None = None) -> int:
+        """Write what `encode` returned (the local store takes the values, Kafka the bytes)."""
+        store = self.table.data
 
         def records() -> Iterable[Raw]:
-            for key, value in items:
+            for key, value, raw in encoded:
                 if value is None:
                     store.pop(key, None)
-                    yield dump_key(key), None
                 else:
                     store[key] = value
-                    yield dump_key(key), dump_value(value)
+                yield raw
 
-        return await self._appender.append(self.table.changelog_topic.get_topic_name(), partition, records())
+        return await self._appender.append(self.table.changelog_topic.get_topic_name(), partition, records(),
+                                           self.headers(partition) if headers is None else headers)

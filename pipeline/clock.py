@@ -26,6 +26,10 @@ class EventClock:
         if ts > self._newest.get(partition, float("-inf")):
             self._newest[partition] = ts
 
+    def newest(self, partition: Hashable) -> float | None:
+        """The newest event time seen on `partition` (what a checkpoint records), or None."""
+        return self._newest.get(partition)
+
     def now(self, partition: Hashable) -> float | None:
         """The watermark of `partition`, or None before its first event."""
         newest = self._newest.get(partition)

@@ -52,8 +52,8 @@ from faust.streams import _current_event
 from faust.tables import TableManager
 from mode.utils.queues import FlowControlEvent
 
-__all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "in_partition_of", "keep_live_events_on_resume",
-           "run_while_draining", "short_fetch_wait", "start_early"]
+__all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "before_recovery", "filter_changelog", "in_partition_of",
+           "keep_live_events_on_resume", "run_while_draining", "short_fetch_wait", "start_early"]
 
 EarlyTask = Callable[[], Awaitable[None]]
 log = logging.getLogger(__name__)
@@ -144,11 +144,42 @@ def start_early(app: Any, fn: EarlyTask) -> None:
     early.append(fn)
 
 
+RecoveryHook = Callable[[Any], Awaitable[None]]
+ChangelogFilter = Callable[[int, Any, Any], bool]
+
+
+def before_recovery(app: Any, fn: RecoveryHook) -> None:
+    """Await `fn(assigned)` at each rebalance before any table starts recovering (`PromptTableManager`)."""
+    hooks: list[RecoveryHook] = app.__dict__.setdefault("_tw_before_recovery", [])
+    hooks.append(fn)
+
+
+def filter_changelog(table: Any, admits: ChangelogFilter) -> None:
+    """Recover `table` from only the changelog records `admits(partition, key, headers)` accepts.
+
+    Faust applies changelog records in batches (`Collection.apply_changelog_batch`, called by
+    its recovery with events whose key is deserialized and whose headers are the record's);
+    this wraps that method on the one table instance.
+    """
+    original = table.apply_changelog_batch
+
+    def apply_changelog_batch(batch: Any) -> None:
+        original([ev for ev in batch if admits(ev.message.partition, ev.key, ev.headers)])
+
+    table.apply_changelog_batch = apply_changelog_batch
+
+
 class PromptTableManager(TableManager):
-    """Faust's table manager without the 1 s nap of its start; starts `start_early` tasks first.
+    """Faust's table manager without the 1 s nap of its start; starts `start_early` tasks first,
+    and runs `before_recovery` hooks at each rebalance before recovery begins.
 
     Same steps as `faust.tables.TableManager.on_start` (faust-streaming 0.11-0.15) otherwise.
     """
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        for fn in self.app.__dict__.get("_tw_before_recovery", ()):
+            await fn(assigned)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_start(self) -> None:
         for fn in self.app.__dict__.get("_tw_early_tasks", ()):

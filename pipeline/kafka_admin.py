@@ -11,6 +11,9 @@ from pipeline.topics import TOPICS, topic_name
 __all__ = ["caught_up", "committed_offsets", "end_offsets", "ensure_topics"]
 
 
+_COMPACTION_LAG_MS = 7 * 24 * 3600 * 1000
+
+
 def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None,
                   one_partition: Iterable[str] = ()) -> list[str]:
     """Create every topic that does not exist yet; return the names created.
@@ -31,7 +34,11 @@ def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None,
         for name, compacted in topics.items():
             if name in existing:
                 continue
-            configs = {"cleanup.policy": "compact"} if compacted else {}
+            # A compacted topic keeps a week of history uncompacted: fenced table changelogs
+            # need a key's previous record until the record after it is covered by a
+            # checkpoint (pipeline.state), however long a stopped worker stays down.
+            configs = ({"cleanup.policy": "compact", "min.compaction.lag.ms": str(_COMPACTION_LAG_MS)}
+                       if compacted else {})
             wanted[name] = {
                 "num_partitions": 1 if name in single else settings.partitions,
                 "replication_factor": settings.replication,

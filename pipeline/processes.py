@@ -48,7 +48,8 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
     # topic"), and a GlobalTable's recovery then waited forever (a worker hung at start-up).
     # Faust's leader-assignor topic likewise: the worker's first seek waited ~65 s for its
     # metadata in 2 of 12 bench runs once the table manager's 1 s start-up nap was gone.
-    ensure_topics(settings, extra={t.changelog_topic.get_topic_name(): True for t in app.tables.values()},
+    ensure_topics(settings, extra={**{t.changelog_topic.get_topic_name(): True for t in app.tables.values()},
+                                   runtime.checkpoints.topic: True},
                   one_partition=[app._leader_assignor._leader_topic_name])
     status = status_dir(settings) / f"worker-{os.getpid()}.json"
     metrics.register_runtime(runtime)

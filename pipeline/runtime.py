@@ -17,14 +17,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.bulk import BatchAppender, BulkWriter
+from pipeline.checkpoints import Checkpoints
 from pipeline.clock import EventClock
 from pipeline.codec import Codec, Rejected, RowCodec, encode_batch, encode_one
 from pipeline.dlq import dead_letter
 from pipeline.faust_compat import run_while_draining, start_early
 from pipeline.settings import Settings
+from pipeline.state import Checkpoint, EpochFence
 from pipeline.topics import Topic, topic_name
 
-__all__ = ["Handler", "PartitionBatch", "Runtime"]
+__all__ = ["Handler", "PartitionBatch", "Runtime", "Snapshot", "StagedWrite"]
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_TICK_S = 0.1  # how often an idle worker looks for held batches to checkpoint
@@ -44,9 +46,26 @@ class PartitionBatch:
     anchor: Any
     events: list[Any]
     watermark: float | None = None
+    # The newest event time of the partition before this batch: with `lateness_s`, lets a
+    # handler advance event time event by event (`event_watermarks`), so what it decides does
+    # not depend on where batches begin and end.
+    newest_before: float | None = None
+    lateness_s: float = 0.0
 
 
 Handler = Callable[[Sequence[PartitionBatch]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class StagedWrite:
+    """Records of one table partition, encoded at a checkpoint (`BulkWriter.encode`), written after it."""
+
+    writer: BulkWriter
+    partition: int
+    encoded: list[Any]
+
+
+Snapshot = Callable[[], list[StagedWrite]]
 
 
 @dataclass
@@ -75,14 +94,25 @@ class Runtime:
         self._bulk_pending: list[asyncio.Future[Any]] = []
         self._done: dict[tuple[str, int], int] = {}  # highest offset processed per topic-partition
         self._releasing: set[asyncio.Future[None]] = set()  # acks waiting for their batch's writes
-        self._flushers: list[Callable[[], Awaitable[None]]] = []  # write-behind state (`on_checkpoint`)
+        self._snapshots: list[Snapshot] = []  # write-behind state (`on_checkpoint`)
         self._held: list[Any] = []  # events of batches processed since the last checkpoint
         self._checkpoint_lock = asyncio.Lock()
+        self._gate = asyncio.Event()  # cleared while a checkpoint takes its snapshot: no batch starts
+        self._gate.set()
+        self._drained = asyncio.Event()  # set whenever no batch is being processed
+        self._drained.set()
+        self._requested = False  # a capability changed state outside a batch (`request_checkpoint`)
+        self._inputs: dict[str, Topic] = {}  # input topic name -> Topic
+        self.fence = EpochFence()
+        self.checkpoints = Checkpoints(self, self.fence)
         self._last_checkpoint = self._last_batch_end = time.monotonic()
         self._busy = 0  # batches being processed now
         self.bulk = BatchAppender(app, self._bulk_pending)
         # A worker's first outputs would otherwise wait for each topic's metadata.
         self.start_early(self._warm_outputs)
+        self.app.timer(interval=_CHECKPOINT_TICK_S)(self._checkpoint_tick)
+        # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
+        run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
 
     @property
     def commands(self) -> Any:
@@ -97,8 +127,23 @@ class Runtime:
         """Run `fn()` for the worker's life, from its start (not after table recovery like `app.task`)."""
         start_early(self.app, fn)
 
+    def table(self, name: str, *, fenced: bool = True, **options: Any) -> Any:
+        """A changelogged Faust table (`app.Table(name, partitions=..., **options)`).
+
+        `fenced` (the default, for state derived from the inputs): its records carry their
+        partition's checkpoint epoch, and recovery applies only epochs a checkpoint made
+        durable (`pipeline.state`). Unfenced: every record applies (ledgers of what happened
+        outside, such as mails sent).
+        """
+        table = self.app.Table(name, partitions=self.settings.partitions, **options)
+        if fenced:
+            self.checkpoints.fence_table(table)
+        return table
+
     def bulk_writer(self, table: Any) -> BulkWriter:
         """A writer of many keys of `table` per call, made durable with each batch."""
+        if self.checkpoints.is_fenced(table):
+            return BulkWriter(table, self.bulk, self.fence.header)
         return BulkWriter(table, self.bulk)
 
     def watermark(self, topic: Topic, partition: int) -> float | None:
@@ -155,6 +200,7 @@ class Runtime:
         self._codecs[topic] = codec
         self._ts_of[topic] = itemgetter("ts") if rows else attrgetter("ts")
         name = topic_name(self.settings.topic_prefix, topic)
+        self._inputs[name] = topic
 
         async def consume(stream: Any) -> None:
             async for events in stream.take_events(self.take_max, within=within):
@@ -165,11 +211,16 @@ class Runtime:
         self.app.agent(self.topic(topic), name=f"tenantwatch.ingest.{topic.value}")(consume)
 
     async def process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
+        while not self._gate.is_set():  # a checkpoint is taking its snapshot
+            await self._gate.wait()
         self._busy += 1
+        self._drained.clear()
         try:
             await self._process(topic, name, codec, records)
         finally:
             self._busy -= 1
+            if not self._busy:
+                self._drained.set()
             self._last_batch_end = time.monotonic()
 
     async def _process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
@@ -185,12 +236,14 @@ class Runtime:
                 good, bad = [], [Rejected(-1, f"internal decode error: {exc!r}", ev.value or b"")]
             batch = by_partition.get(msg.partition)
             if batch is None:
-                batch = by_partition[msg.partition] = PartitionBatch(topic, msg.partition, ev, [])
+                batch = by_partition[msg.partition] = PartitionBatch(topic, msg.partition, ev, [],
+                                                                     lateness_s=self.clock.lateness_s)
             batch.events.extend(good)
             dead.extend(self._dead_letters(bad, "ingest", name, msg.partition, msg.offset))
         self.counters.records[topic] += len(events)
         for batch in by_partition.values():
             self.counters.events[topic] += len(batch.events)
+            batch.newest_before = self.clock.newest((topic, batch.partition))
             if batch.events:
                 newest = max(map(self._ts_of[topic], batch.events)).timestamp()
                 self.clock.observe((topic, batch.partition), newest)
@@ -210,10 +263,7 @@ class Runtime:
         if dead:
             self.counters.dead_letters[topic] += len(dead)
             await self.send_batch(Topic.DLQ, dead, key=name)
-        if self._flushers:
-            self._hold(records)  # checkpointed by `_checkpoint_tick`, a task of its own
-        else:
-            self._ack_when_durable(records)
+        self._hold(records)  # committable after the checkpoint that covers it (`checkpoint`)
 
     async def _warm_outputs(self) -> None:
         await self.bulk.warm(topic_name(self.settings.topic_prefix, t) for t in Topic)
@@ -239,46 +289,30 @@ class Runtime:
             fresh.append(ev)
         return fresh
 
-    def _ack_when_durable(self, events: Sequence[Any]) -> None:
-        """Let `events` be acknowledged only once what their batch produced is in Kafka, without waiting.
-
-        `take_events` acknowledges a batch when the loop body returns, and Faust commits acked
-        offsets. Waiting for the batch's changelog writes there (`make_durable`) left the worker
-        idle for every batch's produce round trip. Instead each message gets one more reference,
-        so `take_events`' ack is not the last one, and a task drops it once everything queued
-        so far (this batch's writes and earlier ones) is acknowledged by Kafka: the commit still
-        never passes a batch whose state is not durable, and the next batch runs meanwhile.
-        Redelivered copies (skipped by `_first_time`) are held too: acking one would let the
-        commit pass its original while that is still in flight.
-        """
-        if events:
-            for ev in events:
-                ev.message.incref()
-            self._release_when_durable(events)
-
     def _release_when_durable(self, events: Sequence[Any]) -> None:
         """Drop the extra reference of `events` once everything queued so far is in Kafka."""
         task = asyncio.ensure_future(self._release(events, self._queued_writes()))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
-    # -- write-behind state ---------------------------------------------------------------------
-    def on_checkpoint(self, flush: Callable[[], Awaitable[None]]) -> None:
-        """Register `flush()`: it writes what a capability changed since its previous call.
+    # -- checkpoints ----------------------------------------------------------------------------
+    def on_checkpoint(self, snapshot: Snapshot) -> None:
+        """Register `snapshot()`: it encodes what a capability changed since its previous call.
 
         State that many events touch (the rate limiter's keys) need not be written after every
-        batch. With a flusher registered, batches are held (not committable) until a
-        checkpoint: every `checkpoint_s` seconds, or as soon as the inputs go quiet, the
-        runtime takes the batches held so far, calls every flusher, and lets those batches be
-        acknowledged once all that is in Kafka. A key changed by many batches in between is
-        written once. A restart re-reads from the last checkpoint's offsets, against the state
-        written at that checkpoint or later.
+        batch. Every batch is held (not committable) until a checkpoint: every `checkpoint_s`
+        seconds, or as soon as the inputs go quiet, or soon after `request_checkpoint()`. A
+        checkpoint waits until no batch is being processed, calls every snapshot (no batch
+        runs meanwhile, so what they encode is exactly the effect of the held batches), seals
+        the open epoch of each partition involved, writes the snapshots, waits for Kafka to
+        have everything, writes the partitions' checkpoint records, and only then lets the
+        held batches be committed (see `pipeline.state` for what a restart does with them).
         """
-        if not self._flushers:
-            self.app.timer(interval=_CHECKPOINT_TICK_S)(self._checkpoint_tick)
-            # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
-            run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
-        self._flushers.append(flush)
+        self._snapshots.append(snapshot)
+
+    def request_checkpoint(self) -> None:
+        """State changed outside an input batch (an admin order): checkpoint at the next tick."""
+        self._requested = True
 
     def _hold(self, events: Sequence[Any]) -> None:
         for ev in events:
@@ -286,20 +320,66 @@ class Runtime:
         self._held.extend(events)
 
     async def checkpoint(self) -> None:
-        """Flush write-behind state; the batches held until now become committable once it is durable."""
+        """Make the held batches' state durable as one epoch per partition; then they become committable."""
         async with self._checkpoint_lock:
-            # Taken first: every batch held by now has marked its changes, so the flushers write them.
-            held, self._held = self._held, []
-            for flush in self._flushers:
-                await flush()
+            self._gate.clear()
+            try:
+                await self._drained.wait()
+                # No batch runs from here to the gate's reopening: no awaits in between.
+                held, self._held = self._held, []
+                self._requested = False
+                staged = [w for snap in self._snapshots for w in snap()]
+                covered = sorted({ev.message.partition for ev in held} | {w.partition for w in staged})
+                sealed = {p: self.fence.seal(p) for p in covered}
+                records = self._checkpoint_records(held, sealed)
+            finally:
+                self._gate.set()
+            for w in staged:
+                header = self.fence.header_of(w.partition, sealed[w.partition])
+                await w.writer.write_encoded(w.partition, w.encoded, header)
+            if records:
+                await self.make_durable()  # the epoch's state and outputs, before its checkpoint records
+                await self.checkpoints.write(records)
+                await self.make_durable()
+                for p, cp in records.items():
+                    self.fence.commit(p, cp)
             self._last_checkpoint = time.monotonic()
             if held:
                 self._release_when_durable(held)
 
+    def _checkpoint_records(self, held: Sequence[Any], sealed: dict[int, int]) -> dict[int, Checkpoint]:
+        """The checkpoint of each sealed partition: previous offsets and times, advanced by `held`."""
+        out: dict[int, Checkpoint] = {}
+        for p, epoch in sealed.items():
+            prev = self.fence.checkpoints.get(p) or Checkpoint()
+            out[p] = Checkpoint(epoch, dict(prev.offsets), dict(prev.newest))
+        for ev in held:
+            msg = ev.message
+            offsets = out[msg.partition].offsets
+            if msg.offset > offsets.get(msg.topic, -1):
+                offsets[msg.topic] = msg.offset
+        for p, cp in out.items():
+            for name, topic in self._inputs.items():
+                newest = self.clock.newest((topic, p))
+                if newest is not None:
+                    cp.newest[name] = newest
+        return out
+
+    def resume_from(self, checkpoints: dict[int, Checkpoint]) -> None:
+        """After recovery: records at or below a checkpoint's offsets are done (their effects are in
+        the recovered state), and each input's event time is what it was at that checkpoint."""
+        for p, cp in checkpoints.items():
+            for name, offset in cp.offsets.items():
+                self._done[(name, p)] = offset
+            for name, newest in cp.newest.items():
+                topic = self._inputs.get(name)
+                if topic is not None:
+                    self.clock.observe((topic, p), newest)
+
     async def _checkpoint_tick(self) -> None:
-        if not self._held:
+        if not (self._held or self._requested):
             return
-        if self._idle() or time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s:
+        if self._requested or self._idle() or time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s:
             await self.checkpoint()
 
     async def _release(self, events: Sequence[Any], queued: list[asyncio.Future[Any]]) -> None:

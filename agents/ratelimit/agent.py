@@ -34,7 +34,6 @@ restart neither loses nor reopens a minute.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import defaultdict
@@ -49,7 +48,7 @@ from agents.ratelimit.rollup import MinuteRollups
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
 from pipeline.broadcast import BroadcastReader
 from pipeline.commands import CommandRejected
-from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.runtime import PartitionBatch, Runtime, StagedWrite
 from pipeline.sdk import partition_for
 from pipeline.table_codecs import TableValue
 from pipeline.topics import Topic, topic_name
@@ -60,7 +59,6 @@ from schemas.ratelimit import Rollup, TenantPolicy
 __all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "register"]
 
 log = logging.getLogger(__name__)
-_FLUSH_SLICE = 2000  # keys written between yields to the event loop (~5 ms of work)
 
 ACTIONS = (
     Action.IP_BAN, Action.IP_UNBAN, Action.IP_WHITELIST, Action.IP_BLACKLIST, Action.IP_UNLIST,
@@ -85,11 +83,11 @@ class RateLimitAgent:
         self.partitions = s.partitions
         self.default = default or TenantPolicy(tenant_id="default")
         self.notify_to, self.webhooks = s.owner_email, WebhookTarget().enabled  # who hears of bans, and how
-        self.keys = app.Table(f"{s.app_id}-ratelimit-keys", default=None, partitions=s.partitions,
-                              key_type=str, value_type=KeyStateValue)
+        self.keys = runtime.table(f"{s.app_id}-ratelimit-keys", default=None, key_type=str,
+                                  value_type=KeyStateValue)
         self._writer = runtime.bulk_writer(self.keys)
-        self.open_minutes = app.Table(f"{s.app_id}-ratelimit-rollups", default=None, partitions=s.partitions,
-                                      key_type=str, value_type=bytes)
+        self.open_minutes = runtime.table(f"{s.app_id}-ratelimit-rollups", default=None, key_type=str,
+                                          value_type=bytes)
         self._minutes_writer = runtime.bulk_writer(self.open_minutes)
         self.policies: dict[str, TenantPolicy] = {}
         self.broadcast = BroadcastReader(s.broker, topic_name(s.topic_prefix, Topic.RATELIMIT_POLICIES),
@@ -105,7 +103,7 @@ class RateLimitAgent:
         self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0,
                        "ban_notices": 0}
         runtime.on(Topic.REQUESTS, self.on_requests)
-        runtime.on_checkpoint(self._flush)
+        runtime.on_checkpoint(self._snapshot)
         runtime.commands.on(ACTIONS, self.on_command)
         app.agent(self.orders, name="tenantwatch.ratelimit.orders")(self._consume_orders)
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -140,8 +138,8 @@ class RateLimitAgent:
         # Rebuild from the table after any assignment change: revoked keys leave memory,
         # assigned ones are adopted (with their timers) on their partition's next batch.
         # Faust waited for every fetched batch to be acknowledged (so checkpointed) before
-        # this; whatever an order changed since is written here, before memory is dropped.
-        await self._flush()
+        # this; whatever an order changed since is checkpointed here, before memory is dropped.
+        await self.runtime.checkpoint()
         self.limiters.clear()
         self.watermarks.clear()
         self.rollups.clear()
@@ -174,17 +172,15 @@ class RateLimitAgent:
         table = self.keys.data
         return [(k, st) for k in keys if (st := store.get(k)) is not None or k in table]
 
-    async def _flush(self) -> None:
-        """Checkpoint (`Runtime.on_checkpoint`): write every key and open minute changed since the last one."""
+    def _snapshot(self) -> list[StagedWrite]:
+        """Checkpoint (`Runtime.on_checkpoint`): every key and open minute changed since the last one, encoded."""
         dirty, self._dirty = self._dirty, defaultdict(dict)
-        for partition, keys in dirty.items():
-            changes = self._changes(partition, keys)
-            for i in range(0, len(changes), _FLUSH_SLICE):
-                await self._writer.write(partition, changes[i:i + _FLUSH_SLICE])
-                await asyncio.sleep(0)  # let batches be decided meanwhile: a checkpoint may write 10^5 keys
-        for partition, rollups in self.rollups.items():
+        staged = [StagedWrite(self._writer, p, self._writer.encode(self._changes(p, keys)))
+                  for p, keys in dirty.items()]
+        for p, rollups in self.rollups.items():
             if minutes := rollups.take_changes():
-                await self._minutes_writer.write(partition, minutes)
+                staged.append(StagedWrite(self._minutes_writer, p, self._minutes_writer.encode(minutes)))
+        return staged
 
     async def _publish(self, out: Batch) -> None:
         """Decisions, violations, bans and ban notices of `out`."""
@@ -214,10 +210,24 @@ class RateLimitAgent:
             # without building the (tenant, ip, ts) tuples and walking the events twice).
             out = Batch()
             decide, add, blocked = limiter.decide, rollups.add, 0
+            # Event time advances event by event: a throttle lifts or a ban ends before the
+            # first request past its time (plus the lateness) is decided, wherever batches split.
+            newest = b.newest_before if b.newest_before is not None else float("-inf")
+            lateness = b.lateness_s
+            fired = self.watermarks.get(b.partition, float("-inf"))
+            due = limiter.next_due()
             for e in b.events:  # rows: dicts of RequestEvent's validated fields
                 t = e["ts"].timestamp()
+                if t > newest:
+                    newest = t
+                    if due is not None and due <= newest - lateness and newest - lateness > fired:
+                        fired = newest - lateness
+                        _merge(out, limiter.expire_timers(fired))
+                        due = limiter.next_due()
                 tenant, ip = e["tenant_id"], e["ip"]
                 refused = decide(tenant, ip, t, out) != ALLOWED
+                if refused:  # a throttle or ban just started: its timer may be the next due
+                    due = limiter.next_due()
                 blocked += refused
                 add(tenant, ip, t, status=e["status"], latency_ms=e["latency_ms"], blocked=refused)
             self.counts["blocked"] += blocked
@@ -227,6 +237,8 @@ class RateLimitAgent:
                 self.watermarks[b.partition] = wm
                 _merge(out, limiter.expire(wm))
                 closed = rollups.close(wm)
+            elif fired > self.watermarks.get(b.partition, float("-inf")):
+                self.watermarks[b.partition] = fired
             # Key states and open minutes are written at the next checkpoint (write-behind):
             # a key touched by many batches in between is written once.
             dirty = self._dirty[b.partition]
@@ -293,9 +305,12 @@ class RateLimitAgent:
         else:
             out = limiter.unban(tenant, ip, now, order_id=order["nonce"])
         self.counts["orders"] += 1
-        # Written now: orders are acknowledged by Faust when this returns, not at a checkpoint.
-        await self._writer.write(partition, self._changes(partition, [*out.changed, *out.evicted]))
+        dirty = self._dirty[partition]
+        dirty.update(dict.fromkeys(out.changed))
+        dirty.update(dict.fromkeys(out.evicted))
         await self._publish(out)
+        # Checkpointed now: Faust acknowledges an order when this returns, not at a checkpoint.
+        await self.runtime.checkpoint()
 
 
 def _merge(into: Batch, other: Batch) -> None:

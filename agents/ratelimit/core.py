@@ -347,6 +347,12 @@ class RateLimiter:
     # -- event time -------------------------------------------------------------------------
     def expire(self, now: float) -> Batch:
         """Fire what is due by ``now``: bans ending, throttles lifting, idle keys evicted."""
+        out = self.expire_timers(now)
+        self._evict(now, out)
+        return out
+
+    def expire_timers(self, now: float) -> Batch:
+        """Fire the bans ending and throttles lifting by ``now`` (no eviction)."""
         out = Batch()
         for due, key, kind, token in self.timers.pop_due(now):
             st = self.store.get(key)
@@ -359,7 +365,6 @@ class RateLimiter:
             elif st.mark >> 2 == THROTTLED:
                 last = st.last_ts
                 self._lift(st, key, cp, max(due, last if last is not None else due), out)
-        self._evict(now, out)
         return out
 
     def _lift(self, st: KeyState, key: str, cp: CompiledPolicy, now: float, out: Batch) -> None:

@@ -46,16 +46,17 @@ def ip_of(i: int) -> str:
 
 
 class DecisionTap(threading.Thread):
-    """Consumes the decisions topic from its end: (record timestamp, consume time, decision ts)."""
+    """Consumes a topic (decisions by default) from its end: (record timestamp, consume time, event
+    ts) per event; a record may hold a JSON array of events (the SDK's requests)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, which: Topic = Topic.DECISIONS) -> None:
         from kafka import KafkaConsumer
         from kafka.structs import TopicPartition
 
         super().__init__(daemon=True)
         self.seen: list[tuple[float, float, float]] = []
         self.stop = threading.Event()
-        topic = topic_name(settings.topic_prefix, Topic.DECISIONS)
+        topic = topic_name(settings.topic_prefix, which)
         self.consumer = KafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False)
         parts = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
         self.consumer.assign(parts)
@@ -69,8 +70,9 @@ class DecisionTap(threading.Thread):
                 now = time.time()
                 for m in messages:
                     d = json.loads(m.value)
-                    ts = datetime.fromisoformat(d["ts"]).timestamp()
-                    self.seen.append((m.timestamp / 1000, now, ts))
+                    for e in d if isinstance(d, list) else [d]:
+                        ts = datetime.fromisoformat(e["ts"]).timestamp()
+                        self.seen.append((m.timestamp / 1000, now, ts))
         self.consumer.close()
 
 
@@ -129,11 +131,14 @@ def main() -> None:
                 raise SystemExit(f"limits.set not accepted: {record}")
             tap = DecisionTap(settings)
             tap.start()
+            inputs = DecisionTap(settings, Topic.REQUESTS)  # the part of the delay before the worker
+            inputs.start()
             with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=50, linger_ms=1) as pub:
                 offered = steady(settings, pub, args.rate, args.seconds)
             expected = offered // 6
             wait(lambda: len(tap.seen) >= expected, 180, f"{expected} decisions")
             tap.stop.set()
+            inputs.stop.set()
             by_record = [(r - ts) * 1000 for r, _, ts in tap.seen]
             by_consume = [(c - ts) * 1000 for _, c, ts in tap.seen]
             print(f"delay at {args.rate:,.0f} events/s offered for {args.seconds:.0f}s: {offered:,} events, "
@@ -142,6 +147,10 @@ def main() -> None:
                   f"p99 {percentile(by_record, 0.99):.1f} ms, max {max(by_record):.1f} ms")
             print(f"  produce → decision consumed:         p50 {percentile(by_consume, 0.5):.1f} ms, "
                   f"p99 {percentile(by_consume, 0.99):.1f} ms")
+            into_kafka = [(c - ts) * 1000 for _, c, ts in inputs.seen]
+            if len(into_kafka) > 1:
+                print(f"  produce → request consumed (no worker): p50 {percentile(into_kafka, 0.5):.1f} ms, "
+                      f"p99 {percentile(into_kafka, 0.99):.1f} ms, max {max(into_kafka):.1f} ms")
             # The first seconds include the worker's first batches (lazy imports, first limiter).
             first = min(ts for _, _, ts in tap.seen)
             warm = [(r - ts) * 1000 for r, _, ts in tap.seen if ts >= first + args.warmup]

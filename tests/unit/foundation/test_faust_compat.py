@@ -109,7 +109,9 @@ def test_runtime_skips_records_it_has_processed_already() -> None:
     def ev(p: int, offset: int) -> Any:
         return SimpleNamespace(message=SimpleNamespace(topic="tw.requests", partition=p, offset=offset))
 
-    rt = Runtime(SimpleNamespace(task=lambda fn: fn), Settings())
+    from tests.unit.foundation.fakes import fake_app
+
+    rt = Runtime(fake_app(), Settings())
     first = rt._first_time([ev(0, 0), ev(0, 1), ev(1, 0)])
     again = rt._first_time([ev(0, 1), ev(0, 2), ev(1, 0), ev(1, 1)])
     assert [(e.message.partition, e.message.offset) for e in first] == [(0, 0), (0, 1), (1, 0)]

@@ -1,4 +1,4 @@
-"""When the runtime lets a batch's offsets be committed: only once its state is in Kafka."""
+"""When the runtime lets a batch's offsets be committed: only once a checkpoint made its state durable."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 from faust.types.tuples import Message
 
-from pipeline.runtime import Runtime
+from pipeline.runtime import Runtime, StagedWrite
 from pipeline.settings import Settings
+from pipeline.state import EPOCH_HEADER, decode_checkpoint
+from tests.unit.foundation.fakes import fake_app
 
 
 class Committable(Message):  # as Faust's ConsumerMessage: the last ack tells the consumer
@@ -27,89 +29,163 @@ class Consumer:
         self.acked.append(message.offset)
         return True
 
-    def event(self, offset: int) -> Any:
+    def event(self, offset: int, partition: int = 0) -> Any:
         """An event delivered to one stream, acked the way Faust acks it."""
-        msg = Committable("tw.requests", 0, offset, 0.0, 0, None, None, b"{}", None)
+        msg = Committable("tw.requests", partition, offset, 0.0, 0, None, None, b"{}", None)
         msg.incref()
         return SimpleNamespace(message=msg, ack=lambda: msg.ack(self))
 
 
-def test_batch_offsets_become_committable_only_once_its_writes_are_in_kafka() -> None:
-    """Would fail if the commit could pass a batch whose changelog writes were still in flight."""
+class Appender:
+    """Stands in for the runtime's batch appender: each append is a Kafka write the test completes."""
+
+    def __init__(self, pending: list[asyncio.Future[Any]]) -> None:
+        self.pending = pending
+        self.appended: list[tuple[str, int, list[Any], list[Any]]] = []
+        self.writes: list[asyncio.Future[None]] = []
+
+    async def append(self, topic: str, partition: int, records: Any, headers: Any = ()) -> int:
+        rows = list(records)
+        self.appended.append((topic, partition, rows, list(headers)))
+        write = asyncio.get_running_loop().create_future()
+        self.writes.append(write)
+        self.pending.append(write)
+        return len(rows)
+
+
+class Writer:
+    """Stands in for a table's BulkWriter; `during` runs while the write is in flight."""
+
+    def __init__(self, appender: Appender, during: Any = None) -> None:
+        self.appender, self.during = appender, during
+
+    async def write_encoded(self, partition: int, encoded: list[Any], headers: Any) -> int:
+        if self.during is not None:
+            self.during()
+        return await self.appender.append("state-changelog", partition, encoded, headers)
+
+
+def runtime(**settings: Any) -> tuple[Runtime, Appender]:
+    rt = Runtime(fake_app(), Settings(**settings))
+    appender = rt.bulk = Appender(rt._bulk_pending)  # type: ignore[assignment]
+    rt.checkpoints.runtime = rt
+    return rt, appender
+
+
+async def complete(appender: Appender, upto: int) -> None:
+    """Let Kafka acknowledge writes as they come, until the first `upto` are acknowledged."""
+    while True:
+        for w in appender.writes[:upto]:
+            if not w.done():
+                w.set_result(None)
+        if len(appender.writes) >= upto:
+            return
+        await asyncio.sleep(0.001)
+
+
+def test_held_batches_become_committable_only_after_their_checkpoint_record() -> None:
+    """Would fail if a batch were committable before its state and its checkpoint record reached Kafka."""
     consumer = Consumer()
-    acked, ev = consumer.acked, consumer.event
 
     async def scenario() -> None:
-        flushed = asyncio.Event()
-
-        async def flush() -> None:
-            flushed.set()
-
-        app = SimpleNamespace(producer=SimpleNamespace(flush=flush, buffer=None))
-        rt = Runtime(app, Settings())
-        write = asyncio.get_running_loop().create_future()
-        rt._bulk_pending.append(write)  # the batch's changelog batch, not yet acknowledged by Kafka
-        batch = [ev(0), ev(1)]
-        rt._ack_when_durable(batch)
-        for e in batch:  # what take_events does when the loop body returns
+        rt, appender = runtime(checkpoint_s=60)
+        rt.on_checkpoint(lambda: [StagedWrite(Writer(appender), 0, [("k", 1, (b"k", b"1"))])])  # type: ignore[arg-type]
+        batch = [consumer.event(0), consumer.event(1)]
+        rt._hold(batch)
+        for e in batch:  # take_events acks when the loop body returns
             e.ack()
-        await asyncio.wait_for(flushed.wait(), 5)
-        assert acked == []  # still in flight: nothing committable
-        write.set_result(None)
+        task = asyncio.ensure_future(rt.checkpoint())
+        await complete(appender, 1)  # the state is in Kafka ...
+        await asyncio.sleep(0.01)
+        assert consumer.acked == []  # ... but not yet the checkpoint record
+        await complete(appender, 2)
+        await asyncio.wait_for(task, 5)
         await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
-        assert acked == [0, 1]
-        assert rt._bulk_pending == []
+        assert consumer.acked == [0, 1]
+        (_, p, _, headers), (cp_topic, cp_p, [(key, raw)], _) = appender.appended
+        assert (p, headers) == (0, [(EPOCH_HEADER, b"1")])  # the sealed epoch, not the next one
+        assert (cp_topic, cp_p, key) == (rt.checkpoints.topic, 0, b"0")
+        cp = decode_checkpoint(raw)
+        assert (cp.epoch, cp.offsets) == (1, {"tw.requests": 1})
+        assert rt.fence.committed(0) == 1
+        assert rt.fence.open_epoch(0) == 2
 
     asyncio.run(scenario())
 
 
-def test_write_behind_batches_become_committable_at_the_checkpoint_that_wrote_their_state() -> None:
-    """Would fail if a held batch were committable before the checkpoint's writes reached Kafka,
-    or if a batch held after a checkpoint began were released by it."""
+def test_a_batch_processed_while_the_checkpoint_writes_waits_for_the_next_one() -> None:
+    """Would fail if a checkpoint released a batch its snapshot did not include."""
     consumer = Consumer()
-    acked, ev = consumer.acked, consumer.event
 
     async def scenario() -> None:
-        async def flush_producer() -> None: ...
-
-        ticks: list[Any] = []
-        async def wait_empty(consumer: Any, logger: Any) -> None: ...
-
-        app = SimpleNamespace(producer=SimpleNamespace(flush=flush_producer, buffer=None),
-                              timer=lambda interval: ticks.append, _consumer_wait_empty=wait_empty)
-        rt = Runtime(app, Settings(checkpoint_s=60))
-        writes: list[asyncio.Future[None]] = []
+        rt, appender = runtime(checkpoint_s=60)
         late: list[Any] = []
 
-        async def flush_state() -> None:  # a capability writing its dirty keys
-            write = asyncio.get_running_loop().create_future()
-            writes.append(write)
-            rt._bulk_pending.append(write)
-            if not late:  # a batch finishing while the checkpoint writes: the next checkpoint's
-                late.extend([ev(2)])
+        def arrives() -> None:  # a batch finishing while the checkpoint writes: the next checkpoint's
+            if not late:
+                late.append(consumer.event(2))
                 rt._hold(late)
+                late[0].ack()
 
-        rt.on_checkpoint(flush_state)
-        assert ticks == [rt._checkpoint_tick]  # an idle worker checkpoints too
-        first = [ev(0), ev(1)]
+        writer = Writer(appender, during=arrives)
+        rt.on_checkpoint(lambda: [StagedWrite(writer, 0, [("k", 1, (b"k", b"1"))])])  # type: ignore[arg-type]
+        first = [consumer.event(0), consumer.event(1)]
         rt._hold(first)
-        for e in first:  # take_events acks when the loop body returns
+        for e in first:
             e.ack()
-        assert acked == []
-        await rt.checkpoint()
-        await asyncio.sleep(0)
-        assert acked == []  # the state of offsets 0-1 is not in Kafka yet
-        writes[0].set_result(None)
+        task = asyncio.ensure_future(rt.checkpoint())
+        await complete(appender, 2)
+        await asyncio.wait_for(task, 5)
         await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
-        assert acked == [0, 1]
-        late[0].ack()
-        assert acked == [0, 1]  # offset 2 waits for the next checkpoint
-        await rt.checkpoint()
-        writes[1].set_result(None)
+        assert consumer.acked == [0, 1]
+        task = asyncio.ensure_future(rt.checkpoint())
+        await complete(appender, 4)
+        await asyncio.wait_for(task, 5)
         await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
-        assert acked == [0, 1, 2]
+        assert consumer.acked == [0, 1, 2]
+        assert [h for _, _, _, h in appender.appended[::2]] == [[(EPOCH_HEADER, b"1")], [(EPOCH_HEADER, b"2")]]
 
     asyncio.run(scenario())
+
+
+def test_no_batch_starts_while_a_checkpoint_takes_its_snapshot() -> None:
+    """Would fail if a checkpoint encoded state while a batch was half-way through changing it."""
+
+    async def scenario() -> None:
+        rt, appender = runtime()
+        order: list[str] = []
+        rt.on_checkpoint(lambda: order.append("snapshot") or [])  # type: ignore[func-returns-value]
+        rt._busy = 1  # a batch is being processed
+        rt._drained.clear()
+        rt._held.append(Consumer().event(0))
+        task = asyncio.ensure_future(rt.checkpoint())
+        await asyncio.sleep(0.01)
+        assert order == []  # waits for the batch to end
+        assert not rt._gate.is_set()  # and lets no new one start
+        order.append("batch ends")
+        rt._busy = 0
+        rt._drained.set()
+        await complete(appender, 1)
+        await asyncio.wait_for(task, 5)
+        assert order == ["batch ends", "snapshot"]
+        assert rt._gate.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_resume_from_a_checkpoint_skips_what_it_covers_and_restores_event_time() -> None:
+    """Would fail if a restarted worker counted records its recovered state already holds."""
+    from pipeline.state import Checkpoint
+    from pipeline.topics import Topic
+    from schemas.events import RequestEvent
+
+    rt, _ = runtime()
+    rt.add_input(Topic.REQUESTS, RequestEvent, rows=True)
+    rt.resume_from({0: Checkpoint(3, {"tw.requests": 5}, {"tw.requests": 1_000.0})})
+    fresh = rt._first_time([SimpleNamespace(message=SimpleNamespace(topic="tw.requests", partition=0, offset=o))
+                            for o in (4, 5, 6)])
+    assert [e.message.offset for e in fresh] == [6]
+    assert rt.clock.newest((Topic.REQUESTS, 0)) == 1_000.0
 
 
 def test_faust_waiting_for_acks_at_shutdown_gets_its_checkpoints() -> None:
@@ -135,33 +211,36 @@ def test_faust_waiting_for_acks_at_shutdown_gets_its_checkpoints() -> None:
 
 def test_a_worker_whose_input_went_quiet_commits_without_waiting_for_the_interval() -> None:
     """Would fail if offsets released once the input went quiet waited for Faust's periodic
-    commit, or if a busy worker committed after every batch."""
+    commit, or if a busy worker committed after every checkpoint."""
     import time
 
     consumer = Consumer()
-    ev = consumer.event
     commits: list[list[int]] = []
 
     async def scenario() -> None:
-        async def flush() -> None: ...
-
         async def commit() -> None:  # Faust's Consumer.commit: commits what is acked by now
             commits.append(list(consumer.acked))
 
-        app = SimpleNamespace(producer=SimpleNamespace(flush=flush, buffer=None),
-                              _consumer=SimpleNamespace(commit=commit))
-        rt = Runtime(app, Settings())
+        rt, appender = runtime()
+        rt.app._consumer = SimpleNamespace(commit=commit)
         rt._busy = 1  # the next batch is being processed
-        busy = [ev(0)]
-        rt._ack_when_durable(busy)
+        busy = [consumer.event(0)]
+        rt._hold(busy)
         busy[0].ack()
+        rt._drained.set()  # (the batch in progress is not this test's concern)
+        task = asyncio.ensure_future(rt.checkpoint())
+        await complete(appender, 1)
+        await asyncio.wait_for(task, 5)
         await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
         assert consumer.acked == [0]
         assert commits == []  # left to the periodic commit
         rt._busy, rt._last_batch_end = 0, time.monotonic() - 1  # nothing arrived for a second
-        last = [ev(1)]
-        rt._ack_when_durable(last)
+        last = [consumer.event(1)]
+        rt._hold(last)
         last[0].ack()
+        task = asyncio.ensure_future(rt.checkpoint())
+        await complete(appender, 2)
+        await asyncio.wait_for(task, 5)
         await asyncio.wait_for(asyncio.gather(*rt._releasing), 5)
         assert commits == [[0, 1]]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.topics import Topic
 from schemas.events import RequestEvent
+from tests.unit.foundation.fakes import fake_app
 
 EVENT = {"kind": "request", "event_id": "e-1", "ts": "2026-01-05T10:00:00.5+01:00", "tenant_id": "acme",
          "ip": "2001:DB8::0:1", "method": "GET", "path": "/x", "status": 503, "latency_ms": 12.5}
@@ -29,8 +29,7 @@ def test_a_row_dead_letters_as_the_bytes_its_model_would() -> None:
 
 def test_the_runtime_reads_event_time_from_rows_and_models() -> None:
     """Would fail if the watermark of a rows input were read as an attribute (and crashed)."""
-    app = SimpleNamespace(topic=lambda *a, **k: object(), agent=lambda *a, **k: (lambda fn: fn))
-    rt = Runtime(app, Settings())
+    rt = Runtime(fake_app(), Settings())
     rt.add_input(Topic.REQUESTS, RequestEvent, rows=True)
     rt.add_input(Topic.ERRORS, RequestEvent)  # any model input
     assert isinstance(rt._codecs[Topic.REQUESTS], RowCodec)

@@ -1,0 +1,147 @@
+"""Chaos: a rate-limit worker killed with SIGKILL mid-stream, twice, ends exactly where a run without
+faults ends: the same decisions, violations and bans, and rollups equal to an independent count."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.kafka_admin import caught_up, ensure_topics
+from pipeline.processes import status_dir
+from pipeline.sdk import Publisher
+from pipeline.settings import Settings
+from pipeline.topics import Topic, topic_name
+from schemas.commands import Action
+from tests.conftest import WorkerProcess, wait_for
+from tests.integration.ratelimit.conftest import T0, admin, make_settings, rows, start_writer, ticks
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+
+TENANTS, IPS, EVENTS = 3, 60, 45_000
+
+
+def traffic(tenants: list[str], seed: int = 11) -> list[dict[str, Any]]:
+    """Two hours of requests: a few heavy IPs per tenant cross their limits and get banned."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(EVENTS):
+        t = i % len(tenants)
+        ip = f"198.51.{t}.{int(IPS * rng.random() ** 3)}"  # skewed: low addresses are busy
+        ts = T0 + timedelta(seconds=i * 7200 / EVENTS)
+        out.append({"kind": "request", "event_id": f"c{t}-{i}", "ts": ts.isoformat(), "tenant_id": tenants[t],
+                    "ip": ip, "method": "GET", "path": "/api", "status": 500 if i % 17 == 0 else 200,
+                    "latency_ms": 5.0 + i % 40})
+    return out
+
+
+def processed(settings: Settings) -> int:
+    import json
+
+    total = 0
+    for path in status_dir(settings).glob("worker-*.json"):
+        try:
+            total += json.loads(path.read_text())["events"].get("requests", 0)
+        except (ValueError, KeyError, OSError):
+            continue
+    return total
+
+
+def run(settings: Settings, chdb: Any, tenants: list[str], kills: tuple[float, ...],
+        log: Callable[[str], None]) -> int:
+    """Publish the traffic at a steady pace while one worker processes it; SIGKILL it (and restart
+    it at once) when it has processed each fraction in `kills`. Returns the number of kills done."""
+    ensure_topics(settings)
+    events = traffic(tenants)
+    done = threading.Event()
+
+    def publish() -> None:  # ~15k events/s, so kills land while input keeps arriving
+        with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=250) as pub:
+            for i in range(0, len(events), 1500):
+                pub.publish_many(events[i:i + 1500])
+                pub.flush()
+                time.sleep(0.1)
+            pub.publish_many(ticks(tenants[0], T0 + timedelta(hours=3)))
+        done.set()
+
+    worker = WorkerProcess(settings, "ratelimit").start()
+    killed = 0
+    writer = start_writer(settings, chdb)
+    try:
+        for tenant in tenants:
+            assert admin(settings, Action.LIMITS_SET, tenant, per_minute=12, per_hour=300, per_day=None,
+                         violation_threshold=3, ban_base_s=600).outcome == "accepted"
+        threading.Thread(target=publish, daemon=True).start()
+        for fraction in kills:
+            wait_for(lambda f=fraction: processed(settings) >= f * EVENTS, timeout=240,
+                     what=f"the worker past {fraction:.0%} of the input", interval=0.02)
+            worker.stop(kill=True)
+            killed += 1
+            log(f"killed at ~{fraction:.0%}")
+            worker.start()
+        wait_for(done.is_set, timeout=240, what="publishing done")
+        source = topic_name(settings.topic_prefix, Topic.REQUESTS)
+        outputs = [topic_name(settings.topic_prefix, t)
+                   for t in (Topic.REQUESTS, Topic.DECISIONS, Topic.VIOLATIONS, Topic.BANS, Topic.ROLLUPS)]
+        wait_for(lambda: caught_up(settings.broker, settings.app_id, [source]), timeout=300,
+                 what="the worker committing every request")
+        wait_for(lambda: caught_up(settings.broker, f"{settings.app_id}-writer", outputs), timeout=300,
+                 what="the writer storing every output")
+    finally:
+        writer.__exit__(None, None, None)
+        worker.stop()
+    return killed
+
+
+def outcome(chdb: Any, tenants: list[str]) -> dict[str, Any]:
+    """What owners see, with tenant ids replaced by their index (runs use different tenant names)."""
+    index = {t: str(i) for i, t in enumerate(tenants)}
+    q = {
+        "decisions": "SELECT tenant_id, ip, state, reason, ts FROM rl_decisions FINAL "
+                     "WHERE tenant_id IN {ts:Array(String)}",
+        "violations": "SELECT tenant_id, ip, limit_name, count, ts FROM rl_violations FINAL "
+                      "WHERE tenant_id IN {ts:Array(String)}",
+        "bans": "SELECT tenant_id, ip, level, start, end FROM rl_bans FINAL WHERE tenant_id IN {ts:Array(String)}",
+        "rollups": "SELECT tenant_id, minute, requests, errors, blocked FROM rl_rollups_tenant "
+                   "WHERE tenant_id IN {ts:Array(String)}",
+    }
+    return {name: Counter((index[r[0]], *r[1:]) for r in rows(chdb, sql, ts=tenants)) for name, sql in q.items()}
+
+
+def published_per_minute(tenants: list[str]) -> Counter[tuple[str, datetime]]:
+    out: Counter[tuple[str, datetime]] = Counter()
+    for e in traffic(tenants):
+        ts = datetime.fromisoformat(e["ts"]).replace(second=0, microsecond=0, tzinfo=None)
+        out[(str(tenants.index(e["tenant_id"])), ts)] += 1
+    return out
+
+
+def test_a_worker_killed_twice_mid_stream_ends_like_one_never_killed(kafka: str, session_dir: Path, chdb_client: Any):
+    """SIGKILL at ~30% and ~65% of the input, restart at once: decisions, violations, bans equal a
+    no-fault run's; every tenant-minute's rollup equals the published count; requests stored once."""
+    lines: list[str] = []
+    base = [f"chaos{i}" for i in range(TENANTS)]
+    tag = uuid.uuid4().hex[:6]
+    calm_tenants = [f"{t}-calm-{tag}" for t in base]
+    chaos_tenants = [f"{t}-kill-{tag}" for t in base]
+    assert run(make_settings(kafka, session_dir), chdb_client, calm_tenants, (), lines.append) == 0
+    assert run(make_settings(kafka, session_dir), chdb_client, chaos_tenants, (0.3, 0.65), lines.append) == 2
+    calm, chaos = outcome(chdb_client, calm_tenants), outcome(chdb_client, chaos_tenants)
+    expected = published_per_minute(chaos_tenants)
+    stored = Counter({(t, m): n for (t, m, n, _e, _b) in chaos["rollups"]})
+    assert sum(expected.values()) == EVENTS
+    assert stored == expected, f"rollups differ from the published count in {len(set(stored) ^ set(expected))} cells"
+    assert calm["bans"], "the traffic must make bans, or the comparison proves little"
+    for name in ("decisions", "violations", "bans", "rollups"):
+        assert chaos[name] == calm[name], f"{name} differ after the kills: {lines}"
+    (n,) = rows(chdb_client, "SELECT count() FROM requests FINAL WHERE tenant_id IN {ts:Array(String)}",
+                ts=chaos_tenants)[0]
+    assert n == EVENTS

@@ -20,6 +20,8 @@ CAPABILITIES: tuple[str, ...] = ("ratelimit", "anomaly", "trials", "notify")
 def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) -> tuple[Any, Runtime]:
     import faust
 
+    from pipeline import table_codecs
+
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
@@ -57,6 +59,8 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         (Topic.USAGE, UsageEvent),
     ):
         runtime.add_input(topic, model)
+    # Changelog records a table codec refused (hostile or corrupt), per codec: see pipeline.table_codecs.
+    runtime.add_status("tables_refused", lambda: dict(table_codecs.refused))
     runtime.commands  # noqa: B018 - the commands agent runs in every worker (audits even unknown actions)
     for name in CAPABILITIES if capabilities is None else capabilities:
         importlib.import_module(f"agents.{name}.agent").register(runtime)

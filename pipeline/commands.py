@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.codec import Codec
 from pipeline.replay import ReplayGuard
+from pipeline.table_codecs import JsonValue, StrKey
 from pipeline.topics import Topic, topic_name
 from schemas.commands import Action, AdminCommand, signature_ok
 from schemas.results import AuditRecord, stable_id
@@ -57,7 +58,7 @@ class CommandRouter:
         settings = runtime.settings
         self.key = settings.signing_key_bytes
         self.nonces = runtime.app.Table(f"{settings.app_id}-command-nonces", default=float,
-                                        partitions=settings.partitions)
+                                        partitions=settings.partitions, key_type=StrKey, value_type=JsonValue)
         self.guard = ReplayGuard(settings.command_max_skew_s, self.nonces)
         self.codec: Codec[AdminCommand] = Codec(AdminCommand)
         self.accepted = 0

@@ -10,6 +10,7 @@ notification agents; pure enough to test with a plain dict as the table.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +19,7 @@ from pipeline.faust_compat import in_partition_of
 __all__ = ["PartitionEvent", "PartitionView"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _Message:
@@ -58,9 +60,13 @@ class PartitionView(MutableMapping[str, T], Generic[T]):
                 raise KeyError(key)
             return value
         stored = self.table.get(key)
-        if stored is None:
+        if not isinstance(stored, dict) or "v" not in stored:
             raise KeyError(key)
-        return self._decode(stored["v"])
+        try:
+            return self._decode(stored["v"])
+        except Exception as exc:  # a changelog record we did not write: the key reads as absent
+            log.warning("refused the stored value of %r: %s", key, f"{type(exc).__name__}: {exc}"[:300])
+            raise KeyError(key) from None
 
     def __setitem__(self, key: str, value: T) -> None:
         self._staged[key] = value
@@ -93,7 +99,8 @@ class PartitionView(MutableMapping[str, T], Generic[T]):
     def owner(self, key: str) -> int | None:
         """The partition a stored key belongs to (None when not stored)."""
         stored = self.table.get(key)
-        return None if stored is None else int(stored["p"])
+        p = stored.get("p") if isinstance(stored, dict) else None
+        return p if type(p) is int else None
 
     @property
     def dirty(self) -> int:

@@ -21,6 +21,7 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
     import faust
 
     from pipeline import table_codecs
+    from pipeline.kafka_config import client_kwargs
 
     app = faust.App(
         settings.app_id,
@@ -43,6 +44,7 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         table_cleanup_interval=60.0,
         stream_buffer_maxsize=16384,
         TableManager=PromptTableManager,  # no 1 s start-up nap; starts `start_early` tasks
+        **client_kwargs(settings, "faust"),  # SASL / TLS when the broker leaves loopback
     )
     # Recovery's resume() would otherwise drop records already fetched into the stream
     # queues, unprocessed, and later commits skip past them (see pipeline.faust_compat).

@@ -109,6 +109,7 @@ def run_writer(settings: Settings) -> None:
     from pipeline.clickhouse.sinks import ClickHouseSink
     from pipeline.clickhouse.writer import ClickHouseWriter
     from pipeline.kafka_admin import ensure_topics
+    from pipeline.kafka_config import client_kwargs
 
     ensure_topics(settings)
     client = connect(settings.dsn)
@@ -117,7 +118,7 @@ def run_writer(settings: Settings) -> None:
         bootstrap=settings.broker, prefix=settings.topic_prefix, sink=ClickHouseSink(client),
         group_id=f"{settings.app_id}-writer", batch_rows=settings.writer_batch_rows,
         flush_s=settings.writer_flush_s, buffer_max_rows=settings.writer_buffer_max_rows,
-        retry_max_s=settings.writer_retry_max_s,
+        retry_max_s=settings.writer_retry_max_s, kafka_options=client_kwargs(settings, "kafka-python"),
     )
     metrics.register_writer(writer)
     if settings.metrics_port is not None:

@@ -49,6 +49,7 @@ from agents.ratelimit.rollup import MinuteRollups
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
 from pipeline.broadcast import BroadcastReader
 from pipeline.commands import CommandRejected
+from pipeline.kafka_config import client_kwargs
 from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.sdk import partition_for
 from pipeline.table_codecs import BytesValue, StrKey, TableValue
@@ -93,7 +94,7 @@ class RateLimitAgent:
         self._minutes_writer = runtime.bulk_writer(self.open_minutes)
         self.policies: dict[str, TenantPolicy] = {}
         self.broadcast = BroadcastReader(s.broker, topic_name(s.topic_prefix, Topic.RATELIMIT_POLICIES),
-                                         self._on_policy)
+                                         self._on_policy, client_kwargs(s, "aiokafka"))
         runtime.start_early(self.broadcast.run)  # read before recovery ends: it gates the first batch
         self.orders = app.topic(topic_name(s.topic_prefix, Topic.RATELIMIT_ORDERS), partitions=s.partitions,
                                 key_serializer="raw", value_serializer="raw", internal=True)

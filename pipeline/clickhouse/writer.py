@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -58,7 +58,9 @@ class ClickHouseWriter:
         buffer_max_rows: int = 200_000,
         retry_max_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        kafka_options: Mapping[str, Any] | None = None,  # pipeline.kafka_config.client_kwargs(…, "kafka-python")
     ):
+        self._kafka_options = dict(kafka_options or {})
         self.sink = sink
         sinks = load_capability_sinks()
         self.specs: dict[str, SinkSpec] = {
@@ -192,6 +194,7 @@ class ClickHouseWriter:
             # New topics must be picked up soon: with the 5-minute default, a writer that
             # subscribed before a topic had partition metadata sat idle until the refresh.
             metadata_max_age_ms=10_000,
+            **self._kafka_options,
         )
         deadline = self.clock() + 30
         while self.clock() < deadline and any(not self.consumer.partitions_for_topic(t) for t in self.specs):

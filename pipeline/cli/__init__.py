@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenantwatch",
         description="Streaming watchtower for multi-tenant SaaS: rate limits, anomalies, trial automation. "
-        "Settings come from TW_* environment variables (see README).",
+        "Settings come from TW_* environment variables (see README). With the development signing key "
+        "(or a placeholder, or a key under 32 bytes) every command warns, and refuses to run (exit 2) when "
+        "TW_BROKER is not loopback unless TW_ALLOW_DEV_KEY=1.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line (or TW_LOG_JSON=1)")

@@ -36,6 +36,7 @@ __all__ = [
     "refused",
     "register_codec",
     "register_state_codec",
+    "value_type",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,25 +67,15 @@ class TableValue:
         return data
 
 
-class JsonValue(TableValue):
-    """Value type of tables holding plain JSON (dicts, lists, numbers, strings)."""
-
-    class _options:
-        serializer = JSON_CODEC
-
-
-class BytesValue(TableValue):
-    """Value type of tables holding bytes their agent parses itself (strictly, refusing the rest)."""
-
-    class _options:
-        serializer = BYTES_CODEC
+def value_type(codec: str, doc: str) -> type[TableValue]:
+    """A `TableValue` subclass naming `codec` (a table's `key_type=` or `value_type=`)."""
+    options = type("_options", (), {"serializer": codec})
+    return type(f"TableValue[{codec}]", (TableValue,), {"_options": options, "__doc__": doc})
 
 
-class StrKey(TableValue):
-    """Key type of every table: a string, JSON-encoded (the bytes Faust's json codec writes)."""
-
-    class _options:
-        serializer = KEY_CODEC
+JsonValue = value_type(JSON_CODEC, "Value type of tables holding plain JSON (dicts, lists, numbers, strings).")
+BytesValue = value_type(BYTES_CODEC, "Value type of tables holding bytes their agent parses itself (strictly).")
+StrKey = value_type(KEY_CODEC, "Key type of every table: a string, JSON-encoded (the bytes Faust's json wrote).")
 
 
 def _refuse(name: str, reason: str) -> None:

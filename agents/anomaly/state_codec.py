@@ -11,7 +11,7 @@ from __future__ import annotations
 from agents.anomaly.alerts import SeriesRing
 from agents.anomaly.detector import StreamDetector
 from agents.anomaly.metrics import TenantMetrics
-from pipeline.table_codecs import TableValue, register_state_codec
+from pipeline.table_codecs import register_state_codec, value_type
 
 __all__ = ["DETECTOR_CODEC", "METRICS_CODEC", "RING_CODEC", "DetectorValue", "MetricsValue", "RingValue",
            "register_codecs"]
@@ -22,25 +22,9 @@ RING_CODEC = "tw-series-ring"
 _VERSION = 1
 
 
-class DetectorValue(TableValue):
-    """Value type of the `streams` table: a StreamDetector."""
-
-    class _options:
-        serializer = DETECTOR_CODEC
-
-
-class MetricsValue(TableValue):
-    """Value type of the `derive` table: a TenantMetrics."""
-
-    class _options:
-        serializer = METRICS_CODEC
-
-
-class RingValue(TableValue):
-    """Value type of the `chart` table: a SeriesRing."""
-
-    class _options:
-        serializer = RING_CODEC
+DetectorValue = value_type(DETECTOR_CODEC, "Value type of the `streams` table: a StreamDetector.")
+MetricsValue = value_type(METRICS_CODEC, "Value type of the `derive` table: a TenantMetrics.")
+RingValue = value_type(RING_CODEC, "Value type of the `chart` table: a SeriesRing.")
 
 
 def register_codecs() -> None:

@@ -202,7 +202,7 @@ class RollingQuantiles:
         f = Fields(data, "quantiles")
         out = cls(f.integer("size", 1, MAX_WINDOW))
         values = f.floats("window", out._ring.maxlen or 0)
-        if any(math.isnan(v) for v in values):
+        if math.isnan(sum(values)):  # values are |residuals|: only a NaN makes the sum NaN
             raise f.fail("window", "NaN in a quantile window")
         out._ring.extend(values)
         out._sorted = sorted(values)
@@ -262,7 +262,7 @@ class _Scale:
     the normal's value at that quantile is the other candidate. On normal noise both agree.
     """
 
-    __slots__ = ("_abs", "_tail_q", "_tail_z", "n")
+    __slots__ = ("_abs", "_sigma", "_stale", "_tail_q", "_tail_z", "n")
 
     def __init__(self, window: int, tail_q: float) -> None:
         if not 0 < tail_q < 1:
@@ -271,16 +271,20 @@ class _Scale:
         self._tail_q = tail_q
         self._tail_z = NormalDist().inv_cdf(0.5 + tail_q / 2)  # |N(0,1)| quantile
         self.n = 0
+        self._sigma: float | None = None
+        self._stale = False  # σ is read several times per point, changed once: kept until then
 
     def update(self, residual: float) -> None:
         self._abs.update(abs(residual))
         self.n += 1
+        self._stale = True
 
     def sigma(self) -> float | None:
-        med, tail = self._abs.get(0.5), self._abs.get(self._tail_q)
-        if med is None or tail is None:
-            return None
-        return max(_MAD_TO_SIGMA * med, tail / self._tail_z)
+        if self._stale:
+            med, tail = self._abs.get(0.5), self._abs.get(self._tail_q)
+            self._sigma = None if med is None or tail is None else max(_MAD_TO_SIGMA * med, tail / self._tail_z)
+            self._stale = False
+        return self._sigma
 
     def snapshot(self) -> dict[str, Any]:
         return {"abs": self._abs.snapshot(), "q": self._tail_q, "n": self.n}
@@ -291,6 +295,7 @@ class _Scale:
         out = cls(1, f.number("q", 1e-9, 1 - 1e-9))
         out._abs = RollingQuantiles.restore(f.raw("abs"))
         out.n = f.integer("n")
+        out._stale = True
         return out
 
 

@@ -11,7 +11,7 @@ notification agents; pure enough to test with a plain dict as the table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 from pipeline.faust_compat import in_partition_of
@@ -36,6 +36,18 @@ class PartitionEvent:
 
     def __init__(self, topic: str, partition: int) -> None:
         self.message = _Message(topic, partition)
+
+
+class _Items(ItemsView[str, T]):
+    """(key, value) pairs that skip a key whose stored value is refused (one decode per key)."""
+
+    def __iter__(self) -> Iterator[tuple[str, T]]:
+        view: MutableMapping[str, T] = self._mapping  # type: ignore[attr-defined]  # set by ItemsView
+        for key in view:
+            try:
+                yield key, view[key]
+            except KeyError:  # refused (and logged) by __getitem__
+                continue
 
 
 class PartitionView(MutableMapping[str, T], Generic[T]):
@@ -95,6 +107,9 @@ class PartitionView(MutableMapping[str, T], Generic[T]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def items(self) -> ItemsView[str, T]:
+        return _Items(self)
 
     def owner(self, key: str) -> int | None:
         """The partition a stored key belongs to (None when not stored)."""

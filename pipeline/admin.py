@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.codec import Codec, encode_one
+from pipeline.kafka_config import client_kwargs
 from pipeline.settings import Settings
 from pipeline.topics import Topic, topic_name
 from schemas.commands import Action, AdminCommand, ParamValue, sign
@@ -36,14 +37,15 @@ def send_command(settings: Settings, command: AdminCommand, wait_s: float = 30.0
     from kafka.structs import TopicPartition
 
     audit_topic = topic_name(settings.topic_prefix, Topic.AUDIT)
-    consumer = KafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False)
+    kafka = client_kwargs(settings, "kafka-python")
+    consumer = KafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False, **kafka)
     try:
         parts = [TopicPartition(audit_topic, p) for p in sorted(consumer.partitions_for_topic(audit_topic) or ())]
         consumer.assign(parts)
         consumer.seek_to_end(*parts)
         for tp in parts:
             consumer.position(tp)  # resolve "end" now, before the command can be answered
-        producer = KafkaProducer(bootstrap_servers=settings.broker, acks="all")
+        producer = KafkaProducer(bootstrap_servers=settings.broker, acks="all", **kafka)
         producer.send(topic_name(settings.topic_prefix, Topic.COMMANDS), key=command.tenant_id.encode(),
                       value=encode_one(command)).get(timeout=30)
         producer.close()

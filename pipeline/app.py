@@ -20,6 +20,9 @@ CAPABILITIES: tuple[str, ...] = ("ratelimit", "anomaly", "trials", "notify")
 def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) -> tuple[Any, Runtime]:
     import faust
 
+    from pipeline import table_codecs
+    from pipeline.kafka_config import client_kwargs
+
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
@@ -45,6 +48,7 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         table_standby_replicas=0,
         stream_buffer_maxsize=16384,
         TableManager=PromptTableManager,  # no 1 s start-up nap; starts `start_early` tasks
+        **client_kwargs(settings, "faust"),  # SASL / TLS when the broker leaves loopback
     )
     # Recovery's resume() would otherwise drop records already fetched into the stream
     # queues, unprocessed, and later commits skip past them (see pipeline.faust_compat).
@@ -61,6 +65,8 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         (Topic.USAGE, UsageEvent),
     ):
         runtime.add_input(topic, model)
+    # Changelog records a table codec refused (hostile or corrupt), per codec: see pipeline.table_codecs.
+    runtime.add_status("tables_refused", lambda: dict(table_codecs.refused))
     runtime.commands  # noqa: B018 - the commands agent runs in every worker (audits even unknown actions)
     for name in CAPABILITIES if capabilities is None else capabilities:
         importlib.import_module(f"agents.{name}.agent").register(runtime)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["BroadcastReader"]
@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 class BroadcastReader:
     """Follows `topic` from its beginning, calling `apply(key, value_or_None)` for every record."""
 
-    def __init__(self, bootstrap: str, topic: str, apply: Callable[[str, Any], None]):
+    def __init__(self, bootstrap: str, topic: str, apply: Callable[[str, Any], None],
+                 options: Mapping[str, Any] | None = None):
+        """`options`: client security settings (`pipeline.kafka_config.client_kwargs(settings, "aiokafka")`)."""
         self.bootstrap = bootstrap
+        self.options = dict(options or {})
         self.topic = topic
         self.apply = apply
         self.ready = asyncio.Event()
@@ -46,7 +49,7 @@ class BroadcastReader:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", **self.options)
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(self.topic)

@@ -2,9 +2,11 @@
 
 Capabilities register handlers with `CommandRouter.on(actions, handler)`. A handler returns
 a short summary, or raises `CommandRejected(reason)`; either way an AuditRecord is published
-(topic `audit`, table `audit_log`). Forged (bad signature), stale and replayed commands are
-rejected before any handler runs. Nonces live in a Faust table, so a restart does not
-reopen the replay window.
+(topic `audit`, table `audit_log`). Forged (bad signature), misrouted (not under the signed
+tenant's key, on its partition), stale and replayed commands are rejected before any handler
+runs. Nonces live in a Faust table partitioned like the commands, so a restart does not
+reopen the replay window and a command meets the same memory on whichever worker owns its
+partition (see `pipeline.replay`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.codec import Codec
-from pipeline.replay import ReplayGuard
+from pipeline.replay import ReplayGuard, misrouted
+from pipeline.sdk import partition_for
+from pipeline.table_codecs import JsonValue, StrKey
 from pipeline.topics import Topic, topic_name
 from schemas.commands import Action, AdminCommand, signature_ok
 from schemas.results import AuditRecord, stable_id
@@ -57,7 +61,7 @@ class CommandRouter:
         settings = runtime.settings
         self.key = settings.signing_key_bytes
         self.nonces = runtime.app.Table(f"{settings.app_id}-command-nonces", default=float,
-                                        partitions=settings.partitions)
+                                        partitions=settings.partitions, key_type=StrKey, value_type=JsonValue)
         self.guard = ReplayGuard(settings.command_max_skew_s, self.nonces)
         self.codec: Codec[AdminCommand] = Codec(AdminCommand)
         self.accepted = 0
@@ -84,17 +88,20 @@ class CommandRouter:
             await self.runtime.send_batch(Topic.DLQ, dead, key=name)
             self.rejected += len(bad)
         for command in commands:
-            outcome, reason = await self.run(command)
+            outcome, reason = await self.run(command, msg.key, msg.partition)
             record = audit_record(command, outcome, reason, datetime.now(UTC), f"{msg.partition}:{msg.offset}")
             await self.runtime.send(Topic.AUDIT, record, key=command.tenant_id)
         await self.runtime.make_durable()
 
-    async def run(self, command: AdminCommand) -> tuple[str, str]:
-        """Verify and dispatch one command: ("accepted", summary) or ("rejected", reason)."""
+    async def run(self, command: AdminCommand, key: bytes | None, partition: int) -> tuple[str, str]:
+        """Verify and dispatch one command read from (`key`, `partition`): ("accepted", summary) or
+        ("rejected", reason)."""
         if not signature_ok(self.key, command):
             self.rejected += 1
             return "rejected", "bad signature"
-        why = self.guard.check(command.nonce, command.ts.timestamp(), self.clock())
+        home = partition_for(command.tenant_id, self.runtime.settings.partitions)
+        why = misrouted(command.tenant_id, key, partition, home) or self.guard.check(
+            command.nonce, command.ts.timestamp(), self.clock())
         if why is not None:
             self.rejected += 1
             return "rejected", why

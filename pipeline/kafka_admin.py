@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pipeline.kafka_config import client_kwargs
 from pipeline.settings import Settings
 from pipeline.topics import TOPICS, topic_name
 
@@ -23,7 +24,8 @@ def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None,
     """
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.broker, client_id=f"{settings.app_id}-admin")
+    admin = KafkaAdminClient(bootstrap_servers=settings.broker, client_id=f"{settings.app_id}-admin",
+                             **client_kwargs(settings, "kafka-python"))
     try:
         existing = set(admin.list_topics())
         wanted: dict[str, dict[str, Any]] = {}
@@ -51,14 +53,18 @@ def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None,
         admin.close()
 
 
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    """The end offset of every partition of `topics` (how far producers have written)."""
+def end_offsets(bootstrap: str, topics: list[str], options: Mapping[str, Any] | None = None,
+                ) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of `topics` (how far producers have written).
+
+    `options`: client security settings (`pipeline.kafka_config.client_kwargs(settings, "kafka-python")`).
+    """
     import time
 
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(options or {}))
     try:
         tps = []
         for t in topics:
@@ -76,7 +82,8 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         consumer.close()
 
 
-def committed_offsets(bootstrap: str, group: str, attempts: int = 5) -> dict[tuple[str, int], int]:
+def committed_offsets(bootstrap: str, group: str, attempts: int = 5, options: Mapping[str, Any] | None = None,
+                      ) -> dict[tuple[str, int], int]:
     """The offsets consumer group `group` has committed, per (topic, partition).
 
     Retries retriable errors (the group's coordinator moving or loading, as while a group
@@ -87,7 +94,7 @@ def committed_offsets(bootstrap: str, group: str, attempts: int = 5) -> dict[tup
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
 
     def fetch() -> dict[tuple[str, int], int]:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
@@ -106,8 +113,8 @@ def committed_offsets(bootstrap: str, group: str, attempts: int = 5) -> dict[tup
         admin.close()
 
 
-def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
+def caught_up(bootstrap: str, group: str, topics: list[str], options: Mapping[str, Any] | None = None) -> bool:
     """True when `group` has committed up to the end of every partition of `topics`."""
-    ends = end_offsets(bootstrap, topics)
-    done = committed_offsets(bootstrap, group)
+    ends = end_offsets(bootstrap, topics, options)
+    done = committed_offsets(bootstrap, group, options=options)
     return all(done.get(k, 0) >= end for k, end in ends.items())

@@ -113,6 +113,7 @@ def run_writer(settings: Settings) -> None:
     from pipeline.clickhouse.migrations import migrate
     from pipeline.clickhouse.sinks import ClickHouseSink
     from pipeline.clickhouse.writer import ClickHouseWriter
+    from pipeline.kafka_config import client_kwargs
 
     stopping = False
 
@@ -128,6 +129,7 @@ def run_writer(settings: Settings) -> None:
         group_id=f"{settings.app_id}-writer", batch_rows=settings.writer_batch_rows,
         flush_s=settings.writer_flush_s, buffer_max_rows=settings.writer_buffer_max_rows,
         retry_max_s=settings.writer_retry_max_s, assignment=settings.writer_assignment_in_force,
+        kafka_options=client_kwargs(settings, "kafka-python"),
     )
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

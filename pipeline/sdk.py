@@ -67,7 +67,9 @@ class Publisher:
         batch_events: int = 1000,
         linger_ms: int = 10,
         producer: Any = None,
+        options: Mapping[str, Any] | None = None,
     ):
+        """`options`: client security settings (`pipeline.kafka_config.client_kwargs(settings, "kafka-python")`)."""
         from kafka import KafkaProducer
 
         self.prefix = prefix
@@ -79,6 +81,7 @@ class Publisher:
             compression_type=None,
             batch_size=1 << 20,
             max_request_size=8 << 20,
+            **(options or {}),
         )
         self._partitions: dict[str, int] = {}
         self._pending: dict[tuple[str, int], list[BaseModel]] = defaultdict(list)

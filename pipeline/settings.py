@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     # stalls them (see pipeline.faust_compat.short_fetch_wait).
     fetch_wait_ms: int = Field(default=25, ge=1, le=1500)
 
+    # Kafka security (see pipeline.kafka_config): PLAINTEXT for the local stack on loopback;
+    # SASL_SSL (or SASL_PLAINTEXT inside a private network) with SCRAM wherever it leaves it.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ca_file: Path | None = None  # CA bundle of the brokers' TLS certificates (default: the system's)
+
     # ClickHouse: chDB (embedded, default) or a server URL such as http://user:pass@host:8123/db
     clickhouse_dsn: str | None = None
     writer_batch_rows: int = Field(default=20_000, ge=1)
@@ -91,6 +99,9 @@ class Settings(BaseSettings):
 
     # Admin command signing (HMAC-SHA256) and replay window.
     signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
+    # Run with the development (or a placeholder, or a short) key although the broker is not on
+    # loopback: processes refuse to otherwise (pipeline.startup_checks).
+    allow_dev_key: bool = False
     command_max_skew_s: float = Field(default=300.0, gt=0)
 
     # Operations: a Prometheus /metrics port per process (off when unset) and JSON logs.

@@ -5,7 +5,8 @@ Stages (all in `register`):
   `<app>-anomaly-derive`, key tenant) → closed windows → MetricPoints on the metrics topic;
 - *detect*: metric points → `StreamDetector` per `tenant|metric` (table `<app>-anomaly-streams`)
   and `TenantHST` per tenant (table `<app>-anomaly-hst`), recovered from their changelogs on
-  restart (detectors pickled, HSTs in the binary `tw-tenant-hst` form of `multivariate`)
+  restart (detectors as checked JSON snapshots, `agents.anomaly.state_codec`; HSTs in the
+  binary `tw-tenant-hst` form of `multivariate`; a record neither can read is refused)
   → bands, anomalies, status changes, and `anomaly_alert` notifications for high and
   critical episodes; each alert carries the stream's recent points and bands
   (a `SeriesRing` per `tenant|metric`, table `<app>-anomaly-chart`, recovered the same way)
@@ -23,12 +24,13 @@ tenant's detectors. Alerts go to `TW_OWNER_EMAIL` (settings `owner_email`, defau
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from agents.anomaly.alerts import SeriesRing, alert_for, should_alert
 from agents.anomaly.detector import Step, StreamDetector
@@ -36,6 +38,8 @@ from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.multivariate import TenantHST, TenantHSTValue
 from agents.anomaly.multivariate import register_codec as register_hst_codec
 from agents.anomaly.rules import default_rule, edit_rule
+from agents.anomaly.state_codec import DetectorValue, MetricsValue, RingValue
+from agents.anomaly.state_codec import register_codecs as register_state_codecs
 from agents.anomaly.workflow import Rejected
 from agents.notify.config import WebhookTarget
 from agents.notify.outbound import alert_notifications
@@ -43,7 +47,7 @@ from pipeline.clock import EventClock
 from pipeline.commands import CommandRejected
 from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.settings import DEFAULT_OWNER_EMAIL
-from pipeline.table_codecs import TableValue
+from pipeline.table_codecs import JsonValue, StrKey
 from pipeline.topics import Topic
 from schemas.anomaly import (
     Anomaly,
@@ -60,8 +64,9 @@ from schemas.commands import Action, AdminCommand
 from schemas.notify import Notification
 from schemas.ratelimit import Rollup
 
-__all__ = ["DEFAULT_RECIPIENT", "AnomalyAgent", "Pickled", "RollupIn", "register"]
+__all__ = ["DEFAULT_RECIPIENT", "AnomalyAgent", "RollupIn", "register"]
 
+log = logging.getLogger(__name__)
 DEFAULT_RECIPIENT = DEFAULT_OWNER_EMAIL
 _OUT: dict[type[BaseModel], Topic] = {
     BaselineBand: Topic.BASELINES, Anomaly: Topic.ANOMALIES, AnomalyStatusChange: Topic.ANOMALY_STATUS,
@@ -79,16 +84,6 @@ class RollupIn(Rollup):
         return self.minute + timedelta(minutes=1)
 
 
-class Pickled(TableValue):
-    """Faust value type of the state tables: values are pickled as they are (the cores pickle).
-
-    Changelog topics are internal: only our workers produce them.
-    """
-
-    class _options:
-        serializer = "pickle"
-
-
 class AnomalyAgent:
     """State and handlers of the anomaly capability in one worker."""
 
@@ -99,22 +94,23 @@ class AnomalyAgent:
         s = runtime.settings
         app = runtime.app
 
-        def table(name: str, value_type: Any = Pickled, cls: Any = None) -> Any:
-            return (cls or app.Table)(f"{s.app_id}-anomaly-{name}", default=None, partitions=s.partitions,
-                                      key_type=str, value_type=value_type)
+        def table(name: str, value_type: Any) -> Any:
+            # Fenced (docs/STATE.md): a restart applies only state a checkpoint covered.
+            return runtime.table(f"{s.app_id}-anomaly-{name}", default=None, key_type=StrKey, value_type=value_type)
 
-        self.streams = table("streams")
-        # Binary codec, not pickle. Changelogs written before it (pickles) are refused on recovery
-        # (ValueError "unknown version 128"): there were no deployments, so none are migrated.
+        # Our own codecs, never pickle: a changelog is writable by anyone on the broker. Records
+        # of the earlier pickle format are refused on recovery (no deployment had them).
+        register_state_codecs()
         register_hst_codec()
+        self.streams = table("streams", DetectorValue)
         self.hst = table("hst", TenantHSTValue)
-        self.derived = table("derive")
-        self.charts = table("chart")  # SeriesRing per `tenant|metric`: the alert mails' chart data
+        self.derived = table("derive", MetricsValue)
+        self.charts = table("chart", RingValue)  # SeriesRing per `tenant|metric`: the alert mails' chart data
         # Rule overrides (JSON dicts) under `tenant|metric`. Not a GlobalTable: a `rule.set` command
         # is keyed by tenant, so it lands on the partition of the tenant's metrics, and the worker
         # that scores a tenant holds that tenant's rules (faust-streaming's GlobalTable hung a
         # worker's start-up here, and misbehaves with several workers: faust-streaming #283).
-        self.rules = table("rules", None)
+        self.rules = table("rules", JsonValue)
         self._bulk = {name: runtime.bulk_writer(t) for name, t in
                       (("streams", self.streams), ("hst", self.hst), ("derive", self.derived), ("chart", self.charts))}
         self._rule_cache: dict[str, tuple[Any, Rule]] = {}
@@ -131,7 +127,12 @@ class AnomalyAgent:
             return default_rule(metric)
         cached = self._rule_cache.get(key)
         if cached is None or cached[0] is not raw:
-            cached = self._rule_cache[key] = (raw, Rule.model_validate(raw))
+            try:
+                rule = Rule.model_validate(raw)
+            except ValidationError as exc:  # a changelog record we did not write: the default applies
+                log.warning("refused the stored rule of %s: %d invalid field(s)", key, exc.error_count())
+                rule = default_rule(metric)
+            cached = self._rule_cache[key] = (raw, rule if rule.metric is metric else default_rule(metric))
         return cached[1]
 
     # -- derive ------------------------------------------------------------------------------
@@ -148,7 +149,9 @@ class AnomalyAgent:
             points: dict[str, list[MetricPoint]] = {}
             changed: list[tuple[str, TenantMetrics]] = []
             for tenant in {*by_tenant, *(t for t, end in due.items() if mark is not None and end <= mark)}:
-                tm = self.derived.get(tenant) or TenantMetrics(tenant)
+                tm = self.derived.get(tenant)
+                if tm is None or tm.tenant != tenant:  # absent, or a record of another tenant's
+                    tm = TenantMetrics(tenant)
                 tm.add(by_tenant.get(tenant, ()))
                 if mark is not None and (out := tm.close(mark, source)):
                     points[tenant] = out
@@ -168,7 +171,9 @@ class AnomalyAgent:
             out: dict[tuple[Topic, str], list[BaseModel]] = defaultdict(list)
             for p in b.events:
                 rule = self.rule(p.tenant, p.metric)
-                det = dets.get(p.key) or self.streams.get(p.key) or StreamDetector.for_point(p, rule)
+                det = dets.get(p.key) or self.streams.get(p.key)
+                if det is None or (det.tenant, det.metric) != (p.tenant, p.metric):  # absent, or not this stream's
+                    det = StreamDetector.for_point(p, rule)
                 if det.last_ts is not None and p.epoch <= det.last_ts:
                     self.counts["points_skipped"] += 1  # a redelivery, or out of order
                     continue

@@ -13,8 +13,9 @@ the mail's inline chart.
 from __future__ import annotations
 
 from array import array
-from typing import Final
+from typing import Any, Final
 
+from pipeline.snapshot import Fields, floats_to_text
 from schemas.anomaly import Anomaly, BaselineBand, Severity, to_datetime
 from schemas.notify import CHART_MAX_POINTS, ChartPoint, ChartSeries, Notification
 from schemas.notify import Severity as NoticeSeverity
@@ -55,8 +56,8 @@ _FIELDS: Final = 5  # ts, value, expected, low, high
 class SeriesRing:
     """The last `size` scored points of one stream, as (ts, value, expected, low, high).
 
-    Flat doubles in an `array`: 120 points are under 5 kB in memory and pickled (a deque of
-    tuples would take five times that, per stream). Points at or before the newest one are
+    Flat doubles in an `array`: 120 points are under 5 kB in memory and in its table (a deque
+    of tuples would take five times that, per stream). Points at or before the newest one are
     ignored, so a redelivered point is not drawn twice.
     """
 
@@ -83,6 +84,20 @@ class SeriesRing:
         if extra > 0:
             del self._data[:extra]
         return self
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"size": self.size, "data": floats_to_text(self._data)}
+
+    @classmethod
+    def restore(cls, data: object) -> SeriesRing:
+        """The ring `snapshot` described; SnapshotError (a ValueError) for anything else."""
+        f = Fields(data, "ring")
+        out = cls(f.integer("size", 2, CHART_MAX_POINTS))
+        values = f.floats("data", out.size * _FIELDS)
+        if len(values) % _FIELDS:
+            raise f.fail("data", f"not whole points of {_FIELDS} values")
+        out._data = values
+        return out
 
     def points(self) -> list[tuple[float, float, float, float, float]]:
         d = self._data

@@ -11,7 +11,8 @@ How the expected value of a point at time `t` is built (all windows are rolling)
   (bucket mean − level at the time), kept in a compact ring (`SlotProfile`);
 - **σ** = the larger of 1.4826 × rolling median |residual| (MAD) and the rolling `tail_q`
   quantile of |residual| over its normal value, over the last `scale_window` points
-  (river `stats.RollingQuantile`): robust to single outliers, honest about heavy tails.
+  (`RollingQuantiles`, river's `stats.RollingQuantile` in Python, so its window can be
+  saved): robust to single outliers, honest about heavy tails.
 
 Two timescales are scored: the point itself (`Estimate.deviation`), and the mean residual of
 the open bucket against the spread of past bucket means (`Estimate.slow_deviation`), which
@@ -26,21 +27,30 @@ residuals feeding σ are clipped at `scale_clip_sigma`·σ, so an anomaly cannot
 baseline; a lasting level shift or a real change in noise is still absorbed, just slowly.
 Scoring reads state only (`estimate` closes buckets that time has left, which uses no value):
 callers score a point first and `update` after.
+
+State: `snapshot()` gives a JSON-ready dict, `SeasonalBaseline.restore` rebuilds it and
+refuses (`SnapshotError`) anything malformed or oversized: the table codec of the anomaly
+agent (`agents.anomaly.state_codec`), never pickle.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from array import array
 from collections import deque
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 from river import stats
 
+from pipeline.snapshot import Fields, floats_to_text
 from schemas.anomaly import Season
 
-__all__ = ["Estimate", "RollingStats", "SeasonalBaseline", "SlotProfile"]
+__all__ = ["Estimate", "RollingQuantiles", "RollingStats", "SeasonalBaseline", "SlotProfile"]
+
+MAX_WINDOW = 100_000  # the largest window a snapshot may restore (defaults: 24 to 512)
 
 _MAD_TO_SIGMA = 1.4826  # σ of a normal distribution per unit of median absolute deviation
 _DAY_S = 86_400.0
@@ -50,7 +60,7 @@ class RollingStats:
     """Mean and sample standard deviation over the last `window` values.
 
     river's revertible `stats.Var` over a window of plain floats: what `utils.Rolling(Var)`
-    does, without its per-value argument tuples, so the state pickles small and fast.
+    does, without its per-value argument tuples, so the state is small and fast to save.
     """
 
     __slots__ = ("_var", "_window")
@@ -83,9 +93,24 @@ class RollingStats:
         var = float(self._var.get())
         return math.sqrt(var) if var > 0 else 0.0  # rounding can leave a tiny negative variance
 
+    def snapshot(self) -> dict[str, Any]:
+        mean = self._var.mean
+        return {"size": self._window.maxlen, "window": floats_to_text(self._window), "n": mean.n,
+                "mean": mean._mean, "s": self._var._S}
+
+    @classmethod
+    def restore(cls, data: object) -> RollingStats:
+        f = Fields(data, "rolling")
+        out = cls(f.integer("size", 1, MAX_WINDOW))
+        out._window.extend(f.floats("window", out._window.maxlen or 0))
+        out._var.mean.n = f.number("n", 0, MAX_WINDOW)
+        out._var.mean._mean = f.number("mean")
+        out._var._S = f.number("s")
+        return out
+
 
 class SlotProfile:
-    """Per-slot rolling means (hour of day / of week) in one flat float array: compact to pickle.
+    """Per-slot rolling means (hour of day / of week) in one flat float array: compact to save.
 
     Each slot keeps its last `window` samples in a ring; windows are short (days or weeks),
     so the mean is a plain sum over at most `window` floats.
@@ -114,6 +139,74 @@ class SlotProfile:
             return None
         base = slot * self.window
         return math.fsum(self._values[base : base + n]) / n
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"slots": self.slots, "window": self.window, "values": floats_to_text(self._values),
+                "count": list(self._count), "pos": list(self._pos)}
+
+    @classmethod
+    def restore(cls, data: object) -> SlotProfile:
+        f = Fields(data, "profile")
+        slots, window = f.integer("slots", 1, 7 * 24 * 60), f.integer("window", 1, 1000)
+        if slots * window > MAX_WINDOW:
+            raise f.fail("window", f"{slots} × {window} values is too many")
+        out = cls(slots, window)
+        values = f.floats("values", slots * window)
+        count, pos = f.items("count", slots), f.items("pos", slots)
+        if len(values) != slots * window or len(count) != slots or len(pos) != slots:
+            raise f.fail("values", "sizes do not match slots × window")
+        if not all(type(c) is int and 0 <= c <= window for c in count) or not all(
+                type(p) is int and 0 <= p < window for p in pos):
+            raise f.fail("count", "counts and positions must lie within the window")
+        out._values, out._count, out._pos = values, array("H", count), array("H", pos)
+        return out
+
+
+class RollingQuantiles:
+    """Quantiles of the last `window` values: river's `stats.RollingQuantile`, in Python.
+
+    river's is a Rust object whose window cannot be read, hence saved without pickle. Same
+    definition (linear interpolation between the order statistics around q·(n−1)), equal to
+    it on every value (test oracle); one sorted window serves every quantile asked for.
+    """
+
+    __slots__ = ("_ring", "_sorted")
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("window must be ≥ 1")
+        self._ring: deque[float] = deque(maxlen=window)
+        self._sorted: list[float] = []
+
+    def update(self, x: float) -> None:
+        ring = self._ring
+        if len(ring) == ring.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, ring[0])]
+        ring.append(x)
+        bisect.insort(self._sorted, x)
+
+    def get(self, q: float) -> float | None:
+        s = self._sorted
+        if not s:
+            return None
+        idx = q * (len(s) - 1)
+        lo = math.floor(idx)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (idx - lo)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"size": self._ring.maxlen, "window": floats_to_text(self._ring)}
+
+    @classmethod
+    def restore(cls, data: object) -> RollingQuantiles:
+        f = Fields(data, "quantiles")
+        out = cls(f.integer("size", 1, MAX_WINDOW))
+        values = f.floats("window", out._ring.maxlen or 0)
+        if math.isnan(sum(values)):  # values are |residuals|: only a NaN makes the sum NaN
+            raise f.fail("window", "NaN in a quantile window")
+        out._ring.extend(values)
+        out._sorted = sorted(values)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,24 +262,41 @@ class _Scale:
     the normal's value at that quantile is the other candidate. On normal noise both agree.
     """
 
-    __slots__ = ("_median", "_tail", "_tail_z", "n")
+    __slots__ = ("_abs", "_sigma", "_stale", "_tail_q", "_tail_z", "n")
 
     def __init__(self, window: int, tail_q: float) -> None:
-        self._median = stats.RollingQuantile(0.5, window)
-        self._tail = stats.RollingQuantile(tail_q, window)
+        if not 0 < tail_q < 1:
+            raise ValueError("tail_q must lie in (0, 1)")
+        self._abs = RollingQuantiles(window)  # |residual|
+        self._tail_q = tail_q
         self._tail_z = NormalDist().inv_cdf(0.5 + tail_q / 2)  # |N(0,1)| quantile
         self.n = 0
+        self._sigma: float | None = None
+        self._stale = False  # σ is read several times per point, changed once: kept until then
 
     def update(self, residual: float) -> None:
-        self._median.update(abs(residual))
-        self._tail.update(abs(residual))
+        self._abs.update(abs(residual))
         self.n += 1
+        self._stale = True
 
     def sigma(self) -> float | None:
-        med, tail = self._median.get(), self._tail.get()
-        if med is None or tail is None:
-            return None
-        return max(_MAD_TO_SIGMA * float(med), float(tail) / self._tail_z)
+        if self._stale:
+            med, tail = self._abs.get(0.5), self._abs.get(self._tail_q)
+            self._sigma = None if med is None or tail is None else max(_MAD_TO_SIGMA * med, tail / self._tail_z)
+            self._stale = False
+        return self._sigma
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"abs": self._abs.snapshot(), "q": self._tail_q, "n": self.n}
+
+    @classmethod
+    def restore(cls, data: object) -> _Scale:
+        f = Fields(data, "scale")
+        out = cls(1, f.number("q", 1e-9, 1 - 1e-9))
+        out._abs = RollingQuantiles.restore(f.raw("abs"))
+        out.n = f.integer("n")
+        out._stale = True
+        return out
 
 
 class SeasonalBaseline:
@@ -236,6 +346,49 @@ class SeasonalBaseline:
         self.min_buckets = min_buckets
         self.min_fill = min_fill
         self.n = 0  # points learnt
+
+    # -- state -------------------------------------------------------------------------------
+    _KNOBS = ("bucket_s", "clip_sigma", "scale_clip_sigma", "sigma_floor", "auto_gain", "min_fill")
+    _COUNTS = ("history_days", "min_points", "min_buckets", "n")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the baseline knows, JSON-ready (see `restore`)."""
+        return {
+            "season": self.season.value,
+            **{k: getattr(self, k) for k in self._KNOBS + self._COUNTS},
+            "level": self.level.snapshot(), "per_bucket": self._per_bucket.snapshot(),
+            "offsets": {s.value: p.snapshot() for s, p in self._offsets.items()},
+            "scales": {s.value: sc.snapshot() for s, sc in self._scales.items()},
+            "bucket_scale": self._bucket_scale.snapshot(),
+            "bucket": self._bucket, "bucket_sum": self._bucket_sum, "bucket_n": self._bucket_n,
+            "resid_sum": self._resid_sum,
+        }
+
+    @classmethod
+    def restore(cls, data: object) -> SeasonalBaseline:
+        """The baseline `snapshot` described; SnapshotError for anything else."""
+        f = Fields(data, "baseline")
+        try:
+            season = Season(f.text("season", 16))
+        except ValueError:
+            raise f.fail("season", "unknown season") from None
+        knobs = {k: f.number(k, 0, 1e12, finite=True) for k in cls._KNOBS}
+        if knobs["bucket_s"] <= 0 or _DAY_S % knobs["bucket_s"]:
+            raise f.fail("bucket_s", "must divide a day")
+        out = cls(season=season, bucket_s=knobs["bucket_s"])
+        for k, v in knobs.items():
+            setattr(out, k, v)
+        for k in cls._COUNTS:
+            setattr(out, k, f.integer(k))
+        out.level, out._per_bucket = RollingStats.restore(f.raw("level")), RollingStats.restore(f.raw("per_bucket"))
+        offsets, scales = f.sub("offsets"), f.sub("scales")
+        out._offsets = {s: SlotProfile.restore(offsets.raw(s.value)) for s in (Season.DAILY, Season.WEEKLY)}
+        out._scales = {s: _Scale.restore(scales.raw(s.value)) for s in (Season.NONE, Season.DAILY, Season.WEEKLY)}
+        out._bucket_scale = _Scale.restore(f.raw("bucket_scale"))
+        out._bucket = f.opt_integer("bucket", -(2**53), 2**53)
+        out._bucket_sum, out._resid_sum = f.number("bucket_sum"), f.number("resid_sum")
+        out._bucket_n = f.integer("bucket_n")
+        return out
 
     # -- reading -----------------------------------------------------------------------------
     def _models(self, ts: float) -> dict[Season, float]:

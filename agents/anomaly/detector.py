@@ -14,17 +14,22 @@ For each point, in this order:
 
 The rule is passed in on every call, so runtime edits to thresholds, confirmation and
 cooldown apply at once; `season` and `history_days` shape the baseline when it is created.
+State travels as `snapshot()` / `StreamDetector.restore` (the agent's table codec, no pickle).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 from agents.anomaly.baseline import Estimate, SeasonalBaseline
 from agents.anomaly.multivariate import combine
 from agents.anomaly.severity import classify, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
+from pipeline.snapshot import Fields, SnapshotError
 from schemas.anomaly import (
     Anomaly,
     AnomalyStatus,
@@ -46,6 +51,8 @@ from schemas.commands import Action
 __all__ = ["Step", "StreamDetector"]
 
 _PCT_CAP = 1e6
+_RECENT_BITS = 1000  # out-of-band flags remembered (rules confirm over at most this many points)
+_FLAGS_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,7 @@ def _passes(rule: Rule, z: float, pct: float | None) -> bool:
 
 
 class StreamDetector:
-    """Detector state of one tenant metric. Plain attributes only: it pickles."""
+    """Detector state of one tenant metric; `snapshot` / `restore` carry it through its table."""
 
     def __init__(self, tenant: str, metric: MetricName, rule: Rule, **baseline_kw: float) -> None:
         self.tenant = tenant
@@ -136,11 +143,53 @@ class StreamDetector:
         self.n = 0  # points seen
         self.last_ts: float | None = None  # newest point time seen (the agent skips redeliveries)
         self._recent = 0  # bit i set: the point i steps ago was out of band
-        self._flag_ts: deque[tuple[int, float]] = deque(maxlen=64)
+        self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
         self.quiet_until_ts = 0.0  # ... nor before this time
         self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
         self._in_band = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the detector knows, JSON-ready (see `restore`)."""
+        return {
+            "tenant": self.tenant, "metric": self.metric.value, "baseline": self.baseline.snapshot(),
+            "n": self.n, "last_ts": self.last_ts, "recent": format(self._recent, "x"),
+            "flags": [[n, ts] for n, ts in self._flag_ts], "quiet_until": self.quiet_until,
+            "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
+            "episode": None if self.episode is None else self.episode.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def restore(cls, data: object) -> StreamDetector:
+        """The detector `snapshot` described; SnapshotError for anything else."""
+        f = Fields(data, "detector")
+        out = cls.__new__(cls)
+        out.tenant = f.text("tenant", 64)
+        try:
+            out.metric = MetricName(f.text("metric", 64))
+        except ValueError:
+            raise f.fail("metric", "unknown metric") from None
+        out.baseline = SeasonalBaseline.restore(f.raw("baseline"))
+        out.n, out.quiet_until, out._in_band = f.integer("n"), f.integer("quiet_until"), f.integer("in_band")
+        out.last_ts = f.opt_number("last_ts")
+        out.quiet_until_ts = f.number("quiet_until_ts")
+        recent = f.text("recent", _RECENT_BITS // 4 + 1)
+        try:
+            out._recent = int(recent, 16)
+        except ValueError:
+            raise f.fail("recent", "not a hex number") from None
+        flags = f.items("flags", _FLAGS_KEPT)
+        out._flag_ts = deque(maxlen=_FLAGS_KEPT)
+        for i, item in enumerate(flags):
+            pair = Fields({"n": item[0], "ts": item[1]} if isinstance(item, list) and len(item) == 2 else None,
+                          f"detector.flags[{i}]")
+            out._flag_ts.append((pair.integer("n"), pair.number("ts")))
+        episode = f.raw("episode")
+        try:
+            out.episode = None if episode is None else Anomaly.model_validate(episode)
+        except ValidationError as exc:
+            raise SnapshotError(f"detector.episode: {exc.error_count()} invalid field(s)") from None
+        return out
 
     @classmethod
     def for_point(cls, point: MetricPoint, rule: Rule) -> StreamDetector:
@@ -169,7 +218,7 @@ class StreamDetector:
         self.baseline.update(ts, value)
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        self._recent = ((self._recent << 1) | int(out)) & ((1 << 1000) - 1)
+        self._recent = ((self._recent << 1) | int(out)) & ((1 << _RECENT_BITS) - 1)
         if out:
             self._flag_ts.append((self.n, ts))
         band = self._band(ts, est, rule) if est is not None else None

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pipeline.snapshot import Fields, SnapshotError, floats_to_text
 from schemas.anomaly import MetricName, MetricPoint, to_datetime
 from schemas.events import BillingEvent, BillingType, ErrorEvent, UsageEvent
 
@@ -64,6 +65,8 @@ _COUNTS: Final = frozenset({_M.REQUEST_VOLUME, _M.REVENUE, _M.CANCELLATIONS, _M.
 _CANCELS: Final = frozenset({BillingType.SUBSCRIPTION_CANCELED, BillingType.TRIAL_CANCELED})
 DECLINE_WINDOW: Final = 24  # active-user points in the trailing mean of the churn signal
 MAX_CATCH_UP: Final = 24 * 14  # at most this many windows per metric closed in one call
+_MAX_SAMPLES: Final = 100_000  # latency samples a restored window may hold
+_MAX_OPEN: Final = 10_000  # open windows per metric a restored state may hold
 
 
 @dataclass(slots=True)
@@ -80,6 +83,23 @@ class _Acc:
         if ts >= self.last_ts:
             self.last_ts, self.last = ts, value
 
+    def state(self) -> list[Any]:
+        flat = [x for pair in self.samples for x in pair]
+        return [self.total, self.den, None if math.isinf(self.last_ts) else self.last_ts, self.last,
+                floats_to_text(flat)]
+
+    @classmethod
+    def from_state(cls, data: object, what: str) -> _Acc:
+        if not isinstance(data, list) or len(data) != 5:
+            raise SnapshotError(f"{what}: expected [total, den, last_ts, last, samples]")
+        f = Fields(dict(zip(("total", "den", "last_ts", "last", "samples"), data, strict=True)), what)
+        flat = f.floats("samples", 2 * _MAX_SAMPLES)
+        if len(flat) % 2:
+            raise f.fail("samples", "an odd number of values")
+        last_ts = f.opt_number("last_ts")
+        return cls(f.number("total"), f.number("den"), -math.inf if last_ts is None else last_ts,
+                   f.opt_number("last"), [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+
 
 def _weighted_median(samples: list[tuple[float, float]]) -> float | None:
     total = sum(w for _, w in samples)
@@ -94,7 +114,7 @@ def _weighted_median(samples: list[tuple[float, float]]) -> float | None:
 
 
 class TenantMetrics:
-    """Open metric windows of one tenant. Plain attributes only: it pickles."""
+    """Open metric windows of one tenant; `snapshot` / `restore` carry it through its table."""
 
     def __init__(self, tenant: str, resolutions: Mapping[MetricName, float] = RESOLUTIONS) -> None:
         self.tenant = tenant
@@ -103,6 +123,50 @@ class TenantMetrics:
         self.next_start: dict[MetricName, float] = {}  # first window not yet closed, per metric
         self.recent_users: deque[float] = deque(maxlen=DECLINE_WINDOW)
         self.late = 0
+
+    # -- state -------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the tenant's windows hold, JSON-ready (see `restore`)."""
+        return {
+            "tenant": self.tenant, "late": self.late, "recent_users": floats_to_text(self.recent_users),
+            "metrics": {m.value: {"res": self.resolutions[m],
+                                  "open": [[start, acc.state()] for start, acc in self.windows[m].items()]}
+                        for m in self.resolutions},
+            "next": [[m.value, start] for m, start in self.next_start.items()],  # in order: it orders points
+        }
+
+    @classmethod
+    def restore(cls, data: object) -> TenantMetrics:
+        """The windows `snapshot` described; SnapshotError for anything else."""
+        f = Fields(data, "metrics")
+        metrics = f.mapping("metrics", len(MetricName))
+        resolutions: dict[MetricName, float] = {}
+        parts: dict[MetricName, Fields] = {}
+        for name, part in metrics.items():
+            try:
+                metric = MetricName(name)
+            except ValueError:
+                raise f.fail("metrics", f"unknown metric {name!r:.40}") from None
+            parts[metric] = Fields(part, f"metrics.{name}")
+            resolutions[metric] = parts[metric].number("res", 1.0, 366 * 86_400.0)
+        if resolutions.keys() != RESOLUTIONS.keys():
+            raise f.fail("metrics", "every metric must be present")
+        out = cls(f.text("tenant", 64), resolutions)
+        out.late = f.integer("late")
+        out.recent_users.extend(f.floats("recent_users", DECLINE_WINDOW))
+        for i, item in enumerate(f.items("next", len(MetricName))):
+            what = f"metrics.next[{i}]"
+            if not isinstance(item, list) or len(item) != 2 or item[0] not in metrics:
+                raise SnapshotError(f"{what}: expected [metric, start]")
+            out.next_start[MetricName(item[0])] = Fields({"start": item[1]}, what).number("start", -1e12, 1e12)
+        for metric, part in parts.items():
+            for i, item in enumerate(part.items("open", _MAX_OPEN)):
+                what = f"metrics.{metric.value}.open[{i}]"
+                if not isinstance(item, list) or len(item) != 2:
+                    raise SnapshotError(f"{what}: expected [start, window]")
+                when = Fields({"start": item[0]}, what).number("start", -1e12, 1e12)
+                out.windows[metric][when] = _Acc.from_state(item[1], what)
+        return out
 
     # -- adding ------------------------------------------------------------------------------
     def _acc(self, metric: MetricName, ts: float) -> _Acc | None:

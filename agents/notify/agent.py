@@ -51,6 +51,7 @@ from agents.notify.webhook import WebhookSender
 from agents.trials.tableview import PartitionView
 from pipeline.mailer import MailSender, SmtpMailer
 from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.table_codecs import JsonValue, StrKey
 from pipeline.topics import Topic, topic_name
 from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.results import stable_id
@@ -113,7 +114,8 @@ class NotifyAgent:
                         if c.webhook_url else None)
 
         def table(name: str) -> Any:
-            return app.Table(f"{s.app_id}-notify-{name}", partitions=s.partitions, key_type=str)
+            return app.Table(f"{s.app_id}-notify-{name}", partitions=s.partitions, key_type=StrKey,
+                             value_type=JsonValue)
 
         self.deliveries, self.outbox, self.storms = table("deliveries"), table("outbox"), table("storm")
         self._deliveries_writer = runtime.bulk_writer(self.deliveries)

@@ -48,9 +48,10 @@ from agents.ratelimit.rollup import MinuteRollups
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
 from pipeline.broadcast import BroadcastReader
 from pipeline.commands import CommandRejected
+from pipeline.kafka_config import client_kwargs
 from pipeline.runtime import PartitionBatch, Runtime, StagedWrite
 from pipeline.sdk import partition_for
-from pipeline.table_codecs import TableValue
+from pipeline.table_codecs import BytesValue, StrKey, TableValue
 from pipeline.topics import Topic, topic_name
 from schemas._base import canonical_ip
 from schemas.commands import Action, AdminCommand
@@ -83,15 +84,15 @@ class RateLimitAgent:
         self.partitions = s.partitions
         self.default = default or TenantPolicy(tenant_id="default")
         self.notify_to, self.webhooks = s.owner_email, WebhookTarget().enabled  # who hears of bans, and how
-        self.keys = runtime.table(f"{s.app_id}-ratelimit-keys", default=None, key_type=str,
+        self.keys = runtime.table(f"{s.app_id}-ratelimit-keys", default=None, key_type=StrKey,
                                   value_type=KeyStateValue)
         self._writer = runtime.bulk_writer(self.keys)
-        self.open_minutes = runtime.table(f"{s.app_id}-ratelimit-rollups", default=None, key_type=str,
-                                          value_type=bytes)
+        self.open_minutes = runtime.table(f"{s.app_id}-ratelimit-rollups", default=None, key_type=StrKey,
+                                          value_type=BytesValue)
         self._minutes_writer = runtime.bulk_writer(self.open_minutes)
         self.policies: dict[str, TenantPolicy] = {}
         self.broadcast = BroadcastReader(s.broker, topic_name(s.topic_prefix, Topic.RATELIMIT_POLICIES),
-                                         self._on_policy)
+                                         self._on_policy, client_kwargs(s, "aiokafka"))
         runtime.start_early(self.broadcast.run)  # read before recovery ends: it gates the first batch
         self.orders = app.topic(topic_name(s.topic_prefix, Topic.RATELIMIT_ORDERS), partitions=s.partitions,
                                 key_serializer="raw", value_serializer="raw", internal=True)
@@ -159,7 +160,11 @@ class RateLimitAgent:
             opened = 0
             for key, raw in list(self.open_minutes.items()):
                 if isinstance(raw, bytes) and key.startswith(rollups.prefix):
-                    rollups.restore(key, raw)
+                    try:
+                        rollups.restore(key, raw)
+                    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not a record we wrote
+                        log.warning("refused open minute %r: %s", key, f"{type(exc).__name__}: {exc}"[:300])
+                        continue
                     opened += 1
             log.info("rate limiter of partition %d adopted %d key(s) and %d open minute(s)", partition, adopted,
                      opened)

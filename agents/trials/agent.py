@@ -37,6 +37,7 @@ from agents.trials.machine import Effects, Trial
 from agents.trials.tableview import PartitionView
 from pipeline.commands import CommandRejected
 from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.table_codecs import JsonValue, StrKey
 from pipeline.topics import Topic, topic_name
 from schemas.commands import Action, AdminCommand, ParamValue
 
@@ -68,8 +69,10 @@ class TrialsAgent:
         self.schedule, self.dunning = self.config.schedule(), self.config.dunning()
         s, app = runtime.settings, runtime.app
         self.source = topic_name(s.topic_prefix, Topic.BILLING)
-        self.trials = app.Table(f"{s.app_id}-trials-trials", partitions=s.partitions, key_type=str)
-        self.cases = app.Table(f"{s.app_id}-trials-dunning", partitions=s.partitions, key_type=str)
+        self.trials = app.Table(f"{s.app_id}-trials-trials", partitions=s.partitions, key_type=StrKey,
+                                value_type=JsonValue)
+        self.cases = app.Table(f"{s.app_id}-trials-dunning", partitions=s.partitions, key_type=StrKey,
+                               value_type=JsonValue)
         self.books: dict[int, TrialBook] = {}
         self.newest: dict[int, float] = {}  # newest event time applied, per partition
         self.lock = asyncio.Lock()

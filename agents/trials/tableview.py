@@ -10,7 +10,8 @@ notification agents; pure enough to test with a plain dict as the table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+import logging
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 from pipeline.faust_compat import in_partition_of
@@ -18,6 +19,7 @@ from pipeline.faust_compat import in_partition_of
 __all__ = ["PartitionEvent", "PartitionView"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _Message:
@@ -34,6 +36,18 @@ class PartitionEvent:
 
     def __init__(self, topic: str, partition: int) -> None:
         self.message = _Message(topic, partition)
+
+
+class _Items(ItemsView[str, T]):
+    """(key, value) pairs that skip a key whose stored value is refused (one decode per key)."""
+
+    def __iter__(self) -> Iterator[tuple[str, T]]:
+        view: MutableMapping[str, T] = self._mapping  # type: ignore[attr-defined]  # set by ItemsView
+        for key in view:
+            try:
+                yield key, view[key]
+            except KeyError:  # refused (and logged) by __getitem__
+                continue
 
 
 class PartitionView(MutableMapping[str, T], Generic[T]):
@@ -58,9 +72,13 @@ class PartitionView(MutableMapping[str, T], Generic[T]):
                 raise KeyError(key)
             return value
         stored = self.table.get(key)
-        if stored is None:
+        if not isinstance(stored, dict) or "v" not in stored:
             raise KeyError(key)
-        return self._decode(stored["v"])
+        try:
+            return self._decode(stored["v"])
+        except Exception as exc:  # a changelog record we did not write: the key reads as absent
+            log.warning("refused the stored value of %r: %s", key, f"{type(exc).__name__}: {exc}"[:300])
+            raise KeyError(key) from None
 
     def __setitem__(self, key: str, value: T) -> None:
         self._staged[key] = value
@@ -90,10 +108,14 @@ class PartitionView(MutableMapping[str, T], Generic[T]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def items(self) -> ItemsView[str, T]:
+        return _Items(self)
+
     def owner(self, key: str) -> int | None:
         """The partition a stored key belongs to (None when not stored)."""
         stored = self.table.get(key)
-        return None if stored is None else int(stored["p"])
+        p = stored.get("p") if isinstance(stored, dict) else None
+        return p if type(p) is int else None
 
     @property
     def dirty(self) -> int:

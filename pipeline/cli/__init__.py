@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import DEV_SIGNING_KEY, Settings
+from pipeline.settings import Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -65,10 +65,12 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.kafka_config import client_kwargs
     from pipeline.sdk import InvalidEventError, Publisher
 
     sent = bad = 0
-    with Publisher(settings.broker, prefix=settings.topic_prefix) as pub, open(args.file, encoding="utf-8") as fh:
+    pub = Publisher(settings.broker, prefix=settings.topic_prefix, options=client_kwargs(settings, "kafka-python"))
+    with pub, open(args.file, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -105,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenantwatch",
         description="Streaming watchtower for multi-tenant SaaS: rate limits, anomalies, trial automation. "
-        "Settings come from TW_* environment variables (see README).",
+        "Settings come from TW_* environment variables (see README). With the development signing key "
+        "(or a placeholder, or a key under 32 bytes) every command warns, and refuses to run (exit 2) when "
+        "TW_BROKER is not loopback unless TW_ALLOW_DEV_KEY=1.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line (or TW_LOG_JSON=1)")
@@ -168,14 +172,25 @@ def _extensions() -> list[Callable[[Any], None]]:
     ]
 
 
+# Commands that neither sign, nor talk to the broker, nor run a process: no key check.
+_OFFLINE = frozenset({"schemas", "dashboards", "eval", "report"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     from pipeline.logging_setup import configure_logging
 
     configure_logging(json=settings.log_json or args.log_json, level=logging.INFO if args.verbose else logging.WARNING)
-    if settings.signing_key.get_secret_value() == DEV_SIGNING_KEY and args.command not in {"stack", "schemas"}:
-        logging.getLogger("tenantwatch").info("using the development signing key; set TW_SIGNING_KEY")
+    if args.command not in _OFFLINE:
+        from pipeline.startup_checks import startup_verdict
+
+        verdict = startup_verdict(settings)  # the development key: warned of, refused off loopback
+        if verdict.warning is not None:
+            log = logging.getLogger("tenantwatch")
+            (log.error if verdict.refuse else log.warning)("%s", verdict.warning)
+        if verdict.refuse:
+            return 2
     func: Command = args.func
     return func(args, settings)
 

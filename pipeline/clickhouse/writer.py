@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -64,6 +64,7 @@ class ClickHouseWriter:
         assignment: Assignment = "manual",
         source_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        kafka_options: Mapping[str, Any] | None = None,  # pipeline.kafka_config.client_kwargs(…, "kafka-python")
     ):
         self.sink = sink
         sinks = load_capability_sinks()
@@ -96,7 +97,8 @@ class ClickHouseWriter:
         self._backoff = 0.0
         self._stop = False
         self.source = ResultSource(bootstrap=bootstrap, group_id=group_id, topics=self.specs,
-                                   assignment=assignment, clock=clock, **(source_options or {}))
+                                   assignment=assignment, clock=clock, consumer_config=dict(kafka_options or {}),
+                                   **(source_options or {}))
 
     # -- buffer -------------------------------------------------------------------------
     def add(self, topic: str, value: bytes | None) -> None:

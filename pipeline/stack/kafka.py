@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.stack.process import DetachedProcess
@@ -89,7 +89,12 @@ def resolve_jars(cache_dir: Path, version: str) -> Path:
 
 @dataclass
 class KafkaBroker:
-    """One KRaft broker+controller. `start()` blocks until it accepts connections."""
+    """One KRaft broker+controller. `start()` blocks until it accepts connections.
+
+    With `sasl_port`, clients may also connect there with SASL_PLAINTEXT and SCRAM-SHA-512 as
+    one of `scram_users` (name → password, written when the log dir is formatted): the layout
+    of docker-compose.yml, whose PLAINTEXT listener stays on loopback for the broker itself.
+    """
 
     cache_dir: Path
     work_dir: Path
@@ -98,6 +103,8 @@ class KafkaBroker:
     controller_port: int = 19093
     partitions: int = 4
     heap: str = "1g"
+    sasl_port: int | None = None
+    scram_users: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -118,19 +125,31 @@ class KafkaBroker:
             raise StackError("Java 17+ is needed to run the Kafka broker; install a JDK")
         return java
 
+    def _sasl_config(self) -> list[str]:
+        if self.sasl_port is None:
+            return []
+        return [
+            "inter.broker.listener.name=PLAINTEXT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+
     def _write_config(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         logs = (self.work_dir / "logs").resolve()
         props = self.work_dir / "server.properties"
+        sasl = f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}" if self.sasl_port is not None else ""
         props.write_text(
             "\n".join([
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}{sasl}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}{sasl}",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                *self._sasl_config(),
                 f"log.dirs={logs}",
                 f"num.partitions={self.partitions}",
                 "offsets.topic.replication.factor=1",
@@ -153,6 +172,8 @@ class KafkaBroker:
         cluster_id = uuid.uuid4().hex[:22]
         cmd = [self._java(), "-cp", classpath, "kafka.tools.StorageTool", "format",
                "-t", cluster_id, "-c", str(props)]
+        for name, password in self.scram_users.items():  # SCRAM credentials live in the KRaft metadata log
+            cmd += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if proc.returncode != 0:
             raise StackError(f"formatting the KRaft log dir failed:\n{proc.stdout}{proc.stderr}")

@@ -7,10 +7,8 @@ kills the worker, so it runs last.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import pickle
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -18,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.serializers import codecs
 
 from agents.anomaly.alerts import SeriesRing
+from agents.anomaly.state_codec import RING_CODEC, register_codecs
 from pipeline.kafka_admin import ensure_topics
 from pipeline.settings import Settings
 from pipeline.smtp_sink import SmtpSink
@@ -117,10 +117,11 @@ def test_alert_mail_carries_an_inline_chart_and_the_numbers(stack):
 
 def ring_in_changelog(settings: Settings, key: str) -> SeriesRing | None:
     """The newest ring of `key` in the chart table's changelog (Faust: `<app id>-<table>-changelog`,
-    key as JSON, value base64 of the pickle)."""
+    key as JSON, value in the `tw-series-ring` codec)."""
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
+    register_codecs()
     name = f"{settings.app_id}-{settings.app_id}-anomaly-chart-changelog"
     consumer = KafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False)
     raw_key = json.dumps(key).encode()
@@ -136,7 +137,7 @@ def ring_in_changelog(settings: Settings, key: str) -> SeriesRing | None:
             for messages in consumer.poll(timeout_ms=5000).values():
                 for msg in messages:
                     if msg.key == raw_key and msg.value is not None:
-                        found = pickle.loads(base64.b64decode(msg.value))  # noqa: S301 - the worker's own state
+                        found = codecs.loads(RING_CODEC, msg.value)
     finally:
         consumer.close()
     return found

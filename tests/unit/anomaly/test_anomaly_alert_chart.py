@@ -75,12 +75,12 @@ def test_ring_size_is_bounded_by_the_payload_limit():
 
 
 def test_ring_pickles_small_and_equal():
-    """The Faust table contract: a full ring round-trips through pickle, in a few kB."""
+    """A full ring round-trips through pickle, in a few kB (its table codec: test_anomaly_state_codec)."""
     ring = SeriesRing()
     for i in range(500):
         ring.add(T0 + i * H, float(i), band(T0 + i * H))
     data = pickle.dumps(ring)
-    back = pickle.loads(data)  # noqa: S301 - our own bytes: the Faust table contract
+    back = pickle.loads(data)  # noqa: S301 - our own bytes
     assert back.points() == ring.points()
     assert len(back) == CHART_MAX_POINTS
     assert len(data) < 6_000

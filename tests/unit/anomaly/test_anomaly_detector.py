@@ -168,7 +168,7 @@ def test_min_pct_filters_tiny_relative_moves() -> None:
 
 
 def test_detector_pickles_mid_episode_and_continues_identically() -> None:
-    """Pickle round-trip mid-stream (as a Faust table would) yields identical outputs afterwards."""
+    """Pickle round-trip mid-stream yields identical outputs afterwards (the table codec: test_anomaly_state_codec)."""
     a = StreamDetector("t", MetricName.REQUEST_VOLUME, RULE)
     _feed(a, RULE, _flat(300))
     _feed(a, RULE, [(T0 + 300 * 60.0, 300.0), (T0 + 301 * 60.0, 300.0)])

@@ -100,7 +100,7 @@ def test_a_long_silence_is_skipped_not_filled_forever_and_state_pickles():
     points = tm.close(T0.timestamp() + (MAX_CATCH_UP + 50) * H)
     assert len(values(points, M.REQUEST_VOLUME)) == MAX_CATCH_UP
     assert tm.due() == T0.timestamp() + (MAX_CATCH_UP + 51) * H
-    clone = pickle.loads(pickle.dumps(tm))  # noqa: S301 - our own bytes: the Faust table contract
+    clone = pickle.loads(pickle.dumps(tm))  # noqa: S301 - our own bytes
     assert clone.next_start == tm.next_start
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from pipeline.codec import Codec, RowCodec, encode_one
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
@@ -39,9 +37,6 @@ def test_the_runtime_reads_event_time_from_rows_and_models() -> None:
     assert rt._ts_of[Topic.REQUESTS](row) == rt._ts_of[Topic.ERRORS](model) == model.ts
 
 
-# The anomaly agent's state tables pickle (internal changelogs only our workers write, see
-# agents.anomaly.agent.Pickled); Faust warns when such a table is declared.
-@pytest.mark.filterwarnings("ignore:The pickle codec:faust.exceptions.SecurityWarning")
 def test_only_requests_batch_with_the_short_wait() -> None:
     """Would fail if every input's batching loop woke every 5 ms (idle CPU), or if requests
     (whose rate-limit decisions wait for their batch) got the long wait."""

@@ -17,15 +17,25 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (add pyyaml t
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
 _INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?-([^}]*))?\}")
+_REQUIRED_VAR = re.compile(r"\$\{([A-Z_][A-Z0-9_]*):\?([^}]+)\}")  # ${VAR:?message}: compose stops without it
 _REQUIRED = {"kafka", "clickhouse", "grafana", "mailpit", "worker", "writer", "generator"}
+ENV_EXAMPLE = ROOT / ".env.example"
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|SIGNING_KEY|TOKEN|JAAS")
 
 
 def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def example_env() -> dict[str, str]:
+    lines = [ln.strip() for ln in ENV_EXAMPLE.read_text().splitlines()]
+    return dict(ln.split("=", 1) for ln in lines if ln and not ln.startswith("#"))
+
+
 def interpolate(value: str) -> str:
-    """What compose substitutes with an empty environment (`${X:-default}` → default)."""
+    """What compose substitutes with `.env.example` as `.env` (`${X:-default}` → default, `${X:?…}` → its value)."""
+    example = example_env()
+    value = _REQUIRED_VAR.sub(lambda m: example[m.group(1)], value)
     return _INTERPOLATION.sub(lambda m: m.group(2) or "", value)
 
 
@@ -137,3 +147,70 @@ def test_dockerfile_copies_what_exists() -> None:
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), src
     assert 'ENTRYPOINT ["tenantwatch"]' in text
+
+
+def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> None:
+    """Every password, key and secret (and the DSN's password) is a required `${VAR:?…}` from the environment."""
+    checked = 0
+    for name, svc in compose["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            raw = str(value)
+            if _SECRET_NAME.search(key) and "JAAS" not in key:
+                assert _REQUIRED_VAR.fullmatch(raw), f"{name}.{key} is not a required variable: {raw!r}"
+                checked += 1
+            if "://" in raw and "@" in raw:  # a URL with credentials
+                password = raw.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+                assert _REQUIRED_VAR.fullmatch(password), f"{name}.{key}: literal password in a URL"
+                checked += 1
+    assert checked >= 8, "the secrets of ClickHouse, Grafana, Kafka and the signing key were found"
+    text = COMPOSE.read_text()
+    assert not re.search(r"\$\{[A-Z_]*(PASSWORD|SIGNING_KEY)[A-Z_]*:-", text), "a secret with a default value"
+    assert "admin/admin" not in text
+
+
+def test_grafana_has_no_default_administrator(compose: dict[str, Any]) -> None:
+    """Grafana's admin password is required from the environment, never admin."""
+    env = compose["services"]["grafana"]["environment"]
+    assert _REQUIRED_VAR.fullmatch(str(env["GF_SECURITY_ADMIN_PASSWORD"]))
+    assert interpolate(str(env["GF_SECURITY_ADMIN_USER"])) != "admin"
+
+
+def test_dot_env_is_ignored_and_the_example_lists_every_required_variable(compose: dict[str, Any]) -> None:
+    """`.env` is kept out of git and the image; `.env.example` names each `${VAR:?…}`, and ships no usable key."""
+    import subprocess
+
+    for ignore in (".gitignore", ".dockerignore"):
+        assert ".env" in (ROOT / ignore).read_text().splitlines(), f".env missing from {ignore}"
+    tracked = subprocess.run(["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert tracked.stdout == ""
+    required = {m.group(1) for m in _REQUIRED_VAR.finditer(COMPOSE.read_text())}
+    assert required >= {"TW_SIGNING_KEY", "CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "KAFKA_PASSWORD"}
+    assert required <= example_env().keys()
+
+    from pipeline.startup_checks import startup_verdict
+
+    tw = {k: v for k, v in env_of(compose["services"]["worker"]).items() if k.startswith("TW_")}
+    settings = Settings(**{k.removeprefix("TW_").lower(): v for k, v in tw.items()})
+    assert startup_verdict(settings).refuse, "the example's signing key cannot run a worker against kafka:9092"
+
+
+def test_kafka_clients_authenticate_with_scram(compose: dict[str, Any]) -> None:
+    """Clients reach the broker only on its SASL listener, with the mechanism it enables and credentials set."""
+    from pipeline.kafka_config import client_kwargs
+
+    kafka = {k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()}
+    protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = dict(item.split("://") for item in kafka["KAFKA_LISTENERS"].split(","))
+    advertised = dict(item.split("://") for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    for name, address in listeners.items():  # reachable from other containers only if SASL (or the controller)
+        if not address.startswith("127.0.0.1:") and name != kafka["KAFKA_CONTROLLER_LISTENER_NAMES"]:
+            assert protocols[name] in ("SASL_PLAINTEXT", "SASL_SSL"), f"listener {name} is open"
+    for name, svc in compose["services"].items():
+        tw = {k: v for k, v in env_of(svc).items() if k.startswith("TW_")}
+        if not tw:
+            continue
+        settings = Settings(**{k.removeprefix("TW_").lower(): v for k, v in tw.items()})
+        client_listener = next(n for n, a in advertised.items() if a == settings.broker)
+        assert protocols[client_listener] == settings.kafka_security_protocol, name
+        assert settings.kafka_sasl_mechanism in kafka["KAFKA_SASL_ENABLED_MECHANISMS"].split(","), name
+        assert client_kwargs(settings, "faust")["broker_credentials"].username == settings.kafka_username

@@ -124,6 +124,6 @@ def test_command_and_state_ids_are_deterministic(billing: BillingFactory) -> Non
 
 
 def test_trial_pickles(billing: BillingFactory) -> None:
-    """Trial state round-trips through pickle (it lives in a Faust table)."""
+    """Trial state round-trips through pickle (its table holds `to_dict` JSON, not pickle)."""
     trial = _started(billing)
     assert pickle.loads(pickle.dumps(trial)) == trial  # noqa: S301 - our own bytes

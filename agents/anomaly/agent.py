@@ -92,7 +92,6 @@ class AnomalyAgent:
         self.recipient = recipient
         self.webhooks = WebhookTarget().enabled  # critical alerts also go to the webhook
         s = runtime.settings
-        app = runtime.app
 
         def table(name: str, value_type: Any) -> Any:
             # Fenced (docs/STATE.md): a restart applies only state a checkpoint covered.

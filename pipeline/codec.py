@@ -31,8 +31,10 @@ __all__ = [
     "RowCodec",
     "UnsupportedModel",
     "encode_batch",
+    "encode_batches",
     "encode_one",
     "format_error",
+    "reason_text",
     "row_schemas",
 ]
 
@@ -53,10 +55,13 @@ class Rejected:
     payload: bytes
 
 
+def reason_text(text: str) -> str:
+    """A rejection reason as bounded, valid UTF-8 text (a reason may quote a lone surrogate)."""
+    return text[:_ERROR_MAX].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _reject(index: int, error: str, payload: bytes) -> Rejected:
-    """A Rejected whose reason is bounded, valid UTF-8 text (a reason may quote a lone surrogate)."""
-    text = error[:_ERROR_MAX].encode("utf-8", "backslashreplace").decode("utf-8")
-    return Rejected(index, text, payload)
+    return Rejected(index, reason_text(error), payload)
 
 
 def _is_branch_tag(part: object) -> bool:
@@ -77,8 +82,7 @@ def format_error(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in err["loc"] if not _is_branch_tag(p)) or "<record>"
         by_loc[loc] = err["msg"]
-    text = "; ".join(f"{loc}: {msg}" for loc, msg in by_loc.items())[:_ERROR_MAX]
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return reason_text("; ".join(f"{loc}: {msg}" for loc, msg in by_loc.items()))
 
 
 class Codec(Generic[M]):
@@ -175,6 +179,29 @@ def encode_one(model: BaseModel) -> bytes:
 def encode_batch(models: Sequence[BaseModel]) -> bytes:
     """A JSON array of models: the batch form every consumer of ours accepts."""
     return b"[" + b",".join(m.__pydantic_serializer__.to_json(m) for m in models) + b"]"
+
+
+def encode_batches(models: Sequence[BaseModel], max_bytes: int, max_events: int = 1000) -> list[bytes]:
+    """The models as JSON arrays of at most `max_bytes` and `max_events` each, in order.
+
+    What one Kafka message can carry is bounded (the producer's request size, the broker's
+    `message.max.bytes`): 9,000 dead letters of one bad 8 MB record made a 13.4 MB array, and
+    the send failed. A model larger than `max_bytes` on its own goes alone.
+    """
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2  # the brackets
+    for m in models:
+        item = m.__pydantic_serializer__.to_json(m)
+        grown = size + len(item) + (1 if chunk else 0)
+        if chunk and (grown > max_bytes or len(chunk) >= max_events):
+            out.append(b"[" + b",".join(chunk) + b"]")
+            chunk, grown = [], 2 + len(item)
+        chunk.append(item)
+        size = grown
+    if chunk:
+        out.append(b"[" + b",".join(chunk) + b"]")
+    return out
 
 
 # -- rows: the same contract, without model instances ------------------------------------------

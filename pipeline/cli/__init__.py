@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply ClickHouse schema migrations")
     p.set_defaults(func=_migrate)
 
-    p = sub.add_parser("publish", help="validate and publish events from a JSON-lines file")
+    p = sub.add_parser("publish", help="validate and publish events from a JSON-lines file (strict JSON contract; "
+                                       "invalid lines are reported and skipped)")
     p.add_argument("file")
     p.add_argument("--strict", action="store_true", help="exit 1 if any line was invalid")
     p.set_defaults(func=_publish)

@@ -60,7 +60,8 @@ def test_a_lone_surrogate_and_a_nesting_bomb_stop_neither_the_writer_nor_the_wor
     tenant = f"poison-{uuid.uuid4().hex[:6]}"
     topic = topic_name(settings.topic_prefix, Topic.REQUESTS)
     poison = surrogate_batch(tenant)
-    assert b'"/\\ud800"' in poison and len(poison) < 200
+    assert b'"/\\ud800"' in poison
+    assert len(poison) < 200
     worker = worker_factory(settings, capabilities="")
     with writer_factory(settings) as wt:
         send_raw(settings.broker, topic, [poison, b"[" * 100_000, b'{"a":' * 100_000])
@@ -77,7 +78,8 @@ def test_a_lone_surrogate_and_a_nesting_bomb_stop_neither_the_writer_nor_the_wor
     assert any("hex escape" in e for e in errors), errors  # jiter's words for a lone surrogate
     assert any("nested too deep" in e for e in errors), errors
     assert any("recursion limit" in e for e in errors), errors
-    assert worker.proc is not None and worker.proc.poll() is None, "the worker kept running"
+    assert worker.proc is not None
+    assert worker.proc.poll() is None, "the worker kept running"
 
 
 # Each coerced in the past: stored although the README's contract refuses it.
@@ -147,4 +149,5 @@ def test_dead_letters_of_a_record_larger_than_a_kafka_message_are_all_stored(
     assert count(chdb_client, "SELECT uniqExact(batch_index) FROM dead_letters FINAL WHERE source_topic={t:String}",
                  t=topic) == 9000
     assert "MessageSizeTooLarge" not in worker.output()
-    assert worker.proc is not None and worker.proc.poll() is None, "the worker kept running"
+    assert worker.proc is not None
+    assert worker.proc.poll() is None, "the worker kept running"

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Generic, TypeVar, cast
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import CoreSchema, SchemaError, SchemaSerializer, SchemaValidator, core_schema
 
+from pipeline.json_guard import many_values, oversized, parse_array, parse_json, too_long
+
 __all__ = [
     "STRICT",
     "Codec",
@@ -92,6 +94,8 @@ class Codec(Generic[M]):
         self.model = model
         self.max_record_bytes = max_record_bytes
         self.max_events = max_events
+        # an object with more keys than this has unknown ones (None: unknown keys are not refused)
+        self._fields = len(model.model_fields) if model.model_config.get("extra") == "forbid" else None
         self._one: TypeAdapter[M] = TypeAdapter(model)
         # The bound is checked while the array is read: 2.7 M empty objects in 8 MB took 32 s of
         # errors to refuse when it was counted afterwards.
@@ -113,25 +117,33 @@ class Codec(Generic[M]):
         if first == b"[":
             return self._decode_batch(value)
         if first == b"{":
-            try:
-                return [self._one.validate_json(value, strict=STRICT)], []
-            except ValidationError as exc:
-                return [], [Rejected(-1, format_error(exc), value)]
+            return self._decode_one(value)
         return [], [Rejected(-1, "not a JSON object or array", value)]
+
+    def _decode_one(self, value: bytes) -> tuple[list[M], list[Rejected]]:
+        why = many_values(value) and oversized(parse_json(value), self._fields)
+        if why:
+            return [], [_reject(-1, why, value)]
+        try:
+            return [self._one.validate_json(value, strict=STRICT)], []
+        except ValidationError as exc:
+            return [], [Rejected(-1, format_error(exc), value)]
 
     def encode_event(self, event: M) -> bytes:
         """One decoded event as JSON (e.g. the evidence of a dead letter)."""
         return encode_one(event)
 
     def _decode_batch(self, value: bytes) -> tuple[list[M], list[Rejected]]:
-        try:
-            return self._many.validate_json(value, strict=STRICT), []
-        except ValidationError as exc:
-            count = _too_long(exc)
-            if count is not None:
-                return [], [Rejected(-1, f"batch of {count} events exceeds {self.max_events}", value)]
-            # else the slow path below finds out which items are bad
-        items = _parse_array(value)
+        suspect = many_values(value)
+        if not suspect:
+            try:
+                return self._many.validate_json(value, strict=STRICT), []
+            except ValidationError as exc:
+                count = too_long(exc)
+                if count is not None:
+                    return [], [Rejected(-1, f"batch of {count} events exceeds {self.max_events}", value)]
+                # else the slow path below finds out which items are bad
+        items = parse_array(value)
         if isinstance(items, str):
             return [], [_reject(-1, items, value)]
         if len(items) > self.max_events:
@@ -143,6 +155,10 @@ class Codec(Generic[M]):
             # contract of the fast path (strict JSON: validating the parsed Python values would
             # follow Python's rules), and one item's lone surrogate refuses that item alone.
             raw = _dump(item)
+            why = suspect and oversized(item, self._fields)
+            if why:
+                bad.append(_reject(i, why, raw))
+                continue
             try:
                 good.append(self._one.validate_json(raw, strict=STRICT))
             except ValidationError as exc:
@@ -150,27 +166,6 @@ class Codec(Generic[M]):
             except Exception as exc:  # one item must not take its batch down
                 bad.append(_reject(i, f"could not decode: {exc!r}", raw))
         return good, bad
-
-
-def _parse_array(value: bytes) -> list[Any] | str:
-    """The items of a JSON array, or why it is not one."""
-    try:
-        items = json.loads(value)
-    except RecursionError:
-        return "invalid JSON: nested too deep"
-    except (UnicodeDecodeError, ValueError) as exc:
-        return f"invalid JSON: {exc}"
-    return items if isinstance(items, list) else "not a JSON array"
-
-
-def _too_long(exc: ValidationError) -> int | None:
-    """The length of a batch refused for being too long (the array's own error), else None."""
-    if exc.error_count() != 1:
-        return None
-    err = exc.errors(include_url=False, include_input=False)[0]
-    if err["type"] != "too_long" or err["loc"]:
-        return None
-    return int(err.get("ctx", {}).get("actual_length") or 0) or None
 
 
 def _dump(item: Any) -> bytes:

@@ -134,7 +134,7 @@ class Codec(Generic[M]):
         return encode_one(event)
 
     def _decode_batch(self, value: bytes) -> tuple[list[M], list[Rejected]]:
-        suspect = many_values(value)
+        suspect = many_values(value) and self._holds_oversized(value)
         if not suspect:
             try:
                 return self._many.validate_json(value, strict=STRICT), []
@@ -166,6 +166,13 @@ class Codec(Generic[M]):
             except Exception as exc:  # one item must not take its batch down
                 bad.append(_reject(i, f"could not decode: {exc!r}", raw))
         return good, bad
+
+    def _holds_oversized(self, value: bytes) -> bool:
+        """Whether an item of this large batch is to be refused by its shape (`pipeline.json_guard`)."""
+        parsed = parse_json(value)
+        if not isinstance(parsed, list) or len(parsed) > self.max_events:
+            return False  # validation refuses it at once
+        return any(oversized(item, self._fields) for item in parsed)
 
 
 def _dump(item: Any) -> bytes:

@@ -6,6 +6,7 @@ Pure functions over bytes and parsed values; `pipeline.codec` decides with them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,19 +49,22 @@ def parse_json(value: bytes) -> Any:
 
 def oversized(item: Any, fields: int | None) -> str | None:
     """Why one event is refused before validation (see `SCAN_VALUES`), or None."""
-    if isinstance(item, dict) and fields is not None and len(item) > fields:
+    if type(item) is dict and fields is not None and len(item) > fields:
         return f"an object of {len(item)} keys; the model has {fields} fields"
     stack = [item]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
+        if type(node) is dict:
             if len(node) > MAX_OBJECT_KEYS:
                 return f"an object of {len(node)} keys (at most {MAX_OBJECT_KEYS})"
-            stack.extend(v for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
+            children: Iterable[Any] = node.values()
+        elif type(node) is list:
             if len(node) > MAX_ARRAY_ITEMS:
                 return f"an array of {len(node)} items (at most {MAX_ARRAY_ITEMS})"
-            stack.extend(v for v in node if isinstance(v, dict | list))
+            children = node
+        else:
+            continue
+        stack += [c for c in children if type(c) is dict or type(c) is list]  # parsed JSON: exact types
     return None
 
 

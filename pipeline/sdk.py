@@ -7,11 +7,12 @@ Each event is validated against `schemas` before anything is sent, under the con
 workers apply to what they read (strict JSON, see `pipeline.codec`): a mapping is validated as
 the JSON it will travel as, so `"status": "200"`, `True` for an integer, `200.0` for an integer
 and epoch numbers for `ts` are refused here, not dead-lettered later. An invalid event raises
-`InvalidEventError` and is not sent; nothing else escapes validation. Valid events are routed to their topic and to the
-partition of their key (`tenant:ip` for requests, `tenant` otherwise; murmur2 as Kafka's
-default partitioner, so single-event producers land on the same partitions), and packed into
-JSON-array records of up to `batch_events` events: one Kafka record carries many events, which
-is what lets a worker process tens of thousands of events a second.
+`InvalidEventError` and is not sent; nothing else escapes validation. Valid events are routed
+to their topic and to the partition of their key (`tenant:ip` for requests, `tenant`
+otherwise; murmur2 as Kafka's default partitioner, so single-event producers land on the same
+partitions), and packed into JSON-array records of up to `batch_events` events: one Kafka
+record carries many events, which is what lets a worker process tens of thousands of events a
+second.
 """
 
 from __future__ import annotations

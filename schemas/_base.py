@@ -86,10 +86,10 @@ RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1
 class _Rfc3339InJson:
     """JSON must carry a timestamp as RFC 3339 text; Python code may pass datetimes (or text).
 
-    Left alone, pydantic also reads epoch numbers and digit strings ("1777896000") as times,
-    even in strict mode, and a space for the T. In JSON the text is matched against `RFC3339`
-    and parsed (0.1 µs), then the checks of the annotated type (aware, in range) run on the
-    datetime, which strict mode accepts. In Python the annotated type is unchanged.
+    Left alone, pydantic reads epoch numbers as times, and digit strings ("1777896000") even
+    in strict mode. In JSON the text is matched against `RFC3339` and parsed (0.1 µs), then the
+    checks of the annotated type (aware, in range) run on the datetime, which strict mode
+    accepts. In Python the annotated type is unchanged.
     """
 
     @classmethod

@@ -58,8 +58,11 @@ class Rejected:
 
 
 def reason_text(text: str) -> str:
-    """A rejection reason as bounded, valid UTF-8 text (a reason may quote a lone surrogate)."""
-    return text[:_ERROR_MAX].encode("utf-8", "backslashreplace").decode("utf-8")
+    """A rejection reason as bounded, valid UTF-8 text (a reason may quote a lone surrogate).
+
+    Cut after escaping: an escape is longer than its character, and a dead letter refuses an
+    error over 2,000 characters."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:_ERROR_MAX]
 
 
 def _reject(index: int, error: str, payload: bytes) -> Rejected:

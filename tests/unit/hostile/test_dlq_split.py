@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.codec import Codec, RowCodec, encode_batch, encode_batches
+from pipeline.codec import Codec, Rejected, RowCodec, encode_batch, encode_batches
 from pipeline.dlq import dead_letter
 from pipeline.settings import Settings
 from schemas.events import RequestEvent
@@ -57,3 +57,15 @@ def test_the_reported_9000_dead_letters_fit_in_records_under_a_megabyte() -> Non
     chunks = encode_batches(dead, limit)
     assert all(len(c) <= limit for c in chunks)
     assert sum(len(DLQ.decode(c)[0]) for c in chunks) == 9000
+
+
+def test_a_reason_quoting_many_lone_surrogates_still_makes_a_dead_letter() -> None:
+    """Would fail if escaping the surrogates made the reason longer than a dead letter admits."""
+    from pipeline.codec import reason_text
+
+    text = reason_text("bad: " + "\ud800" * 1999)
+    assert len(text) == 2000
+    text.encode("utf-8")
+    letter = dead_letter(Rejected(0, text, b"x"), stage="ingest", topic="tw.requests", partition=0, offset=1,
+                         max_bytes=4096, now=NOW)
+    assert letter.error == text

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pipeline.bulk import BatchAppender, BulkWriter
 from pipeline.checkpoints import Checkpoints
 from pipeline.clock import EventClock
-from pipeline.codec import Codec, Rejected, RowCodec, encode_batch, encode_one
+from pipeline.codec import Codec, Rejected, RowCodec, encode_batches, encode_one
 from pipeline.dlq import dead_letter
 from pipeline.faust_compat import run_while_draining, start_early
 from pipeline.settings import Settings
@@ -181,9 +181,13 @@ class Runtime:
             await self.bulk.send_keyed(name, ((key, encode_one(r)) for key, r in records))
 
     async def send_batch(self, topic: Topic, records: Sequence[BaseModel], key: str | None = None) -> None:
-        """Many records as one JSON-array Kafka record (consumers accept both forms)."""
+        """Many records as one JSON-array Kafka record (consumers accept both forms), or as
+        several, in order and on the same key, when one would exceed `output_record_max_bytes`."""
         if records:
-            await self.topic(topic).send(key=key.encode() if key else None, value=encode_batch(records))
+            out = self.topic(topic)
+            raw_key = key.encode() if key else None
+            for value in encode_batches(records, self.settings.output_record_max_bytes):
+                await out.send(key=raw_key, value=value)
 
     def add_input(self, topic: Topic, model: type[BaseModel], *, rows: bool = False,
                   within_s: float | None = None) -> None:

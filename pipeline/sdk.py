@@ -3,12 +3,16 @@
     with Publisher("127.0.0.1:19092") as pub:
         pub.publish({"kind": "request", "event_id": "...", ...})
 
-Each event is validated against `schemas` before anything is sent; an invalid one raises
-`InvalidEventError` and is not sent. Valid events are routed to their topic and to the
-partition of their key (`tenant:ip` for requests, `tenant` otherwise; murmur2 as Kafka's
-default partitioner, so single-event producers land on the same partitions), and packed into
-JSON-array records of up to `batch_events` events: one Kafka record carries many events, which
-is what lets a worker process tens of thousands of events a second.
+Each event is validated against `schemas` before anything is sent, under the contract the
+workers apply to what they read (strict JSON, see `pipeline.codec`): a mapping is validated as
+the JSON it will travel as, so `"status": "200"`, `True` for an integer, `200.0` for an integer
+and epoch numbers for `ts` are refused here, not dead-lettered later. An invalid event raises
+`InvalidEventError` and is not sent; nothing else escapes validation. Valid events are routed
+to their topic and to the partition of their key (`tenant:ip` for requests, `tenant`
+otherwise; murmur2 as Kafka's default partitioner, so single-event producers land on the same
+partitions), and packed into JSON-array records of up to `batch_events` events: one Kafka
+record carries many events, which is what lets a worker process tens of thousands of events a
+second.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
-from pipeline.codec import encode_batch, format_error
+from pipeline.codec import STRICT, encode_batch, format_error, reason_text
 from pipeline.topics import Topic, topic_name
 from schemas.events import EVENT_ADAPTER, BillingEvent, ErrorEvent, RequestEvent, UsageEvent
 
-__all__ = ["InvalidEventError", "Publisher", "event_key", "event_topic", "partition_for"]
+__all__ = ["MAX_EVENT_BYTES", "InvalidEventError", "Publisher", "event_key", "event_topic", "partition_for",
+           "validate_event_json"]
 
 _TOPIC_OF: dict[type[BaseModel], Topic] = {
     RequestEvent: Topic.REQUESTS,
@@ -34,8 +40,27 @@ _TOPIC_OF: dict[type[BaseModel], Topic] = {
 }
 
 
+# One event's JSON text: far above any valid event (strings are bounded at 4 KiB), far below a record.
+MAX_EVENT_BYTES = 1 << 20
+
+
 class InvalidEventError(ValueError):
     """The event does not match its schema; the message lists each field's problem."""
+
+
+def validate_event_json(text: bytes | str) -> BaseModel:
+    """One event's JSON text as a validated model, or InvalidEventError saying why not.
+
+    Exactly what a worker accepts from a record holding this one event (strict JSON).
+    """
+    if len(text) > MAX_EVENT_BYTES:
+        raise InvalidEventError(f"event of {len(text)} bytes exceeds {MAX_EVENT_BYTES}")
+    try:
+        return EVENT_ADAPTER.validate_json(text, strict=STRICT)
+    except ValidationError as exc:
+        raise InvalidEventError(format_error(exc)) from None
+    except Exception as exc:  # any other failure is the input's: say so, never crash the caller
+        raise InvalidEventError(reason_text(f"could not decode: {exc!r}")) from None
 
 
 def event_topic(event: BaseModel) -> Topic:
@@ -105,18 +130,29 @@ class Publisher:
 
     @staticmethod
     def validate(event: BaseModel | Mapping[str, Any]) -> BaseModel:
-        """The event as a validated model, or InvalidEventError saying what is wrong."""
+        """The event as a validated model, or InvalidEventError saying what is wrong.
+
+        A mapping is validated as the JSON it becomes on the wire (datetimes as RFC 3339 text).
+        """
         if isinstance(event, BaseModel):
             if type(event) not in _TOPIC_OF:
                 raise InvalidEventError(f"{type(event).__name__} is not an input event")
             return event
         try:
-            return EVENT_ADAPTER.validate_python(event)
-        except ValidationError as exc:
-            raise InvalidEventError(format_error(exc)) from None
+            text = to_json(event)
+        except Exception as exc:  # lone surrogates, cycles, objects JSON has no form for
+            raise InvalidEventError(reason_text(f"not representable as JSON: {exc}")) from None
+        return validate_event_json(text)
 
     def publish(self, event: BaseModel | Mapping[str, Any]) -> None:
-        model = self.validate(event)
+        """Validate `event` and queue it for its topic and partition (InvalidEventError: not sent)."""
+        self._queue(self.validate(event))
+
+    def publish_json(self, text: bytes | str) -> None:
+        """Like `publish`, for one event's JSON text (a line of a JSON-lines file)."""
+        self._queue(validate_event_json(text))
+
+    def _queue(self, model: BaseModel) -> None:
         topic = topic_name(self.prefix, event_topic(model))
         slot = (topic, partition_for(event_key(model), self._partition_count(topic)))
         pending = self._pending[slot]

@@ -93,9 +93,13 @@ class Settings(BaseSettings):
     # `within` even when idle (seven inputs at 5 ms: ~1400 wake-ups a second).
     take_within_other_s: float = Field(default=0.05, gt=0, le=10)
 
-    # Dead letters keep at most this many bytes of the original message.
-    dlq_payload_max_bytes: int = Field(default=4096, ge=0)
+    # Dead letters keep at most this many bytes of the original message (bounded so that one
+    # dead letter, base64 and all, fits in an output record).
+    dlq_payload_max_bytes: int = Field(default=4096, ge=0, le=512 << 10)
     max_events_per_record: int = Field(default=10_000, ge=1)
+    # JSON-array records a worker writes (dead letters, batched results) are split to stay
+    # under this: Kafka's default message.max.bytes is 1 MiB, the worker's producer takes 8 MiB.
+    output_record_max_bytes: int = Field(default=1_000_000, ge=64 << 10, le=8 << 20)
 
     # Admin command signing (HMAC-SHA256) and replay window.
     signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)

@@ -5,13 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 from ipaddress import ip_address
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic_core import CoreSchema, core_schema
 
 __all__ = [
     "EARLIEST",
     "LATEST",
+    "RFC3339",
     "EventId",
     "IpAddress",
     "Record",
@@ -65,9 +76,45 @@ def canonical_ip(value: str) -> str:
     return _canonical_other(value)
 
 
+# The one text form of a timestamp in JSON: an RFC 3339 date-time (the ISO 8601 profile JSON
+# Schema's "date-time" names): seconds required, up to 9 fraction digits (kept to the
+# microsecond), `Z` or a ±hh:mm offset; T (or t, or the space RFC 3339 allows) between date and
+# time. `[0-9]`, not `\d`: the pattern runs in Rust, where `\d` matches every Unicode digit.
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+
+
+class _Rfc3339InJson:
+    """JSON must carry a timestamp as RFC 3339 text; Python code may pass datetimes (or text).
+
+    Left alone, pydantic reads epoch numbers as times, and digit strings ("1777896000") even
+    in strict mode. In JSON the text is matched against `RFC3339` and parsed (0.1 µs), then the
+    checks of the annotated type (aware, in range) run on the datetime, which strict mode
+    accepts. In Python the annotated type is unchanged.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        checks = handler(source)
+        from_text = core_schema.chain_schema([
+            core_schema.custom_error_schema(
+                core_schema.str_schema(pattern=RFC3339), custom_error_type="timestamp_text",
+                custom_error_message="Input should be an RFC 3339 timestamp text such as 2026-05-04T12:00:00Z"),
+            # A builtin, called without a Python frame; its ValueError (day 31 of April, hour 24,
+            # ...) is the reason given.
+            core_schema.no_info_plain_validator_function(datetime.fromisoformat),
+            checks,
+        ])
+        return core_schema.json_or_python_schema(json_schema=from_text, python_schema=checks)
+
+
 # Aware (any UTC offset) and in range, both checked inside pydantic-core: 0.9 µs against 1.6 µs
 # for the same checks in a Python validator (the worker decodes tens of thousands a second).
-Timestamp = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST)]
+Timestamp = Annotated[
+    AwareDatetime,
+    Field(ge=EARLIEST, lt=LATEST),
+    _Rfc3339InJson,
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339}),
+]
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 # Kept as canonical text (IPv6 compressed, lower-case): a stable key for state and storage.

@@ -10,9 +10,17 @@ from pydantic import BaseModel
 from schemas.commands import AdminCommand
 from schemas.events import BillingEvent, ErrorEvent, RequestEvent, UsageEvent
 
-__all__ = ["EXPORTED", "export_json_schemas"]
+__all__ = ["EXPORTED", "STRICT_NOTE", "export_json_schemas"]
 
 EXPORTED: tuple[type[BaseModel], ...] = (RequestEvent, BillingEvent, ErrorEvent, UsageEvent, AdminCommand)
+
+# What JSON Schema cannot say by itself (its "integer" admits 200.0), as the decoders enforce it.
+STRICT_NOTE = (
+    "Validated strictly: a number is never a string (\"200\" is refused), a boolean is not an integer, "
+    "an integer has no fraction part (200.0 is refused, although JSON Schema's \"integer\" admits it), "
+    "and a timestamp is RFC 3339 text matching its pattern (an epoch number is refused). "
+    "Unknown fields are refused."
+)
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
@@ -21,6 +29,7 @@ def export_json_schemas(directory: Path) -> list[Path]:
     written = []
     for model in EXPORTED:
         path = directory / f"{model.__name__}.schema.json"
-        path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n")
+        schema = {"$comment": STRICT_NOTE, **model.model_json_schema()}
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)
     return written

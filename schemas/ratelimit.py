@@ -34,6 +34,7 @@ LimitName = Literal["minute", "hour", "day"]
 Count = Annotated[int, Field(ge=0)]
 Limit = Annotated[int, Field(ge=0, le=10**9)]
 Seconds = Annotated[float, Field(gt=0, le=365 * 86400)]
+MAX_LIST_ENTRIES = 10_000  # IPs and ranges per allow or deny list: a bound on what one record may ask to check
 
 
 def from_epoch(ts: float) -> datetime:
@@ -66,8 +67,8 @@ class TenantPolicy(Record):
     per_minute: Limit | None = None  # optional burst limit
     per_hour: Limit | None = 1000
     per_day: Limit | None = 10000
-    whitelist: tuple[Network, ...] = ()
-    blacklist: tuple[Network, ...] = ()
+    whitelist: Annotated[tuple[Network, ...], Field(max_length=MAX_LIST_ENTRIES)] = ()
+    blacklist: Annotated[tuple[Network, ...], Field(max_length=MAX_LIST_ENTRIES)] = ()
     # Bans: `violation_threshold` violations within `violation_period_s` ban the IP for
     # `ban_base_s`, doubled for each earlier ban (up to `ban_max_s`); the escalation level
     # is forgotten `ban_forget_s` after the last ban ended.

@@ -47,6 +47,7 @@ from agents.ratelimit.core import ALLOWED, Batch, KeyState, RateLimiter
 from agents.ratelimit.rollup import MinuteRollups
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
 from pipeline.broadcast import BroadcastReader
+from pipeline.codec import Codec
 from pipeline.commands import CommandRejected
 from pipeline.kafka_config import client_kwargs
 from pipeline.runtime import PartitionBatch, Runtime, StagedWrite
@@ -92,7 +93,7 @@ class RateLimitAgent:
         self._minutes_writer = runtime.bulk_writer(self.open_minutes)
         self.policies: dict[str, TenantPolicy] = {}
         self.broadcast = BroadcastReader(s.broker, topic_name(s.topic_prefix, Topic.RATELIMIT_POLICIES),
-                                         self._on_policy, client_kwargs(s, "aiokafka"))
+                                         self._on_policy, client_kwargs(s, "aiokafka"), codec=Codec(TenantPolicy))
         runtime.start_early(self.broadcast.run)  # read before recovery ends: it gates the first batch
         self.orders = app.topic(topic_name(s.topic_prefix, Topic.RATELIMIT_ORDERS), partitions=s.partitions,
                                 key_serializer="raw", value_serializer="raw", internal=True)
@@ -118,11 +119,11 @@ class RateLimitAgent:
         own = self.policies.get(tenant)
         return own if own is not None else self.default.model_copy(update={"tenant_id": tenant})
 
-    def _on_policy(self, tenant: str, data: Any) -> None:
-        if data is None:
+    def _on_policy(self, tenant: str, policy: TenantPolicy | None) -> None:
+        if policy is None:
             self.policies.pop(tenant, None)
         else:
-            self.policies[tenant] = TenantPolicy.model_validate(data)
+            self.policies[tenant] = policy  # decoded (strict JSON) by the reader's codec
         self._policies_dirty = True  # applied to the limiters before the next batch
 
     async def _sync_policies(self) -> None:

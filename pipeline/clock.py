@@ -1,13 +1,17 @@
 """Event time: per-partition watermarks derived from the events themselves.
 
-Logic never reads the wall clock. The watermark of a partition is the newest event time seen
-on it minus the allowed lateness; timers fire when it passes them. An optional idle tick
-advances time from the wall clock (the caller passes the wall time in) for quiet partitions.
+Logic never reads the wall clock. The watermark of a partition is the newest event time accepted
+on it minus the allowed lateness; timers fire when it passes them. With a `LeadRule`
+(`pipeline.event_time`), `admit` decides which events of a batch may move that time: one far
+ahead of the rest of its partition is refused instead. An optional idle tick advances time from
+the wall clock (the caller passes the wall time in) for quiet partitions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+
+from pipeline.event_time import Admission, LeadRule, Witnesses, admit
 
 __all__ = ["EventClock"]
 
@@ -16,15 +20,43 @@ class EventClock:
     """Tracks the newest event time per stream (a partition, or a (topic, partition) pair);
     `now(p)` is that minus the lateness."""
 
-    __slots__ = ("_newest", "lateness_s")
+    __slots__ = ("_newest", "_witnesses", "lateness_s", "rule")
 
-    def __init__(self, lateness_s: float = 0.0) -> None:
+    def __init__(self, lateness_s: float = 0.0, rule: LeadRule | None = None) -> None:
         self.lateness_s = lateness_s
+        self.rule = rule or LeadRule(max_lead_s=None)  # without a rule every event moves time
         self._newest: dict[Hashable, float] = {}
+        self._witnesses: dict[Hashable, Witnesses] = {}
 
     def observe(self, partition: Hashable, ts: float) -> None:
         if ts > self._newest.get(partition, float("-inf")):
             self._newest[partition] = ts
+
+    def clears(self, partition: Hashable, newest_ts: float, wall_now: float | None = None) -> bool:
+        """True when a batch whose newest event time is `newest_ts` passes the rule whole, so the
+        caller may `observe` it without `admit`: the partition has a time, knows enough tenants,
+        and the batch stays within the lead (and the wall clock's skew)."""
+        rule = self.rule
+        newest = self._newest.get(partition)
+        if newest is None:
+            return not rule.active
+        memo = self._witnesses.get(partition)
+        if rule.max_lead_s is not None and (
+                newest_ts > newest + rule.max_lead_s or memo is None or not memo.knows_quorum(rule.quorum)):
+            return False
+        return rule.max_clock_skew_s is None or wall_now is None or newest_ts <= wall_now + rule.max_clock_skew_s
+
+    def admit(self, partition: Hashable, times: Sequence[float], tenants: Sequence[str],
+              wall_now: float | None = None) -> Admission:
+        """Which of a batch's events (`times[i]` of tenant `tenants[i]`, arrival order) may move
+        `partition`'s time (see `pipeline.event_time`); observes those."""
+        memo = self._witnesses.get(partition)
+        if memo is None:
+            memo = self._witnesses[partition] = Witnesses()
+        verdict = admit(self.rule, memo, self._newest.get(partition), times, tenants, wall_now=wall_now)
+        if verdict.newest is not None:
+            self.observe(partition, verdict.newest)
+        return verdict
 
     def now(self, partition: Hashable) -> float | None:
         """The watermark of `partition`, or None before its first event."""

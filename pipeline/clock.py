@@ -53,10 +53,16 @@ class EventClock:
         memo = self._witnesses.get(partition)
         if memo is None:
             memo = self._witnesses[partition] = Witnesses()
-        verdict = admit(self.rule, memo, self._newest.get(partition), times, tenants, wall_now=wall_now)
+        verdict = admit(self.rule, memo, self._newest.get(partition), times, tenants, wall_now=wall_now,
+                        peers=self._peers(partition))
         if verdict.newest is not None:
             self.observe(partition, verdict.newest)
         return verdict
+
+    def _peers(self, partition: Hashable) -> float | None:
+        """The (lower) median newest event time of the other partitions under the rule, if any."""
+        times = sorted(self._newest[p] for p in self._witnesses if p != partition and p in self._newest)
+        return times[(len(times) - 1) // 2] if times else None
 
     def now(self, partition: Hashable) -> float | None:
         """The watermark of `partition`, or None before its first event."""

@@ -11,11 +11,15 @@ one batch of a partition's events (taken in time order, so arrival order does no
   recently). A partition that has seen fewer than `quorum` tenants counts events instead: a
   lone tenant's partition jumps once two of its events agree, and a lone bit-flipped one stays
   refused. So one tenant alone never moves another tenant's time more than the lead at once.
+- **Peers.** The time the worker's other partitions agree on (their median newest event time)
+  counts as a witness too: a quiet partition whose lone tenant speaks again after a gap is in
+  step with the rest of the worker and is accepted, while a 2099 event is ahead of everyone.
 - **Wall clock** (live deployments: `max_clock_skew_s` set and the wall time passed in). An event
   more than that ahead of the wall clock is refused, whatever vouches for it. Replays leave it off.
-- **Start.** A partition's first batch has no reference: it starts at the time its own events
-  vouch for (the same quorum over the batch), so one odd event among honest ones is refused from
-  the first batch on. A first batch of one lone event starts there (live: the wall clock bounds it).
+- **Start.** A partition's first batch is judged against its peers. Without peers (the
+  worker's first partition) it starts at the time its own events vouch for (the same quorum
+  over the batch), so one odd event among honest ones is refused from the first batch on; a
+  first batch of one lone event starts there (live: the wall clock bounds it).
 - Late events (older than the partition's time) are accepted: what they miss is each capability's
   concern (a closed rollup minute counts them late), never a silent drop here.
 
@@ -95,9 +99,12 @@ def admit(
     tenants: Sequence[str],
     *,
     wall_now: float | None = None,
+    peers: float | None = None,
 ) -> Admission:
     """Decide one batch (`times[i]` of tenant `tenants[i]`, arrival order) of a partition whose
-    newest accepted event time is `newest` (None: its first batch). Updates `memo`."""
+    newest accepted event time is `newest` (None: its first batch). `peers`: the time the
+    worker's other partitions agree on (their median), a witness like an agreeing tenant.
+    Updates `memo`."""
     lead = math.inf if rule.max_lead_s is None else rule.max_lead_s
     cap = math.inf if rule.max_clock_skew_s is None or wall_now is None else wall_now + rule.max_clock_skew_s
     if memo.ahead.maxlen != rule.memory:
@@ -106,8 +113,10 @@ def admit(
     by_tenant = memo.knows_quorum(rule.quorum)
     floor = -math.inf if newest is None else newest + lead
     pool = [*memo.ahead, *((t, k) for t, k in zip(times, tenants, strict=True) if floor < t <= cap)]
-    need = rule.quorum if newest is not None else min(rule.quorum, _witnesses(pool, by_tenant))
-    vouched = _vouched(pool, need, by_tenant)
+    # A first batch with no other partition to compare with vouches for itself.
+    alone = newest is None and peers is None
+    need = min(rule.quorum, _witnesses(pool, by_tenant)) if alone else rule.quorum
+    vouched = max(_vouched(pool, need, by_tenant), -math.inf if peers is None else peers)
     top = -math.inf if newest is None else newest
     accepted: list[int] = []
     refused: list[Refusal] = []

@@ -79,6 +79,29 @@ def test_one_tenant_cannot_vouch_for_itself_on_a_shared_partition() -> None:
     assert len(refused) == 5
 
 
+def test_a_quiet_partition_in_step_with_its_peers_follows_its_lone_tenant() -> None:
+    """Would fail if a sparse partition (errors, billing) whose one tenant speaks again after a gap
+    lost that event although the worker's other partitions are already there."""
+    clock = EventClock(0.0, RULE)
+    clock.admit("errors-1", [T0, T0], ["acme", "beta"])
+    for p in ("requests-0", "requests-1", "requests-2"):
+        clock.admit(p, [T0 + 86_400, T0 + 86_400 + 1], ["acme", "beta"])
+    verdict = clock.admit("errors-1", [T0 + 86_400 + 60], ["acme"])
+    assert verdict.refused == []
+    assert clock.now("errors-1") == T0 + 86_400 + 60
+
+
+def test_a_lone_far_event_first_on_a_fresh_partition_is_refused_when_peers_have_a_time() -> None:
+    """Would fail if a partition's first batch (after a restart, a rebalance) could be one 2099 event
+    that becomes its time, while the worker's other partitions show the real time."""
+    clock = EventClock(0.0, RULE)
+    clock.admit("billing-0", [T0, T0 + 1], ["acme", "beta"])
+    assert [r.index for r in clock.admit("billing-1", [Y2099], ["evil"]).refused] == [0]
+    assert clock.now("billing-1") is None
+    assert clock.admit("billing-1", [T0 + 5], ["gamma"]).accepted == [0]
+    assert clock.now("billing-1") == T0 + 5
+
+
 def test_the_wall_clock_bounds_live_input_whatever_vouches() -> None:
     """Would fail if agreeing producers with skewed clocks could push a live partition past the wall clock."""
     rule = LeadRule(max_lead_s=LEAD, quorum=2, max_clock_skew_s=300)

@@ -9,7 +9,7 @@ the wall clock (the caller passes the wall time in) for quiet partitions.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 from pipeline.event_time import Admission, LeadRule, Witnesses, admit
 
@@ -34,17 +34,22 @@ class EventClock:
 
     def clears(self, partition: Hashable, newest_ts: float, wall_now: float | None = None) -> bool:
         """True when a batch whose newest event time is `newest_ts` passes the rule whole, so the
-        caller may `observe` it without `admit`: the partition has a time, knows enough tenants,
-        and the batch stays within the lead (and the wall clock's skew)."""
+        caller may `observe` it (and `note` its tenants) without `admit`: the partition has a
+        time and the batch stays within the lead (and the wall clock's skew)."""
         rule = self.rule
         newest = self._newest.get(partition)
         if newest is None:
             return not rule.active
-        memo = self._witnesses.get(partition)
-        if rule.max_lead_s is not None and (
-                newest_ts > newest + rule.max_lead_s or memo is None or not memo.knows_quorum(rule.quorum)):
+        if rule.max_lead_s is not None and newest_ts > newest + rule.max_lead_s:
             return False
         return rule.max_clock_skew_s is None or wall_now is None or newest_ts <= wall_now + rule.max_clock_skew_s
+
+    def note(self, partition: Hashable, tenants: Iterable[str]) -> None:
+        """Remember the tenants of a batch taken whole (`clears`): how many a partition has seen
+        decides whether tenants or events vouch for a jump. Reads only until the quorum is known."""
+        memo = self._witnesses.get(partition)
+        if memo is not None and not memo.knows_quorum(self.rule.quorum):
+            memo.note(tenants, self.rule.quorum)
 
     def admit(self, partition: Hashable, times: Sequence[float], tenants: Sequence[str],
               wall_now: float | None = None) -> Admission:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -84,7 +84,7 @@ class Witnesses:
     def knows_quorum(self, quorum: int) -> bool:
         return len(self.tenants) >= quorum
 
-    def note(self, tenants: Sequence[str], quorum: int) -> None:
+    def note(self, tenants: Iterable[str], quorum: int) -> None:
         for t in tenants:
             if len(self.tenants) >= quorum:
                 return

@@ -242,11 +242,14 @@ class Runtime:
         newest = max(map(ts_of, batch.events)).timestamp()
         wall = time.time() if self._live else None
         dead: list[BaseModel] = []
-        if topic not in _SCREENED or self.clock.clears(stream, newest, wall):
-            self.clock.observe(stream, newest)  # the common case: no per-event work
+        tenant_of = self._tenant_of.get(topic, _no_tenant)
+        if topic not in _SCREENED:
+            self.clock.observe(stream, newest)
+        elif self.clock.clears(stream, newest, wall):  # the common case: no per-event judgement
+            self.clock.observe(stream, newest)
+            self.clock.note(stream, map(tenant_of, batch.events))
         else:
             events = batch.events
-            tenant_of = self._tenant_of.get(topic, _no_tenant)
             verdict = self.clock.admit(stream, [ts_of(e).timestamp() for e in events],
                                        [tenant_of(e) for e in events], wall)
             if verdict.refused:

@@ -122,10 +122,12 @@ def test_clears_only_a_batch_the_rule_would_take_whole() -> None:
     clock = EventClock(0.0, RULE)
     assert not clock.clears("p", T0)  # no time yet
     clock.admit("p", [T0], ["acme"])
-    assert not clock.clears("p", T0 + 1)  # one tenant known: the rule counts events, per event
-    clock.admit("p", [T0 + 1], ["beta"])
     assert clock.clears("p", T0 + LEAD)
-    assert not clock.clears("p", T0 + 1 + LEAD + 1)
+    assert not clock.clears("p", T0 + LEAD + 1)
+    clock.note("p", ["acme", "beta"])  # a batch taken whole still teaches the partition its tenants
+    clock.observe("p", T0 + 1)
+    # two tenants seen: one of them alone cannot jump, however many of its events agree
+    assert [r.index for r in clock.admit("p", [Y2099, Y2099], ["acme", "acme"]).refused] == [0, 1]
 
 
 # -- properties ------------------------------------------------------------------------------

@@ -34,6 +34,17 @@ def record(offset: int, events: list[Any]) -> Any:
     return SimpleNamespace(message=msg, value=msg.value, ack=lambda: None)
 
 
+def make_runtime(settings: Settings, sent: Sent) -> Runtime:
+    """A runtime whose outputs (dead letters) land in `sent`, with the billing input registered."""
+    async def flush() -> None: ...
+
+    app = SimpleNamespace(topic=lambda *a, **k: sent, agent=lambda *a, **k: (lambda fn: fn),
+                          producer=SimpleNamespace(flush=flush, buffer=None))
+    rt = Runtime(app, settings)
+    rt.add_input(Topic.BILLING, BillingEvent)
+    return rt
+
+
 def test_a_far_future_event_is_dead_lettered_where_it_came_from_and_time_stays() -> None:
     """Would fail if a 2099 event moved the partition's watermark, reached a handler, or were
     dead-lettered without its reason, its record's offset and index, and its original."""
@@ -41,16 +52,11 @@ def test_a_far_future_event_is_dead_lettered_where_it_came_from_and_time_stays()
     seen: list[PartitionBatch] = []
 
     async def scenario() -> None:
-        async def flush() -> None: ...
-
-        app = SimpleNamespace(topic=lambda *a, **k: sent, agent=lambda *a, **k: (lambda fn: fn),
-                              producer=SimpleNamespace(flush=flush, buffer=None))
-        rt = Runtime(app, Settings(allowed_lateness_s=0))
+        rt = make_runtime(Settings(allowed_lateness_s=0), sent)
 
         async def handler(batches: Any) -> None:
             seen.extend(batches)
 
-        rt.add_input(Topic.BILLING, BillingEvent)
         rt.on(Topic.BILLING, handler)
         name = topic_name("tw", Topic.BILLING)
         first = record(10, [billing("acme", "2026-03-02T10:00:00Z"), billing("beta", "2026-03-02T10:01:00Z")])
@@ -79,3 +85,17 @@ def json_ts(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_live_worker_refuses_events_ahead_of_its_wall_clock_even_when_they_agree() -> None:
+    """Would fail if TW_MAX_CLOCK_SKEW_S were not passed the wall clock by the runtime (agreeing
+    producers dated 2090 would become the time of a live partition)."""
+    for skew, expected in ((None, 0), (300.0, 2)):
+        sent = Sent()
+        rt = make_runtime(Settings(max_clock_skew_s=skew), sent)
+        far = record(5, [billing("acme", "2090-01-01T00:00:00Z"), billing("beta", "2090-01-01T00:00:01Z")])
+        asyncio.run(rt.process(Topic.BILLING, topic_name("tw", Topic.BILLING), rt._codecs[Topic.BILLING], [far]))
+        assert rt.counters.too_far_ahead.get(Topic.BILLING, 0) == expected
+        errors = [d["error"] for v in sent.values for d in json.loads(v)]
+        assert all("ahead of the wall clock (TW_MAX_CLOCK_SKEW_S=300)" in e for e in errors)
+        assert len(errors) == expected

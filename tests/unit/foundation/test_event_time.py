@@ -191,7 +191,8 @@ def test_a_lone_tenants_partition_follows_it_across_gaps(plan: list[tuple[float,
 
 
 def test_settings_put_the_rule_in_force_and_zero_turns_the_lead_off() -> None:
-    """Would fail if TW_MAX_EVENT_LEAD_S=0 (documented: off) still refused far events, or the defaults drifted from the docs."""
+    """Would fail if TW_MAX_EVENT_LEAD_S=0 (documented: off) still refused far events, or the defaults
+    drifted from the docs."""
     from pipeline.settings import Settings
 
     assert Settings().lead_rule == LeadRule(max_lead_s=21_600.0, quorum=2, max_clock_skew_s=None)

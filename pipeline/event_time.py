@@ -15,7 +15,9 @@ one batch of a partition's events (taken in time order, so arrival order does no
   counts as a witness too: a quiet partition whose lone tenant speaks again after a gap is in
   step with the rest of the worker and is accepted, while a 2099 event is ahead of everyone.
 - **Wall clock** (live deployments: `max_clock_skew_s` set and the wall time passed in). An event
-  more than that ahead of the wall clock is refused, whatever vouches for it. Replays leave it off.
+  more than that ahead of the wall clock is refused, whatever vouches for it; up to the wall
+  clock, it vouches like a peer (a live partition's first events after a quiet night are
+  accepted). Replays leave it off.
 - **Start.** A partition's first batch is judged against its peers. Without peers (the
   worker's first partition) it starts at the time its own events vouch for (the same quorum
   over the batch), so one odd event among honest ones is refused from the first batch on; a
@@ -117,6 +119,9 @@ def admit(
     alone = newest is None and peers is None
     need = min(rule.quorum, _witnesses(pool, by_tenant)) if alone else rule.quorum
     vouched = max(_vouched(pool, need, by_tenant), -math.inf if peers is None else peers)
+    if cap < math.inf:  # live: the wall clock is a witness too (a morning after a quiet night)
+        assert wall_now is not None
+        vouched = max(vouched, wall_now)
     top = -math.inf if newest is None else newest
     accepted: list[int] = []
     refused: list[Refusal] = []

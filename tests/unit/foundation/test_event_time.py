@@ -110,6 +110,17 @@ def test_the_wall_clock_bounds_live_input_whatever_vouches() -> None:
     assert [t for t, _ in refused] == [T0 + 301, T0 + 400]
 
 
+def test_live_the_wall_clock_vouches_for_a_partition_waking_up() -> None:
+    """Would fail if a live partition's first event after a quiet night (longer than the lead) were
+    dead-lettered although the wall clock shows that time."""
+    rule = LeadRule(max_lead_s=LEAD, quorum=2, max_clock_skew_s=300)
+    morning = T0 + 10 * 3_600
+    times, refused = run([[(T0, "acme"), (T0, "beta")], [(morning, "acme")]], rule, wall=morning + 1)
+    assert (times, refused) == ([T0, morning], [])
+    times, refused = run([[(T0, "acme"), (T0, "beta")], [(morning, "acme")]], rule, wall=T0 + 60)
+    assert (times, refused) == ([T0, T0], [(morning, "acme")])
+
+
 def test_without_a_rule_the_clock_follows_the_newest_event() -> None:
     """Would fail if a clock without a rule (internal inputs, the anomaly agent's own clocks) refused anything."""
     times, refused = run([[(T0, "acme")], [(Y2099, "evil")]], LeadRule(max_lead_s=None))

@@ -212,3 +212,22 @@ def test_settings_put_the_rule_in_force_and_zero_turns_the_lead_off() -> None:
     assert not off.active
     times, refused = run([[(T0, "acme"), (T0, "beta")], [(Y2099, "evil")]], off)
     assert (times, refused) == ([T0, Y2099], [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(honest_segments(), st.lists(st.sampled_from("abc"), min_size=6, max_size=6),
+       st.floats(min_value=T0, max_value=Y2099), st.integers(1, 6), st.sampled_from("abc"))
+def test_a_lone_far_event_moves_no_partition_of_a_worker_even_its_first_batch(
+        batches: list[list[tuple[float, str]]], owners: list[str], odd: float, when: int, where: str) -> None:
+    """Would fail if one event sent alone (after a restart, to a partition with no time yet) put any
+    partition's time more than the lead past the newest honest event the worker has seen."""
+    clock = EventClock(0.0, RULE)
+    plan = [(owners[i], b) for i, b in enumerate(batches)]
+    plan.insert(min(when, len(plan)), (where, [(odd, "evil")]))
+    newest_honest = float("-inf")
+    for partition, batch in plan:
+        clock.admit(partition, [t for t, _ in batch], [k for _, k in batch])
+        newest_honest = max(newest_honest, *(t for t, k in batch if k != "evil"), float("-inf"))
+        for p in "abc":
+            now = clock.now(p)
+            assert now is None or now <= newest_honest + LEAD

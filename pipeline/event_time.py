@@ -7,10 +7,11 @@ one batch of a partition's events (taken in time order, so arrival order does no
 
 - **Lead.** An event more than `max_lead_s` ahead of the partition's newest accepted event is
   *ahead*: refused, with the reason, unless other events vouch for its time. A jump beyond the
-  lead needs `quorum` distinct tenants with events that far ahead (in the batch, or refused
-  recently). A partition that has seen fewer than `quorum` tenants counts events instead: a
-  lone tenant's partition jumps once two of its events agree, and a lone bit-flipped one stays
-  refused. So one tenant alone never moves another tenant's time more than the lead at once.
+  lead needs `quorum` distinct tenants with events that far ahead and within the lead of each
+  other (in the batch, or refused recently). A partition that has seen fewer than `quorum`
+  tenants counts events instead: a lone tenant's partition jumps once two of its events agree,
+  and a lone bit-flipped one stays refused. So one tenant alone never moves another tenant's
+  time more than the lead at once.
 - **Peers.** The time the worker's other partitions agree on (their median newest event time)
   counts as a witness too: a quiet partition whose lone tenant speaks again after a gap is in
   step with the rest of the worker and is accepted, while a 2099 event is ahead of everyone.
@@ -118,7 +119,7 @@ def admit(
     # A first batch with no other partition to compare with vouches for itself.
     alone = newest is None and peers is None
     need = min(rule.quorum, _witnesses(pool, by_tenant)) if alone else rule.quorum
-    vouched = max(_vouched(pool, need, by_tenant), -math.inf if peers is None else peers)
+    vouched = max(_vouched(pool, need, by_tenant, lead), -math.inf if peers is None else peers)
     if cap < math.inf:  # live: the wall clock is a witness too (a morning after a quiet night)
         assert wall_now is not None
         vouched = max(vouched, wall_now)
@@ -159,20 +160,26 @@ def _witnesses(pool: Sequence[tuple[float, str]], by_tenant: bool) -> int:
     return len({k for _, k in pool}) if by_tenant else len(pool)
 
 
-def _vouched(pool: Sequence[tuple[float, str]], need: int, by_tenant: bool) -> float:
-    """The newest time that `need` witnesses reach: the need-th largest of each tenant's newest
-    (or of the events); -inf when there are fewer witnesses."""
+def _vouched(pool: Sequence[tuple[float, str]], need: int, by_tenant: bool, span: float) -> float:
+    """The newest time `t` that `need` witnesses agree on: distinct tenants (or events) with
+    times within [t, t + span]; -inf when none. Two unrelated far events (a 2099 one, a bit flip
+    to 2066) do not agree."""
     if need < 1 or not pool:
         return -math.inf
-    if by_tenant:
-        best: dict[str, float] = {}
-        for t, k in pool:
-            if t > best.get(k, -math.inf):
-                best[k] = t
-        values = sorted(best.values(), reverse=True)
-    else:
-        values = sorted((t for t, _ in pool), reverse=True)
-    return values[need - 1] if len(values) >= need else -math.inf
+    points = sorted(pool, reverse=True)
+    inside: dict[str, int] = {}  # tenant -> its events in the window [points[i], points[i] + span]
+    top = 0
+    for i, (t, k) in enumerate(points):
+        inside[k] = inside.get(k, 0) + 1
+        while points[top][0] > t + span:
+            gone = points[top][1]
+            inside[gone] -= 1
+            if not inside[gone]:
+                del inside[gone]
+            top += 1
+        if (len(inside) if by_tenant else i - top + 1) >= need:
+            return t
+    return -math.inf
 
 
 def _iso(ts: float) -> str:

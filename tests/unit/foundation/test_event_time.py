@@ -231,3 +231,13 @@ def test_a_lone_far_event_moves_no_partition_of_a_worker_even_its_first_batch(
         for p in "abc":
             now = clock.now(p)
             assert now is None or now <= newest_honest + LEAD
+
+
+def test_unrelated_far_events_of_two_tenants_do_not_agree() -> None:
+    """Would fail if a remembered 2099 event and, much later, another tenant's bit flip to 2066
+    counted as two tenants agreeing on a jump."""
+    flipped = T0 + 40 * 365 * 86_400
+    times, refused = run([[(T0, "acme"), (T0, "beta")], [(Y2099, "evil")], [(T0 + 5, "acme")],
+                          [(flipped, "beta")], [(T0 + 9, "acme")]])
+    assert times == [T0, T0, T0 + 5, T0 + 5, T0 + 9]
+    assert refused == [(Y2099, "evil"), (flipped, "beta")]

@@ -12,12 +12,15 @@ import pytest
 from pipeline.kafka_admin import ensure_topics
 from pipeline.sdk import Publisher, partition_for
 from pipeline.topics import Topic, topic_name
+from schemas.events import BillingEvent
 from tests.conftest import wait_for
 from tests.integration.trials.cohort import HOUR, T0, iso
 
 pytestmark = pytest.mark.integration
 
 Y2099 = "2099-01-01T00:00:00+00:00"
+REPLAY_SQL = ("SELECT base64Decode(payload_b64) FROM dead_letters FINAL "
+              "WHERE stage = 'event-time' AND NOT truncated AND source_topic = {s:String}")
 
 
 def rows(client: Any, sql: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -86,3 +89,6 @@ def test_a_2099_billing_event_expires_no_trial_of_other_tenants(
     assert (stage, partition) == ("event-time", 1)
     assert error.startswith("too far ahead: event time 2099-01-01T00:00:00Z")
     assert json.loads(base64.b64decode(payload))["event_id"] == f"{evil}-2099"  # the original, to replay
+    # The replay recipe of docs/EVENT_TIME.md gives the event back as a JSON line `tenantwatch publish` takes.
+    (line,) = [r[0] for r in rows(chdb_client, REPLAY_SQL, s=billing)]
+    assert BillingEvent.model_validate_json(line).event_id == f"{evil}-2099"

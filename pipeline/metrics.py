@@ -119,7 +119,14 @@ class RuntimeCollector(Collector):
                                       labels=["topic"])
         dead = CounterMetricFamily("tenantwatch_dead_letters", "Events sent to the dead-letter topic, by topic",
                                    labels=["topic"])
-        for family, values in ((events, c.events), (records, c.records), (dead, c.dead_letters)):
+        ahead = CounterMetricFamily(
+            "tenantwatch_events_too_far_ahead",
+            "Upstream events dead-lettered as too far ahead of their partition's time, by topic", labels=["topic"])
+        late = CounterMetricFamily(
+            "tenantwatch_events_late", "Input events older than their partition's watermark, by topic",
+            labels=["topic"])
+        for family, values in ((events, c.events), (records, c.records), (dead, c.dead_letters),
+                               (ahead, c.too_far_ahead), (late, c.late)):
             for topic, n in sorted(dict(values).items()):
                 family.add_metric([str(topic)], float(n))
             yield family

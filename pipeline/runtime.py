@@ -1,6 +1,7 @@
 """The processing runtime: one Faust agent per input topic that decodes each record once,
-dead-letters what is bad, advances event time, and hands per-partition batches of validated
-events to the capabilities registered for that topic."""
+dead-letters what is bad, advances event time (dead-lettering upstream events too far ahead of
+their partition: `pipeline.event_time`), and hands per-partition batches of validated events to
+the capabilities registered for that topic."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipeline.bulk import BatchAppender, BulkWriter
 from pipeline.checkpoints import Checkpoints
 from pipeline.clock import EventClock
 from pipeline.codec import Codec, Rejected, RowCodec, encode_batches, encode_one
-from pipeline.dlq import dead_letter
+from pipeline.dlq import RecordSpan, dead_letter, source_of
 from pipeline.faust_compat import run_while_draining, start_early
 from pipeline.settings import Settings
 from pipeline.state import Checkpoint, EpochFence
@@ -30,6 +31,9 @@ __all__ = ["Handler", "PartitionBatch", "Runtime", "Snapshot", "StagedWrite"]
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_TICK_S = 0.1  # how often an idle worker looks for held batches to checkpoint
+# Inputs upstream apps write: their event times are screened before they move time. The other
+# inputs are this system's own outputs, derived from screened events.
+_SCREENED = frozenset({Topic.REQUESTS, Topic.BILLING, Topic.ERRORS, Topic.USAGE})
 
 
 @dataclass(slots=True)
@@ -73,6 +77,10 @@ class Counters:
     events: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     records: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Upstream events dead-lettered as too far ahead of their partition (in dead_letters too), and
+    # input events older than their partition's watermark (passed on: each capability counts them).
+    too_far_ahead: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    late: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     redelivered: int = 0  # records skipped because this worker had processed them already
 
 
@@ -83,12 +91,15 @@ class Runtime:
         self.app = app
         self.settings = settings
         self.take_max = settings.take_max_records
-        self.clock = EventClock(settings.allowed_lateness_s)
+        self.clock = EventClock(settings.allowed_lateness_s, settings.lead_rule)
+        # The wall clock bounds upstream event time only in live deployments (never in replays).
+        self._live = settings.max_clock_skew_s is not None
         self.counters = Counters()
         self._topics: dict[Topic, Any] = {}
         self._handlers: dict[Topic, list[Handler]] = defaultdict(list)
         self._codecs: dict[Topic, Codec[Any]] = {}
         self._ts_of: dict[Topic, Callable[[Any], datetime]] = {}  # an event's time: model or row
+        self._tenant_of: dict[Topic, Callable[[Any], str]] = {}
         self._status: dict[str, Callable[[], Any]] = {}
         self._commands: Any = None
         self._bulk_pending: list[asyncio.Future[Any]] = []
@@ -113,6 +124,8 @@ class Runtime:
         self.app.timer(interval=_CHECKPOINT_TICK_S)(self._checkpoint_tick)
         # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
         run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
+        self.add_status("event_time", lambda: {"too_far_ahead": dict(self.counters.too_far_ahead),
+                                               "late": dict(self.counters.late)})
 
     @property
     def commands(self) -> Any:
@@ -203,6 +216,8 @@ class Runtime:
         codec: Codec[Any] = RowCodec(model, max_events=limit) if rows else Codec(model, max_events=limit)
         self._codecs[topic] = codec
         self._ts_of[topic] = itemgetter("ts") if rows else attrgetter("ts")
+        if "tenant_id" in model.model_fields:
+            self._tenant_of[topic] = itemgetter("tenant_id") if rows else attrgetter("tenant_id")
         name = topic_name(self.settings.topic_prefix, topic)
         self._inputs[name] = topic
 
@@ -230,6 +245,7 @@ class Runtime:
     async def _process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
         events = self._first_time(records)
         by_partition: dict[int, PartitionBatch] = {}
+        spans: dict[int, list[RecordSpan]] = defaultdict(list)  # where each event came from, to dead-letter it
         dead: list[BaseModel] = []
         for ev in events:
             msg = ev.message
@@ -243,14 +259,16 @@ class Runtime:
                 batch = by_partition[msg.partition] = PartitionBatch(topic, msg.partition, ev, [],
                                                                      lateness_s=self.clock.lateness_s)
             batch.events.extend(good)
+            if good:
+                bad_at = sorted(r.index for r in bad if r.index >= 0)
+                spans[msg.partition].append(RecordSpan(len(batch.events), msg.offset, bad_at))
             dead.extend(self._dead_letters(bad, "ingest", name, msg.partition, msg.offset))
         self.counters.records[topic] += len(events)
         for batch in by_partition.values():
-            self.counters.events[topic] += len(batch.events)
             batch.newest_before = self.clock.newest((topic, batch.partition))
             if batch.events:
-                newest = max(map(self._ts_of[topic], batch.events)).timestamp()
-                self.clock.observe((topic, batch.partition), newest)
+                dead.extend(self._advance(topic, name, codec, batch, spans[batch.partition]))
+            self.counters.events[topic] += len(batch.events)
             batch.watermark = self.clock.now((topic, batch.partition))
         batches = [b for b in by_partition.values() if b.events]
         for handler in self._handlers.get(topic, ()):
@@ -268,6 +286,36 @@ class Runtime:
             self.counters.dead_letters[topic] += len(dead)
             await self.send_batch(Topic.DLQ, dead, key=name)
         self._hold(records)  # committable after the checkpoint that covers it (`checkpoint`)
+
+    def _advance(self, topic: Topic, name: str, codec: Codec[Any], batch: PartitionBatch,
+                 spans: Sequence[RecordSpan]) -> list[BaseModel]:
+        """Move the partition's time with the batch; drop (and return as dead letters) the events
+        of an upstream input too far ahead of it; count the late ones."""
+        ts_of, stream = self._ts_of[topic], (topic, batch.partition)
+        mark = self.clock.now(stream)
+        newest = max(map(ts_of, batch.events)).timestamp()
+        wall = time.time() if self._live else None
+        dead: list[BaseModel] = []
+        tenant_of = self._tenant_of.get(topic, _no_tenant)
+        if topic not in _SCREENED:
+            self.clock.observe(stream, newest)
+        elif self.clock.clears(stream, newest, wall):  # the common case: no per-event judgement
+            self.clock.observe(stream, newest)
+            self.clock.note(stream, map(tenant_of, batch.events))
+        else:
+            events = batch.events
+            verdict = self.clock.admit(stream, [ts_of(e).timestamp() for e in events],
+                                       [tenant_of(e) for e in events], wall)
+            if verdict.refused:
+                for r in verdict.refused:
+                    offset, index = source_of(spans, r.index)
+                    dead.extend(self._dead_letters([Rejected(index, r.reason, codec.encode_event(events[r.index]))],
+                                                   "event-time", name, batch.partition, offset))
+                self.counters.too_far_ahead[topic] += len(verdict.refused)
+                batch.events = [events[i] for i in verdict.accepted]
+        if mark is not None and batch.events and min(map(ts_of, batch.events)).timestamp() < mark:
+            self.counters.late[topic] += sum(1 for e in batch.events if ts_of(e).timestamp() < mark)
+        return dead
 
     async def _warm_outputs(self) -> None:
         await self.bulk.warm(topic_name(self.settings.topic_prefix, t) for t in Topic)
@@ -455,3 +503,7 @@ class Runtime:
             except Exception:
                 log.exception("could not build a dead letter for %s[%d]@%d", name, partition, offset)
         return out
+
+
+def _no_tenant(event: Any) -> str:
+    return ""

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.event_time import LeadRule
+
 __all__ = ["DEFAULT_OWNER_EMAIL", "DEV_SIGNING_KEY", "Settings"]
 
 # Only for the local stack and tests; `tenantwatch` warns when it is in use.
@@ -116,6 +118,20 @@ class Settings(BaseSettings):
     # and an optional idle tick that advances time from the wall clock when nothing arrives.
     allowed_lateness_s: float = Field(default=5.0, ge=0)
     idle_tick_s: float | None = None
+    # An upstream event more than this ahead of its partition's newest accepted event is
+    # dead-lettered ("too far ahead") instead of moving time for every tenant there, unless
+    # `event_time_quorum` tenants agree on the jump (see pipeline.event_time). 0 turns it off.
+    max_event_lead_s: float = Field(default=21_600.0, ge=0)
+    event_time_quorum: int = Field(default=2, ge=1, le=64)
+    # Live deployments only (replays must leave it unset): an event more than this ahead of the
+    # worker's wall clock is dead-lettered whatever vouches for it.
+    max_clock_skew_s: float | None = Field(default=None, gt=0)
+
+    @property
+    def lead_rule(self) -> LeadRule:
+        """The event-time admission rule these settings put in force."""
+        return LeadRule(max_lead_s=self.max_event_lead_s or None, quorum=self.event_time_quorum,
+                        max_clock_skew_s=self.max_clock_skew_s)
 
     @cached_property
     def dsn(self) -> str:

@@ -19,7 +19,8 @@ def sample(_sample_name: str, /, **labels: str) -> float | None:
 
 def fake_runtime() -> Any:
     counters = SimpleNamespace(events=defaultdict(int, requests=10), records=defaultdict(int, requests=2),
-                               dead_letters=defaultdict(int, requests=1))
+                               dead_letters=defaultdict(int, requests=1),
+                               too_far_ahead=defaultdict(int, billing=1), late=defaultdict(int, requests=4))
     return SimpleNamespace(counters=counters,
                            extra_status=lambda: {"ratelimit": {"decisions": 7, "keys": 3, "note": "x"}})
 
@@ -31,6 +32,8 @@ def test_runtime_figures_are_read_at_scrape_time() -> None:
     try:
         assert sample("tenantwatch_events_processed_total", topic="requests") == 10
         assert sample("tenantwatch_dead_letters_total", topic="requests") == 1
+        assert sample("tenantwatch_events_too_far_ahead_total", topic="billing") == 1
+        assert sample("tenantwatch_events_late_total", topic="requests") == 4
         assert sample("tenantwatch_capability_status", capability="ratelimit", name="decisions") == 7
         assert sample("tenantwatch_capability_status", capability="ratelimit", name="note") is None
         runtime.counters.events["requests"] += 5

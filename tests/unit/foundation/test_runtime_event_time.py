@@ -14,6 +14,7 @@ from pipeline.runtime import PartitionBatch, Runtime
 from pipeline.settings import Settings
 from pipeline.topics import Topic, topic_name
 from schemas.events import BillingEvent
+from tests.unit.foundation.fakes import fake_app
 
 
 class Sent:
@@ -36,11 +37,7 @@ def record(offset: int, events: list[Any]) -> Any:
 
 def make_runtime(settings: Settings, sent: Sent) -> Runtime:
     """A runtime whose outputs (dead letters) land in `sent`, with the billing input registered."""
-    async def flush() -> None: ...
-
-    app = SimpleNamespace(topic=lambda *a, **k: sent, agent=lambda *a, **k: (lambda fn: fn),
-                          producer=SimpleNamespace(flush=flush, buffer=None))
-    rt = Runtime(app, settings)
+    rt = Runtime(fake_app(topic=lambda *a, **k: sent), settings)
     rt.add_input(Topic.BILLING, BillingEvent)
     return rt
 

@@ -83,7 +83,11 @@ class Checkpoints:
         """The latest value per key of the (small, compacted) checkpoint topic."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.runtime.settings.broker, enable_auto_commit=False)
+        from pipeline.kafka_config import client_kwargs
+
+        settings = self.runtime.settings
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False,
+                                    **client_kwargs(settings, "aiokafka"))
         await consumer.start()
         try:
             # Created with the inputs' partition count before the worker starts (`ensure_topics`).

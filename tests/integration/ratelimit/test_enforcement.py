@@ -41,11 +41,13 @@ def test_abuser_is_throttled_then_banned_lists_win_and_rollups_count(stack: Sett
     publish(stack, [*traffic(tenant), *requests(tenant, ABUSER, 1, start=back), *ticks(tenant, back)])
     wait_for(lambda: rows(chdb_client, "SELECT count() FROM rl_rollups_tenant WHERE tenant_id = {t:String}",
                           t=tenant)[0][0] >= 1, timeout=180, what="the first minute's rollup")
-    wait_for(lambda: any(d[0] == ABUSER and d[2] == "ok" for d in decisions(chdb_client, tenant)), timeout=120,
-             what="the abuser allowed again after the ban")
+    wait_for(lambda: any(d[0] == ABUSER and d[1] == "allowed" for d in decisions(chdb_client, tenant)),
+             timeout=120, what="the abuser allowed again after the ban")
     got = decisions(chdb_client, tenant)
     abuser = [(d[1], d[2]) for d in got if d[0] == ABUSER]
-    assert abuser == [("throttled", "limit:minute"), ("banned", "ban"), ("allowed", "ok")]
+    # The ban ends at its own time, as event time passes it, before the request that moved time
+    # there is decided (the same wherever batches split), so that request changes nothing.
+    assert abuser == [("throttled", "limit:minute"), ("banned", "ban"), ("allowed", "ban-ended")]
     assert not [d for d in got if d[0] in (WHITE, NORMAL)], "whitelisted and quiet IPs never change state"
     assert [(d[1], d[2]) for d in got if d[0] == BLACK] == [("blocked", "blacklist")]
     assert all(not d[3] for d in got)

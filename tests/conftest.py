@@ -42,6 +42,21 @@ def wait_for(
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or condition} (last value: {last!r})")
 
 
+def requests_processed(settings: Settings) -> int:
+    """Requests the settings' workers have processed, from their status files (rewritten each second)."""
+    import json
+
+    from pipeline.processes import status_dir
+
+    total = 0
+    for path in status_dir(settings).glob("worker-*.json"):
+        try:
+            total += json.loads(path.read_text())["events"].get("requests", 0)
+        except (ValueError, KeyError, OSError):
+            continue
+    return total
+
+
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tenantwatch")

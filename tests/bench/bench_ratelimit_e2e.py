@@ -27,13 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.admin import build_command, send_command  # after the path fix above
 from pipeline.kafka_admin import ensure_topics
-from pipeline.processes import status_dir
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
 from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from tests.bench._stack import bench_stack
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, requests_processed
 
 
 def event(tenant: str, ip: str, ts: float, n: int) -> dict[str, Any]:
@@ -74,16 +73,6 @@ class DecisionTap(threading.Thread):
                         ts = datetime.fromisoformat(e["ts"]).timestamp()
                         self.seen.append((m.timestamp / 1000, now, ts))
         self.consumer.close()
-
-
-def processed(settings: Settings) -> int:
-    total = 0
-    for path in status_dir(settings).glob("worker-*.json"):
-        try:
-            total += json.loads(path.read_text())["events"].get("requests", 0)
-        except (ValueError, KeyError, OSError):
-            continue
-    return total
 
 
 def wait(cond: Any, timeout: float, what: str) -> None:
@@ -158,7 +147,7 @@ def main() -> None:
                 print(f"  after a {args.warmup:.0f} s warm-up ({len(warm):,} decisions): p50 "
                       f"{percentile(warm, 0.5):.1f} ms, p99 {percentile(warm, 0.99):.1f} ms, max {max(warm):.1f} ms")
 
-            base = processed(settings)
+            base = requests_processed(settings)
             rng = random.Random(7)
             t0 = 1_780_000_000.0
             backlog = [event("bulk", ip_of(int(20_000 * rng.random() ** 3)), t0 + i / 10_000, i)
@@ -167,7 +156,7 @@ def main() -> None:
             with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=200) as pub:
                 pub.publish_many(backlog)
             published = time.perf_counter() - start
-            wait(lambda: processed(settings) >= base + args.events, 600, "the backlog to be processed")
+            wait(lambda: requests_processed(settings) >= base + args.events, 600, "the backlog to be processed")
             took = time.perf_counter() - start
             print(f"throughput: {args.events:,} events in {took:.1f}s = {args.events / took:,.0f} events/s "
                   f"end to end (publishing alone took {published:.1f}s)")

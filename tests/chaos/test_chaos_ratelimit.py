@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 from pipeline.kafka_admin import caught_up, ensure_topics
-from pipeline.processes import status_dir
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
 from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess, requests_processed, wait_for
 from tests.integration.ratelimit.conftest import T0, admin, make_settings, rows, start_writer, ticks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
@@ -41,18 +40,6 @@ def traffic(tenants: list[str], seed: int = 11) -> list[dict[str, Any]]:
                     "ip": ip, "method": "GET", "path": "/api", "status": 500 if i % 17 == 0 else 200,
                     "latency_ms": 5.0 + i % 40})
     return out
-
-
-def processed(settings: Settings) -> int:
-    import json
-
-    total = 0
-    for path in status_dir(settings).glob("worker-*.json"):
-        try:
-            total += json.loads(path.read_text())["events"].get("requests", 0)
-        except (ValueError, KeyError, OSError):
-            continue
-    return total
 
 
 def run(settings: Settings, chdb: Any, tenants: list[str], kills: tuple[float, ...],
@@ -81,7 +68,7 @@ def run(settings: Settings, chdb: Any, tenants: list[str], kills: tuple[float, .
                          violation_threshold=3, ban_base_s=600).outcome == "accepted"
         threading.Thread(target=publish, daemon=True).start()
         for fraction in kills:
-            wait_for(lambda f=fraction: processed(settings) >= f * EVENTS, timeout=240,
+            wait_for(lambda f=fraction: requests_processed(settings) >= f * EVENTS, timeout=240,
                      what=f"the worker past {fraction:.0%} of the input", interval=0.02)
             worker.stop(kill=True)
             killed += 1

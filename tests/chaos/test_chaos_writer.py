@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import caught_up, ensure_topics
+from pipeline.kafka_admin import caught_up, committed_offsets, ensure_topics
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
 from pipeline.topics import Topic, topic_name
@@ -93,8 +93,13 @@ def test_a_writer_killed_twice_stores_every_request_exactly_once(kafka: str, tmp
     kills = 0
     try:
         threading.Thread(target=publish, daemon=True).start()
+        group, source = f"{settings.app_id}-writer", topic_name(prefix, Topic.REQUESTS)
+
+        def stored() -> int:  # events under the writer's committed offsets (200 to a record)
+            return 200 * sum(n for (t, _), n in committed_offsets(settings.broker, group).items() if t == source)
+
         for fraction in (0.3, 0.65):
-            wait_for(lambda f=fraction: writer.rows() >= f * EVENTS, timeout=240, interval=0.02,
+            wait_for(lambda f=fraction: writer.rows() > 0 and stored() >= f * EVENTS, timeout=240, interval=0.05,
                      what=f"the writer past {fraction:.0%}")
             writer.stop(kill=True)
             kills += 1

@@ -22,6 +22,7 @@ class Topic(StrEnum):
     BANS = "bans"
     LIMITS = "limits"
     ROLLUPS = "rollups"
+    ROLLUP_PARTS = "rollup-parts"
     ANOMALIES = "anomalies"
     ANOMALY_STATUS = "anomaly-status"
     BASELINES = "baselines"
@@ -60,7 +61,10 @@ TOPICS: dict[Topic, TopicSpec] = {
         TopicSpec(Topic.RATELIMIT_ORDERS, "tenant:ip", "internal: manual ban/unban routed to the key's owner"),
         TopicSpec(Topic.RATELIMIT_POLICIES, "tenant", "internal: each tenant's policy in force, read by every worker",
                   compacted=True),
-        TopicSpec(Topic.ROLLUPS, "tenant", "per-minute request rollups"),
+        TopicSpec(Topic.ROLLUP_PARTS, "partition of the tenant key",
+                  "internal: each requests partition's rollup parts and watermark, to every partition"),
+        TopicSpec(Topic.ROLLUPS, "partition of the tenant key",
+                  "complete per-minute request rollups (one per tenant-minute; late parts flagged)"),
         TopicSpec(Topic.ANOMALIES, "tenant", "anomaly records (one id per episode, latest wins)"),
         TopicSpec(Topic.ANOMALY_STATUS, "tenant", "anomaly status changes (ack, resolve, false positive)"),
         TopicSpec(Topic.BASELINES, "tenant", "baseline bands per tenant, metric and time, for charts"),

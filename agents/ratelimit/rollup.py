@@ -23,7 +23,7 @@ from datetime import datetime
 from schemas.ratelimit import Rollup, from_epoch
 from schemas.results import stable_id
 
-__all__ = ["MinuteRollups", "decode_minute", "encode_minute"]
+__all__ = ["MinuteRollups", "decode_minute", "encode_minute", "hist_quantile"]
 
 _MARK = "~closed-before"
 
@@ -54,13 +54,18 @@ class _Minute:
     stored: bool = False  # the table holds this minute (else closing it deletes nothing)
 
     def quantile(self, q: float) -> float:
-        rank = q * self.requests
-        seen = 0
-        for b in sorted(self.hist):
-            seen += self.hist[b]
-            if seen >= rank:
-                return min(_upper(b), self.latency_max)
-        return self.latency_max
+        return hist_quantile(self.hist, q, self.latency_max)
+
+
+def hist_quantile(hist: dict[int, int], q: float, latency_max: float) -> float:
+    """Quantile ``q`` of a latency histogram (within 5 %), never above the largest latency seen."""
+    rank = q * sum(hist.values())
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= rank:
+            return min(_upper(b), latency_max)
+    return latency_max
 
 
 def encode_minute(m: _Minute) -> bytes:
@@ -179,6 +184,17 @@ class MinuteRollups:
         if ip not in m.ips:
             m.ips.add(ip)
             m.fresh.append(ip)
+
+    @property
+    def closed_before(self) -> float | None:
+        """Event time (a minute boundary) before which every minute of this part is closed."""
+        return None if self._closed_before is None else self._closed_before * 60.0
+
+    def flush(self) -> list[Rollup]:
+        """Close every open minute (the partition went idle); events older than the last one become late."""
+        if not self._open:
+            return []
+        return self.close((max(m for _, m in self._open) + 1) * 60.0)
 
     def close(self, watermark: float) -> list[Rollup]:
         """Rollups of all minutes that ended at or before ``watermark``, by (minute, tenant)."""

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # A requests partition with nothing left to read (caught up with its end offset) and no new
     # record for this long (wall time) is idle: its rate limiter closes its open rollup minutes
     # and tells the rollup combiners not to wait for it (agents.ratelimit.combine).
-    source_idle_s: float = Field(default=2.0, gt=0, le=3600)
+    source_idle_s: float = Field(default=10.0, gt=0, le=3600)
     idle_tick_s: float | None = None
 
     @cached_property

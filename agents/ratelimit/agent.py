@@ -57,7 +57,7 @@ from pipeline.table_codecs import TableValue
 from pipeline.topics import Topic, topic_name
 from schemas._base import canonical_ip
 from schemas.commands import Action, AdminCommand
-from schemas.ratelimit import Rollup, TenantPolicy
+from schemas.ratelimit import TenantPolicy
 
 __all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "register"]
 
@@ -227,18 +227,19 @@ class RateLimitAgent:
                 add(tenant, ip, t, status=e["status"], latency_ms=e["latency_ms"], blocked=refused)
             self.counts["blocked"] += blocked
             wm = b.watermark
-            closed: list[Rollup] = []
-            if wm is not None and wm > self.watermarks.get(b.partition, float("-inf")):
+            advanced = wm is not None and wm > self.watermarks.get(b.partition, float("-inf"))
+            if wm is not None and advanced:
                 self.watermarks[b.partition] = wm
                 _merge(out, limiter.expire(wm))
-                closed = rollups.close(wm)
             # Key states and open minutes are written at the next checkpoint (write-behind):
             # a key touched by many batches in between is written once.
             dirty = self._dirty[b.partition]
             dirty.update(dict.fromkeys(out.changed))
             dirty.update(dict.fromkeys(out.evicted))
             await self._publish(out)
-            await self.stage.publish(b.partition, closed)  # parts and watermark to the combiners
+            async with self.stage.lock:
+                closed = rollups.close(wm) if wm is not None and advanced else []
+                await self.stage.publish(b.partition, closed)  # parts and watermark to the combiners
             self.counts["rollups"] += len(closed)
 
     # -- admin commands -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ partition on every topic), so a consumer there sees minutes in order; late rows 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -58,6 +59,9 @@ class RollupStage:
         self._idle: set[int] = set()  # requests partitions announced idle (until their next batch)
         self._seen: dict[int, tuple[int, float]] = {}  # requests partition → (processed offset, since)
         self.counts = {"parts_sent": 0, "idle_announced": 0}
+        # Held from closing a partition's minutes to sending them with its watermark (the batch
+        # handler and the idle tick): a watermark never overtakes a part it covers.
+        self.lock = asyncio.Lock()
         self._requests = topic_name(s.topic_prefix, Topic.REQUESTS)
         runtime.add_input(Topic.ROLLUP_PARTS, RollupParts)
         runtime.on(Topic.ROLLUP_PARTS, self.on_parts)
@@ -82,7 +86,10 @@ class RollupStage:
 
     # -- stage 1 -------------------------------------------------------------------------------
     async def publish(self, source: int, parts: Sequence[Rollup], *, idle: bool = False) -> None:
-        """Send `source`'s closed `parts` to their combiners, then its watermark to all that need it."""
+        """Send `source`'s closed `parts` to their combiners, then its watermark to all that need it.
+
+        Call with `lock` held, from the closing of `parts` on.
+        """
         mark = self.rollups[source].closed_before if source in self.rollups else None
         moved = source not in self._sent or mark != self._sent[source]
         woke = source in self._idle and not idle
@@ -114,12 +121,15 @@ class RollupStage:
             end = consumer.highwater(tp)
             if end is None or done + 1 < end or now - seen[1] < self.idle_s:
                 continue
-            flushed = self.rollups[p].flush() if p in self.rollups else []
-            if flushed:
-                await self.runtime.checkpoint()  # the flush is durable with the batches before it
+            async with self.lock:  # no batch of p between the flush and its envelopes
+                if self.runtime.processed_offset(Topic.REQUESTS, p) != done:
+                    continue
+                flushed = self.rollups[p].flush() if p in self.rollups else []
+                await self.publish(p, flushed, idle=True)
             log.info("requests partition %d idle: %d minute(s) flushed, watermark %s", p, len(flushed),
                      self.rollups[p].closed_before if p in self.rollups else None)
-            await self.publish(p, flushed, idle=True)
+            if flushed:
+                await self.runtime.checkpoint()  # the flushed minutes leave the table with the batches before
 
     # -- stage 2 -------------------------------------------------------------------------------
     def combiner(self, q: int) -> RollupCombiner:

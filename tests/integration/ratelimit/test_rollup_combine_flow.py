@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +20,11 @@ from tests.integration.ratelimit.conftest import T0, rows
 pytestmark = pytest.mark.integration
 
 HOURS, TENANTS, IPS, N = 5, 12, 16, 4000
+
+
+def epoch(ts: datetime) -> float:
+    """Seconds of a stored time (chDB may give it naive, meaning UTC)."""
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
 def rollup_status(settings: Any) -> dict[str, int]:
@@ -62,17 +67,19 @@ def test_closed_tenant_hours_count_every_request_once(settings_factory, worker_f
             chdb_client, "SELECT tenant, ts, metric, value FROM metric_points FINAL WHERE tenant IN {t:Array(String)}"
             " AND metric IN ('request_volume', 'error_rate')", t=tenants)) >= 2 * len(closed) else None,
             timeout=120, what="the request volume and error rate of every closed tenant-hour")
-    assert sorted((t, m, n) for t, m, n, _ in stored) == sorted((t, m, n) for (t, m), n in minutes.items()), \
+    assert sorted((t, epoch(m), n) for t, m, n, _ in stored) == \
+        sorted((t, m.timestamp(), n) for (t, m), n in minutes.items()), \
         "one complete rollup per tenant-minute, with every request of it"
     assert max(p for *_, p in stored) > 1, "the minutes did combine parts of several partitions"
-    counted = dict(rows(chdb_client, "SELECT (tenant_id, toStartOfHour(ts)), count() FROM requests FINAL"
-                                     " WHERE tenant_id IN {t:Array(String)} GROUP BY tenant_id, toStartOfHour(ts)",
-                        t=tenants))
-    assert {k: v for k, v in counted.items()} == {k: v for k, v in volume.items()}, "the stored requests"
-    by_metric = {(m, t, ts): v for t, ts, m, v in points}
+    counted = {(t, epoch(h)): n for t, h, n in rows(
+        chdb_client, "SELECT tenant_id, toStartOfHour(ts), count() FROM requests FINAL"
+        " WHERE tenant_id IN {t:Array(String)} GROUP BY tenant_id, toStartOfHour(ts)", t=tenants)}
+    assert counted == {(t, h.timestamp()): n for (t, h), n in volume.items()}, "the stored requests"
+    by_metric = {(m, t, epoch(ts)): v for t, ts, m, v in points}
     for t, h in closed:
-        assert by_metric[("request_volume", t, h)] == volume[(t, h)], f"request volume of {t} at {h}"
-        assert by_metric[("error_rate", t, h)] == pytest.approx(errors[(t, h)] / volume[(t, h)]), \
+        key = (t, h.timestamp())
+        assert by_metric[("request_volume", *key)] == counted[key], f"request volume of {t} at {h}"
+        assert by_metric[("error_rate", *key)] == pytest.approx(errors[(t, h)] / volume[(t, h)]), \
             f"error rate of {t} at {h}"
     status = rollup_status(settings)
     assert status["combine_late_parts"] == 0 and status["late_events"] == 0, status

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agents.ratelimit.rollup import hist_quantile
+from agents.ratelimit.rollup import MinuteCounts
 from pipeline.sdk import partition_for
 from schemas.ratelimit import Rollup, RollupParts, from_epoch
 from schemas.results import stable_id
@@ -73,18 +73,11 @@ def envelopes(source: int, parts: Sequence[Rollup], watermark: float | None, par
 
 
 @dataclass(slots=True)
-class _Sum:
+class _Sum(MinuteCounts):
     """The parts of one tenant-minute added so far, and which sources they came from."""
 
-    requests: int = 0
-    errors: int = 0
-    client_errors: int = 0
-    blocked: int = 0
     distinct_ips: int = 0
-    latency_sum: float = 0.0
     latency_count: int = 0
-    latency_max: float = 0.0
-    hist: dict[int, int] = field(default_factory=dict)
     sources: list[int] = field(default_factory=list)
 
     def add(self, r: Rollup, source: int) -> None:
@@ -108,8 +101,9 @@ class _Sum:
     @classmethod
     def decode(cls, raw: bytes) -> _Sum:
         r, e, c, b, ips, total, count, top, hist, sources = json.loads(raw)
-        return cls(int(r), int(e), int(c), int(b), int(ips), float(total), int(count), float(top),
-                   {int(k): int(v) for k, v in hist}, [int(s) for s in sources])
+        return cls(requests=int(r), errors=int(e), client_errors=int(c), blocked=int(b), distinct_ips=int(ips),
+                   latency_sum=float(total), latency_count=int(count), latency_max=float(top),
+                   hist={int(k): int(v) for k, v in hist}, sources=[int(s) for s in sources])
 
     def rollup(self, tenant: str, minute: datetime, text: str) -> Rollup:
         return Rollup(
@@ -117,8 +111,7 @@ class _Sum:
             parts=len(self.sources), requests=self.requests, errors=self.errors, client_errors=self.client_errors,
             blocked=self.blocked, distinct_ips=self.distinct_ips, latency_sum_ms=self.latency_sum,
             latency_count=self.latency_count, latency_max_ms=self.latency_max,
-            latency_p50_ms=hist_quantile(self.hist, 0.5, self.latency_max),
-            latency_p95_ms=hist_quantile(self.hist, 0.95, self.latency_max), latency_hist=self.hist)
+            latency_p50_ms=self.quantile(0.5), latency_p95_ms=self.quantile(0.95), latency_hist=self.hist)
 
 
 class RollupCombiner:

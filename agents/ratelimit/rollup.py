@@ -23,7 +23,7 @@ from datetime import datetime
 from schemas.ratelimit import Rollup, from_epoch
 from schemas.results import stable_id
 
-__all__ = ["MinuteRollups", "decode_minute", "encode_minute", "hist_quantile"]
+__all__ = ["MinuteCounts", "MinuteRollups", "decode_minute", "encode_minute", "hist_quantile"]
 
 _MARK = "~closed-before"
 
@@ -40,7 +40,9 @@ def _upper(bucket: int) -> float:
 
 
 @dataclass(slots=True)
-class _Minute:
+class MinuteCounts:
+    """What every rollup of a tenant-minute adds up: counters and the latency histogram."""
+
     requests: int = 0
     errors: int = 0
     client_errors: int = 0
@@ -48,13 +50,17 @@ class _Minute:
     latency_sum: float = 0.0
     latency_max: float = 0.0
     hist: dict[int, int] = field(default_factory=dict)
+
+    def quantile(self, q: float) -> float:
+        return hist_quantile(self.hist, q, self.latency_max)
+
+
+@dataclass(slots=True)
+class _Minute(MinuteCounts):
     ips: set[str] = field(default_factory=set)
     fresh: list[str] = field(default_factory=list)  # IPs not yet written to the table
     chunks: int = 0  # IP chunks written to the table
     stored: bool = False  # the table holds this minute (else closing it deletes nothing)
-
-    def quantile(self, q: float) -> float:
-        return hist_quantile(self.hist, q, self.latency_max)
 
 
 def hist_quantile(hist: dict[int, int], q: float, latency_max: float) -> float:

@@ -22,6 +22,9 @@ Why these resolutions: the baselines bucket by the hour with a daily profile; a 
 charges arrive a few per hour, so revenue needs 6 h windows for a drop to stand out of
 Poisson noise, and cancellations are rare enough that only daily counts mean anything.
 
+A rollup is added once: one seen again (same minute, part and `late` flag) while its window
+is open is counted in `duplicates` and skipped, so an upstream redelivery cannot inflate a window.
+
 Counts are 0 for an empty window, but only once the tenant's first event of that source was
 seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
 and snapshots skip empty windows. Events older than an already-closed window are *late*:
@@ -103,6 +106,10 @@ class TenantMetrics:
         self.next_start: dict[MetricName, float] = {}  # first window not yet closed, per metric
         self.recent_users: deque[float] = deque(maxlen=DECLINE_WINDOW)
         self.late = 0
+        self.duplicates = 0
+        # (minute, part, late) of the rollups in open windows: a rollup sent again (at-least-once,
+        # after a restart upstream) is not added twice.
+        self.rollups_seen: set[tuple[float, int, bool]] = set()
 
     # -- adding ------------------------------------------------------------------------------
     def _acc(self, metric: MetricName, ts: float) -> _Acc | None:
@@ -118,6 +125,11 @@ class TenantMetrics:
     def add_rollup(self, rollup: Any) -> None:
         """A closed minute of the tenant's requests (`schemas.ratelimit.Rollup`)."""
         ts = rollup.minute.timestamp()
+        seen = self.__dict__.setdefault("rollups_seen", set())  # states pickled before it lack it
+        key = (ts, int(getattr(rollup, "part", 0)), bool(getattr(rollup, "late", False)))
+        if key in seen:
+            self.duplicates = getattr(self, "duplicates", 0) + 1
+            return
         # Looked up once: a missing attribute costs a pydantic __getattr__ and an exception.
         fields = getattr(type(rollup), "model_fields", None)
         top = getattr(rollup, "top_ip_requests", None) if fields is None or "top_ip_requests" in fields else None
@@ -127,6 +139,7 @@ class TenantMetrics:
             acc = self._acc(metric, ts)
             if acc is None:
                 continue
+            seen.add(key)
             if metric is _M.REQUEST_VOLUME:
                 acc.total += rollup.requests
             elif metric is _M.LATENCY_P95:
@@ -203,6 +216,9 @@ class TenantMetrics:
                 for old in [s for s in windows if s < start]:
                     del windows[old]
             self.next_start[metric] = start
+        if (seen := self.__dict__.get("rollups_seen")) and (
+                starts := [self.next_start[m] for m in SOURCES["rollups"] if m in self.next_start]):
+            self.rollups_seen = {k for k in seen if k[0] >= min(starts)}  # only open windows' rollups
         out.sort(key=lambda p: p.ts)
         return out
 

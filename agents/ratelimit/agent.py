@@ -102,7 +102,7 @@ class RateLimitAgent:
         self.limiters: dict[int, RateLimiter] = {}
         self.watermarks: dict[int, float] = {}
         self.rollups: dict[int, MinuteRollups] = {}
-        self.stage = RollupStage(runtime, self.rollups)
+        self.stage = RollupStage(runtime, self.rollups, self.rollup_core)
         self._policies_dirty = False
         self._dirty: defaultdict[int, dict[str, None]] = defaultdict(dict)  # partition → keys to write (ordered)
         self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0,
@@ -171,6 +171,11 @@ class RateLimitAgent:
             log.info("rate limiter of partition %d adopted %d key(s) and %d open minute(s)", partition, adopted,
                      opened)
         return limiter
+
+    def rollup_core(self, partition: int) -> MinuteRollups:
+        """The open minutes of ``partition`` (with its limiter, built from the tables on first use)."""
+        self.limiter(partition)
+        return self.rollups[partition]
 
     def _changes(self, partition: int, keys: Iterable[str]) -> list[tuple[str, KeyState | None]]:
         """Table writes for `keys`: their state now, or a delete for one gone from the limiter."""

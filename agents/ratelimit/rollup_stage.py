@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agents.ratelimit.combine import PER_RECORD, RollupCombiner, envelopes
 from agents.ratelimit.rollup import MinuteRollups
@@ -45,12 +45,14 @@ log = logging.getLogger(__name__)
 class RollupStage:
     """Publishes the rate limiter's parts with its watermarks; combines them into complete rollups."""
 
-    def __init__(self, runtime: Runtime, rollups: dict[int, MinuteRollups]) -> None:
+    def __init__(self, runtime: Runtime, rollups: dict[int, MinuteRollups],
+                 core_of: Callable[[int], MinuteRollups]) -> None:
         s = runtime.settings
         self.runtime = runtime
         self.partitions = s.partitions
         self.idle_s = s.source_idle_s
         self.rollups = rollups  # the rate limiter's stage-1 cores, by requests partition
+        self.core_of = core_of  # a partition's core, adopted from its table if not built yet
         self.table = runtime.app.Table(f"{s.app_id}-ratelimit-combine", default=None, partitions=s.partitions,
                                        key_type=str, value_type=bytes)
         self._writer = runtime.bulk_writer(self.table)
@@ -124,10 +126,11 @@ class RollupStage:
             async with self.lock:  # no batch of p between the flush and its envelopes
                 if self.runtime.processed_offset(Topic.REQUESTS, p) != done:
                     continue
-                flushed = self.rollups[p].flush() if p in self.rollups else []
+                core = self.core_of(p)  # after a restart: the open minutes of the table, flushed too
+                flushed = core.flush()
                 await self.publish(p, flushed, idle=True)
             log.info("requests partition %d idle: %d minute(s) flushed, watermark %s", p, len(flushed),
-                     self.rollups[p].closed_before if p in self.rollups else None)
+                     core.closed_before)
             if flushed:
                 await self.runtime.checkpoint()  # the flushed minutes leave the table with the batches before
 

@@ -22,8 +22,8 @@ Why these resolutions: the baselines bucket by the hour with a daily profile; a 
 charges arrive a few per hour, so revenue needs 6 h windows for a drop to stand out of
 Poisson noise, and cancellations are rare enough that only daily counts mean anything.
 
-A rollup is added once: one seen again (same minute, part and `late` flag) while its window
-is open is counted in `duplicates` and skipped, so an upstream redelivery cannot inflate a window.
+A rollup is added once: one seen again (same id) while its window is open is counted in
+`duplicates` and skipped, so an upstream redelivery cannot inflate a window.
 
 Counts are 0 for an empty window, but only once the tenant's first event of that source was
 seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
@@ -107,9 +107,9 @@ class TenantMetrics:
         self.recent_users: deque[float] = deque(maxlen=DECLINE_WINDOW)
         self.late = 0
         self.duplicates = 0
-        # (minute, part, late) of the rollups in open windows: a rollup sent again (at-least-once,
-        # after a restart upstream) is not added twice.
-        self.rollups_seen: set[tuple[float, int, bool]] = set()
+        # (minute, id) of the rollups in open windows: a rollup sent again (at-least-once, after a
+        # restart upstream) is not added twice.
+        self.rollups_seen: set[tuple[float, str]] = set()
 
     # -- adding ------------------------------------------------------------------------------
     def _acc(self, metric: MetricName, ts: float) -> _Acc | None:
@@ -126,7 +126,7 @@ class TenantMetrics:
         """A closed minute of the tenant's requests (`schemas.ratelimit.Rollup`)."""
         ts = rollup.minute.timestamp()
         seen = self.__dict__.setdefault("rollups_seen", set())  # states pickled before it lack it
-        key = (ts, int(getattr(rollup, "part", 0)), bool(getattr(rollup, "late", False)))
+        key = (ts, rollup.id)
         if key in seen:
             self.duplicates = getattr(self, "duplicates", 0) + 1
             return

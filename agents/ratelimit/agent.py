@@ -243,7 +243,7 @@ class RateLimitAgent:
             dirty.update(dict.fromkeys(out.evicted))
             await self._publish(out)
             async with self.stage.lock:
-                closed = rollups.close(wm) if wm is not None and advanced else []
+                closed = (rollups.close(wm) if wm is not None and advanced else []) + rollups.take_late()
                 await self.stage.publish(b.partition, closed)  # parts and watermark to the combiners
             self.counts["rollups"] += len(closed)
 

@@ -22,6 +22,7 @@ every source partition has said it is past it (watermark propagation, as Flink d
   second part of an open minute from the same source. Any other part of a closed minute is
   *late* (its source was idle, then woke with older data): published on its own as a
   ``late`` rollup, counted in ``late_parts`` / ``late_requests``, never added to the closed one.
+  So is a part its source flagged ``late`` (events older than the source's own watermark).
 
 What closes, and with what, depends only on the envelopes and their order per source: any
 interleaving of the sources or batching gives the same complete rollups (tested with
@@ -144,6 +145,11 @@ class RollupCombiner:
         late: list[Rollup] = []
         for r in envelope.parts:
             self.counts["parts"] += 1
+            if r.late:  # late at its source already: a row of its own, as it is
+                self.counts["late_parts"] += 1
+                self.counts["late_requests"] += r.requests
+                late.append(r)
+                continue
             minute = int(r.minute.timestamp() // 60)
             if self._closed_before is not None and minute < self._closed_before:
                 if passed is not None and minute * 60.0 < passed:

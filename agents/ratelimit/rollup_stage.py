@@ -127,7 +127,7 @@ class RollupStage:
                 if self.runtime.processed_offset(Topic.REQUESTS, p) != done:
                     continue
                 core = self.core_of(p)  # after a restart: the open minutes of the table, flushed too
-                flushed = core.flush()
+                flushed = core.flush() + core.take_late()
                 await self.publish(p, flushed, idle=True)
             log.info("requests partition %d idle: %d minute(s) flushed, watermark %s", p, len(flushed),
                      core.closed_before)

@@ -55,7 +55,7 @@ def test_a_rollup_sent_again_is_added_once_but_a_late_part_of_its_minute_is_adde
     tm.add([rollup(5, requests=7), again, late, again, rollup(61)])
     assert values(tm.close(T0.timestamp() + H), M.REQUEST_VOLUME) == [9]
     assert tm.duplicates == 2
-    assert tm.rollups_seen == {((T0 + timedelta(minutes=61)).timestamp(), 0, False)}, "closed hours forgotten"
+    assert tm.rollups_seen == {((T0 + timedelta(minutes=61)).timestamp(), rollup(61).id)}, "closed hours forgotten"
     tm.add([again])
     assert tm.late == 4, "after its hour closed, a copy is late (once per rollup metric)"
 

@@ -188,3 +188,27 @@ def test_a_sources_watermark_follows_every_part_it_covers() -> None:
     assert sorted(q for q, e in out if q != target) == sorted(set(range(3)) - {target}), "the others: watermark only"
     assert all(e.watermark == T0 + 300 and not e.parts for q, e in out if q != target)
     assert [q for q, _ in envelopes(0, many[:1], T0 + 60, 3, everyone=False)] == [target]
+
+
+def test_events_older_than_their_partitions_watermark_become_late_rows_not_drops() -> None:
+    """A partition's late events are late parts (ids of their own, stable over a restart), passed through."""
+    core, table = MinuteRollups(part=1), {}
+    core.add("a", "10.0.0.1", T0 + 5, status=200, latency_ms=1.0)
+    [closed] = core.close(T0 + 120)
+    core.add("a", "10.0.0.2", T0 + 7, status=503, latency_ms=2.0)
+    [first] = core.take_late()
+    assert (first.late, first.part, first.requests, first.errors, core.late) == (True, 1, 1, 1, 1)
+    for key, raw in core.take_changes():
+        if raw is not None:
+            table[key] = raw
+    restored = MinuteRollups(part=1)
+    for key, raw in table.items():
+        restored.restore(key, raw)
+    for c in (core, restored):
+        c.add("a", "10.0.0.3", T0 + 9, status=200, latency_ms=3.0)
+    [second], [again] = core.take_late(), restored.take_late()
+    assert second.id == again.id, "the same late part after a restart has the same id"
+    assert len({closed.id, first.id, second.id}) == 3, "no late part replaces another row"
+    comb = RollupCombiner(2)
+    assert comb.add(env(1, [first], minute=2)) == [first]
+    assert (comb.counts["late_parts"], comb.counts["late_requests"], comb.open_minutes) == (1, 1, 0)

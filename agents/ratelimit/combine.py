@@ -175,7 +175,7 @@ class RollupCombiner:
         was_idle = s in self._idle
         if envelope.idle:
             self._idle.add(s)
-        elif envelope.parts or envelope.watermark is not None:
+        else:  # awake: waited for again (a source without a watermark yet holds everything)
             self._idle.discard(s)
         self._marks_dirty |= was_idle != (s in self._idle)
         return late

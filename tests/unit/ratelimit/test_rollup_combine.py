@@ -152,6 +152,13 @@ def test_parts_after_their_minute_closed_are_late_rows_and_redeliveries_are_not_
     assert comb.counts["late_requests"] == 5
     assert comb.counts["duplicates"] == 1
     assert comb.close() == [], "the woken source holds the next minutes again"
+    quiet = RollupCombiner(2)
+    quiet.add(env(0, [part("a", 0, 0)], minute=1))
+    quiet.add(env(1, idle=True))
+    quiet.add(env(1))
+    assert quiet.close() == [], "a source that wakes before its first watermark holds everything"
+    quiet.add(env(1, minute=1))
+    assert [r.requests for r in quiet.close()] == [3]
 
 
 def test_a_combiner_resumes_from_its_table() -> None:

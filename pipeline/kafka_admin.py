@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.kafka_config import client_kwargs
 from pipeline.settings import Settings
-from pipeline.topics import TOPICS, topic_name
+from pipeline.topics import TOPICS, WORKER_TOPICS, topic_name
 
 __all__ = ["caught_up", "committed_offsets", "end_offsets", "ensure_topics"]
 
@@ -29,7 +29,8 @@ def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None,
     try:
         existing = set(admin.list_topics())
         wanted: dict[str, dict[str, Any]] = {}
-        topics = {topic_name(settings.topic_prefix, spec.topic): spec.compacted for spec in TOPICS.values()}
+        topics = {topic_name(settings.topic_prefix, spec.topic): spec.compacted
+                  for spec in (*TOPICS.values(), *WORKER_TOPICS.values())}
         topics.update(extra or {})
         single = set(one_partition)
         topics.update(dict.fromkeys(single, False))

@@ -163,6 +163,11 @@ class Runtime:
         """Event time of one input topic-partition (each topic keeps its own watermark)."""
         return self.clock.now((topic, partition))
 
+    def processed_offset(self, topic: Topic, partition: int) -> int:
+        """Offset of the last record of an input topic-partition this worker processed (-1: none),
+        dead-lettered records included: with the partition's end offset, it tells a caught-up input."""
+        return self._done.get((topic_name(self.settings.topic_prefix, topic), partition), -1)
+
     def extra_status(self) -> dict[str, Any]:
         """Capability figures for the status file (decisions, anomalies, mails, ...)."""
         return {name: fn() for name, fn in self._status.items()}

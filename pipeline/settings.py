@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     # Event time: how far behind the newest event the watermark trails (allowed lateness),
     # and an optional idle tick that advances time from the wall clock when nothing arrives.
     allowed_lateness_s: float = Field(default=5.0, ge=0)
+    # A requests partition with nothing left to read (caught up with its end offset) and no new
+    # record for this long (wall time) is idle: its rate limiter closes its open rollup minutes
+    # and tells the rollup combiners not to wait for it (agents.ratelimit.combine).
+    source_idle_s: float = Field(default=10.0, gt=0, le=3600)
     idle_tick_s: float | None = None
     # An upstream event more than this ahead of its partition's newest accepted event is
     # dead-lettered ("too far ahead") instead of moving time for every tenant there, unless

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["INPUT_TOPICS", "TOPICS", "Topic", "TopicSpec", "topic_name"]
+__all__ = ["INPUT_TOPICS", "TOPICS", "WORKER_TOPICS", "Topic", "TopicSpec", "topic_name"]
 
 
 class Topic(StrEnum):
@@ -22,6 +22,7 @@ class Topic(StrEnum):
     BANS = "bans"
     LIMITS = "limits"
     ROLLUPS = "rollups"
+    ROLLUP_PARTS = "rollup-parts"
     ANOMALIES = "anomalies"
     ANOMALY_STATUS = "anomaly-status"
     BASELINES = "baselines"
@@ -60,7 +61,8 @@ TOPICS: dict[Topic, TopicSpec] = {
         TopicSpec(Topic.RATELIMIT_ORDERS, "tenant:ip", "internal: manual ban/unban routed to the key's owner"),
         TopicSpec(Topic.RATELIMIT_POLICIES, "tenant", "internal: each tenant's policy in force, read by every worker",
                   compacted=True),
-        TopicSpec(Topic.ROLLUPS, "tenant", "per-minute request rollups"),
+        TopicSpec(Topic.ROLLUPS, "partition of the tenant key",
+                  "complete per-minute request rollups (one per tenant-minute; late parts flagged)"),
         TopicSpec(Topic.ANOMALIES, "tenant", "anomaly records (one id per episode, latest wins)"),
         TopicSpec(Topic.ANOMALY_STATUS, "tenant", "anomaly status changes (ack, resolve, false positive)"),
         TopicSpec(Topic.BASELINES, "tenant", "baseline bands per tenant, metric and time, for charts"),
@@ -71,6 +73,16 @@ TOPICS: dict[Topic, TopicSpec] = {
         TopicSpec(Topic.DELIVERIES, "notification", "delivery log"),
         TopicSpec(Topic.AUDIT, "tenant", "every admin command, accepted or rejected"),
         TopicSpec(Topic.DLQ, "source topic", "dead letters with their reason"),
+    ]
+}
+
+# Between workers only: no sink reads them, so no consumer group but the workers' has offsets
+# on them. Created with the others (`pipeline.kafka_admin.ensure_topics`).
+WORKER_TOPICS: dict[Topic, TopicSpec] = {
+    s.topic: s
+    for s in [
+        TopicSpec(Topic.ROLLUP_PARTS, "partition of the tenant key",
+                  "each requests partition's rollup parts and watermark, to every partition (RollupParts)"),
     ]
 }
 

@@ -23,6 +23,7 @@ __all__ = [
     "LimitConfig",
     "LimitName",
     "Rollup",
+    "RollupParts",
     "TenantPolicy",
     "Violation",
     "canonical_network",
@@ -192,20 +193,27 @@ class LimitConfig(Record):
 
 
 class Rollup(Record):
-    """Requests of one tenant in one closed minute, from one partition of ``requests``.
+    """Requests of one tenant in one minute: a *part* (one requests partition's share) or the whole.
 
-    A tenant's IPs are spread over the partitions (requests are keyed ``tenant:ip``), and each
-    partition closes its minutes on its own event time, so a tenant-minute comes in *parts*,
-    one per partition that saw the tenant: the minute is their sum. Every field adds up
-    across parts (``distinct_ips`` too: an IP lives in one partition), and ``latency_hist``
-    (log buckets 5 % apart, see :mod:`agents.ratelimit.rollup`) merges into exact-to-5 %
-    percentiles of the whole minute; ClickHouse's ``rl_rollups_tenant`` view does that.
+    Requests are keyed ``tenant:ip``, so a tenant-minute's requests are spread over the
+    partitions of ``requests``. Each partition's rate limiter closes its share on its own
+    watermark and publishes it as a part (``part`` = that partition, ``parts`` = 1) on the
+    internal ``rollup-parts`` topic, inside a :class:`RollupParts` envelope. The combiner
+    (:mod:`agents.ratelimit.combine`) adds the parts of a tenant-minute and publishes ONE
+    complete rollup (``parts`` = how many partitions saw the tenant that minute, ``part`` = 0)
+    on ``rollups`` once every partition's watermark has passed the minute. A part that
+    arrives after that is published on its own with ``late`` set (``part`` = its partition):
+    visible, never added to the closed minute. Every field adds up across parts
+    (``distinct_ips`` too: an IP lives in one partition), and ``latency_hist`` (log buckets 5 %
+    apart, see :mod:`agents.ratelimit.rollup`) merges into exact-to-5 % percentiles.
     """
 
     id: str
     tenant_id: TenantId
     minute: Timestamp  # start of the minute
-    part: Annotated[int, Field(ge=0, le=65_535)] = 0  # the requests partition
+    part: Annotated[int, Field(ge=0, le=65_535)] = 0  # the requests partition of a part or late row; 0 if complete
+    parts: Annotated[int, Field(ge=1, le=65_536)] = 1  # requests partitions whose parts were added up
+    late: bool = False  # a part that arrived after its minute closed (kept apart, counted)
     requests: Count
     errors: Count  # status ≥ 500
     client_errors: Count  # 400..499
@@ -214,11 +222,34 @@ class Rollup(Record):
     latency_sum_ms: Annotated[float, Field(ge=0)]
     latency_count: Count
     latency_max_ms: Annotated[float, Field(ge=0)]
-    latency_p50_ms: Annotated[float, Field(ge=0)]  # histogram estimate of this part, within 5 %
+    latency_p50_ms: Annotated[float, Field(ge=0)]  # histogram estimate, within 5 %
     latency_p95_ms: Annotated[float, Field(ge=0)]
     latency_hist: dict[Annotated[int, Field(ge=0, le=65_535)], Count] = Field(default_factory=dict, max_length=2048)
 
     @classmethod
     def create(cls, **fields: Any) -> Rollup:
-        """Fill the id from (tenant, minute, part)."""
-        return cls(id=stable_id("rollup", fields["tenant_id"], fields["minute"], fields.get("part", 0)), **fields)
+        """Fill the id from (tenant, minute, part), or (tenant, minute, part, "late") for a late row."""
+        late = ("late",) if fields.get("late") else ()
+        return cls(id=stable_id("rollup", fields["tenant_id"], fields["minute"], fields.get("part", 0), *late),
+                   **fields)
+
+
+class RollupParts(Record):
+    """What one requests partition's rate limiter tells one partition of ``rollup-parts``.
+
+    The parts it closed for that partition's tenants, then its watermark progress: every
+    minute before ``watermark`` (epoch seconds, a minute boundary) is closed at the source, so
+    no more parts of it will come from ``source``. ``idle``: the source had nothing left to
+    read, flushed every open minute, and is not waited for until it sends again (see
+    :mod:`agents.ratelimit.combine` for the rule). Not a sink record: it never reaches ClickHouse.
+    """
+
+    source: Annotated[int, Field(ge=0, le=65_535)]
+    watermark: float | None = None  # None: no progress since the previous envelope
+    idle: bool = False
+    parts: list[Rollup] = Field(default_factory=list, max_length=10_000)
+
+    @property
+    def ts(self) -> datetime:
+        """Event time for the runtime's clock: the watermark carried (epoch 0 before the first)."""
+        return from_epoch(self.watermark or 0.0)

@@ -2,7 +2,11 @@
 
 Stages (all in `register`):
 - *derive*: rollups, billing, usage and error events → `TenantMetrics` (table
-  `<app>-anomaly-derive`, key tenant) → closed windows → MetricPoints on the metrics topic;
+  `<app>-anomaly-derive`, key tenant) → closed windows → MetricPoints on the metrics topic.
+  Rollups come complete (one per tenant-minute, all requests partitions added up) and, per
+  partition of `rollups`, in minute order (`agents.ratelimit.combine`), so an hour that closes
+  on that partition's clock has all its minutes; events of closed windows are counted in the
+  status (`late_<source>`);
 - *detect*: metric points → `StreamDetector` per `tenant|metric` (table `<app>-anomaly-streams`)
   and `TenantHST` per tenant (table `<app>-anomaly-hst`), recovered from their changelogs on
   restart (detectors as checked JSON snapshots, `agents.anomaly.state_codec`; HSTs in the
@@ -151,7 +155,9 @@ class AnomalyAgent:
                 tm = self.derived.get(tenant)
                 if tm is None or tm.tenant != tenant:  # absent, or a record of another tenant's
                     tm = TenantMetrics(tenant)
+                late = tm.late
                 tm.add(by_tenant.get(tenant, ()))
+                self.counts[f"late_{source}"] += tm.late - late  # events of windows already closed
                 if mark is not None and (out := tm.close(mark, source)):
                     points[tenant] = out
                 due[tenant] = tm.due(source)

@@ -22,6 +22,9 @@ Why these resolutions: the baselines bucket by the hour with a daily profile; a 
 charges arrive a few per hour, so revenue needs 6 h windows for a drop to stand out of
 Poisson noise, and cancellations are rare enough that only daily counts mean anything.
 
+A rollup is added once: one seen again (same id) while its window is open is counted in
+`duplicates` and skipped, so an upstream redelivery cannot inflate a window.
+
 Counts are 0 for an empty window, but only once the tenant's first event of that source was
 seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
 and snapshots skip empty windows. Events older than an already-closed window are *late*:
@@ -67,6 +70,7 @@ DECLINE_WINDOW: Final = 24  # active-user points in the trailing mean of the chu
 MAX_CATCH_UP: Final = 24 * 14  # at most this many windows per metric closed in one call
 _MAX_SAMPLES: Final = 100_000  # latency samples a restored window may hold
 _MAX_OPEN: Final = 10_000  # open windows per metric a restored state may hold
+_MAX_SEEN: Final = 100_000  # rollups of open windows a restored state may remember
 
 
 @dataclass(slots=True)
@@ -123,6 +127,10 @@ class TenantMetrics:
         self.next_start: dict[MetricName, float] = {}  # first window not yet closed, per metric
         self.recent_users: deque[float] = deque(maxlen=DECLINE_WINDOW)
         self.late = 0
+        self.duplicates = 0
+        # (minute, id) of the rollups in open windows: a rollup sent again (at-least-once, after a
+        # restart upstream) is not added twice.
+        self.rollups_seen: set[tuple[float, str]] = set()
 
     # -- state -------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -133,6 +141,8 @@ class TenantMetrics:
                                   "open": [[start, acc.state()] for start, acc in self.windows[m].items()]}
                         for m in self.resolutions},
             "next": [[m.value, start] for m, start in self.next_start.items()],  # in order: it orders points
+            "duplicates": self.duplicates,
+            "seen": sorted([minute, rid] for minute, rid in self.rollups_seen),
         }
 
     @classmethod
@@ -166,6 +176,13 @@ class TenantMetrics:
                     raise SnapshotError(f"{what}: expected [start, window]")
                 when = Fields({"start": item[0]}, what).number("start", -1e12, 1e12)
                 out.windows[metric][when] = _Acc.from_state(item[1], what)
+        if "seen" in data:  # type: ignore[operator]  # Fields checked it is a mapping
+            out.duplicates = f.integer("duplicates")
+            for i, item in enumerate(f.items("seen", _MAX_SEEN)):
+                what = f"metrics.seen[{i}]"
+                if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], str) or len(item[1]) > 256:
+                    raise SnapshotError(f"{what}: expected [minute, rollup id]")
+                out.rollups_seen.add((Fields({"m": item[0]}, what).number("m", -1e12, 1e12), item[1]))
         return out
 
     # -- adding ------------------------------------------------------------------------------
@@ -182,6 +199,11 @@ class TenantMetrics:
     def add_rollup(self, rollup: Any) -> None:
         """A closed minute of the tenant's requests (`schemas.ratelimit.Rollup`)."""
         ts = rollup.minute.timestamp()
+        seen = self.rollups_seen
+        key = (ts, rollup.id)
+        if key in seen:
+            self.duplicates += 1
+            return
         # Looked up once: a missing attribute costs a pydantic __getattr__ and an exception.
         fields = getattr(type(rollup), "model_fields", None)
         top = getattr(rollup, "top_ip_requests", None) if fields is None or "top_ip_requests" in fields else None
@@ -191,6 +213,7 @@ class TenantMetrics:
             acc = self._acc(metric, ts)
             if acc is None:
                 continue
+            seen.add(key)
             if metric is _M.REQUEST_VOLUME:
                 acc.total += rollup.requests
             elif metric is _M.LATENCY_P95:
@@ -267,6 +290,9 @@ class TenantMetrics:
                 for old in [s for s in windows if s < start]:
                     del windows[old]
             self.next_start[metric] = start
+        if (seen := self.rollups_seen) and (
+                starts := [self.next_start[m] for m in SOURCES["rollups"] if m in self.next_start]):
+            self.rollups_seen = {k for k in seen if k[0] >= min(starts)}  # only open windows' rollups
         out.sort(key=lambda p: p.ts)
         return out
 

@@ -24,12 +24,13 @@ commands are keyed by tenant. The handler validates them and forwards an *order*
 internal topic ``<prefix>.ratelimit-orders`` keyed ``tenant:ip``, co-partitioned with
 ``requests``; the owner applies it at its partition's event time.
 
-Rollups are per partition of ``requests``: each partition closes its tenant-minutes on its
-own watermark and publishes them as *parts* (``Rollup.part``; a tenant's IPs are spread over
-the partitions, each IP in one). A minute is the sum of its parts, whichever workers own
-them (ClickHouse view ``rl_rollups_tenant``; the anomaly agent adds them into its windows).
-Open minutes live in the table ``<app>-ratelimit-rollups`` (written at each checkpoint), so a
-restart neither loses nor reopens a minute.
+Rollups come in two stages (:mod:`~agents.ratelimit.rollup_stage`): each partition of
+``requests`` closes its share of a tenant-minute (a *part*) on its own watermark and sends
+it, with its watermark, to the combiner of the tenant's partition of ``rollup-parts``; the
+combiner publishes ONE complete rollup per tenant-minute on ``rollups`` once every requests
+partition has passed the minute (late parts are published flagged, and counted). Open minutes
+live in the table ``<app>-ratelimit-rollups`` (written at each checkpoint), the combiners' in
+``<app>-ratelimit-combine``, so a restart neither loses nor reopens a minute.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from agents.notify.outbound import ban_notifications
 from agents.ratelimit.commands import Rejected, apply_action
 from agents.ratelimit.core import ALLOWED, Batch, KeyState, RateLimiter
 from agents.ratelimit.rollup import MinuteRollups
+from agents.ratelimit.rollup_stage import RollupStage
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
 from pipeline.broadcast import BroadcastReader
 from pipeline.codec import Codec
@@ -56,7 +58,7 @@ from pipeline.table_codecs import BytesValue, StrKey, TableValue
 from pipeline.topics import Topic, topic_name
 from schemas._base import canonical_ip
 from schemas.commands import Action, AdminCommand
-from schemas.ratelimit import Rollup, TenantPolicy
+from schemas.ratelimit import TenantPolicy
 
 __all__ = ["ACTIONS", "KeyStateValue", "RateLimitAgent", "register"]
 
@@ -100,6 +102,7 @@ class RateLimitAgent:
         self.limiters: dict[int, RateLimiter] = {}
         self.watermarks: dict[int, float] = {}
         self.rollups: dict[int, MinuteRollups] = {}
+        self.stage = RollupStage(runtime, self.rollups, self.rollup_core)
         self._policies_dirty = False
         self._dirty: defaultdict[int, dict[str, None]] = defaultdict(dict)  # partition → keys to write (ordered)
         self.counts = {"decisions": 0, "violations": 0, "bans": 0, "rollups": 0, "blocked": 0, "orders": 0,
@@ -112,6 +115,7 @@ class RateLimitAgent:
         app.on_partitions_assigned.connect(self._on_rebalance)
         runtime.add_status("ratelimit", lambda: dict(self.counts, keys=sum(len(x.store) for x in
                                                                                 self.limiters.values())))
+        runtime.add_status("rollups", self.stage.status)
 
     # -- policies ------------------------------------------------------------------------
     def policy(self, tenant: str) -> TenantPolicy:
@@ -145,6 +149,7 @@ class RateLimitAgent:
         self.limiters.clear()
         self.watermarks.clear()
         self.rollups.clear()
+        self.stage.clear()
 
     def limiter(self, partition: int) -> RateLimiter:
         """The limiter of ``partition``, built from the table on first use."""
@@ -170,6 +175,11 @@ class RateLimitAgent:
             log.info("rate limiter of partition %d adopted %d key(s) and %d open minute(s)", partition, adopted,
                      opened)
         return limiter
+
+    def rollup_core(self, partition: int) -> MinuteRollups:
+        """The open minutes of ``partition`` (with its limiter, built from the tables on first use)."""
+        self.limiter(partition)
+        return self.rollups[partition]
 
     def _changes(self, partition: int, keys: Iterable[str]) -> list[tuple[str, KeyState | None]]:
         """Table writes for `keys`: their state now, or a delete for one gone from the limiter."""
@@ -238,11 +248,10 @@ class RateLimitAgent:
                 add(tenant, ip, t, status=e["status"], latency_ms=e["latency_ms"], blocked=refused)
             self.counts["blocked"] += blocked
             wm = b.watermark
-            closed: list[Rollup] = []
-            if wm is not None and wm > self.watermarks.get(b.partition, float("-inf")):
+            advanced = wm is not None and wm > self.watermarks.get(b.partition, float("-inf"))
+            if wm is not None and advanced:
                 self.watermarks[b.partition] = wm
                 _merge(out, limiter.expire(wm))
-                closed = rollups.close(wm)
             elif fired > self.watermarks.get(b.partition, float("-inf")):
                 self.watermarks[b.partition] = fired
             # Key states and open minutes are written at the next checkpoint (write-behind):
@@ -251,13 +260,9 @@ class RateLimitAgent:
             dirty.update(dict.fromkeys(out.changed))
             dirty.update(dict.fromkeys(out.evicted))
             await self._publish(out)
-            # One JSON-array record per tenant, not one per minute: a batch can close hours of
-            # minutes, and each Kafka message costs Faust (and the anomaly agent) ~85 µs.
-            by_tenant: dict[str, list[Rollup]] = {}
-            for r in closed:
-                by_tenant.setdefault(r.tenant_id, []).append(r)
-            for tenant, records in by_tenant.items():
-                await self.runtime.send_batch(Topic.ROLLUPS, records, key=tenant)
+            async with self.stage.lock:
+                closed = (rollups.close(wm) if wm is not None and advanced else []) + rollups.take_late()
+                await self.stage.publish(b.partition, closed)  # parts and watermark to the combiners
             self.counts["rollups"] += len(closed)
 
     # -- admin commands -----------------------------------------------------------------------

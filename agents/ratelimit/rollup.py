@@ -10,7 +10,8 @@ with the part (``"3|acme|29400000"``), so a worker knows which entries are its p
 :func:`encode_minute`) and the ones closed since (to delete), plus the closing mark (key
 ``"3|~closed-before"``), which must survive a restart too: a late event for a minute closed
 before a crash must not reopen it (the new part would replace the complete one under the
-same id).
+same id). Late events are counted (``late``) and published as parts of their own, flagged
+``late`` (``take_late``), never dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime
 from schemas.ratelimit import Rollup, from_epoch
 from schemas.results import stable_id
 
-__all__ = ["MinuteRollups", "decode_minute", "encode_minute"]
+__all__ = ["MinuteCounts", "MinuteRollups", "decode_minute", "encode_minute", "hist_quantile"]
 
 _MARK = "~closed-before"
 
@@ -40,7 +41,9 @@ def _upper(bucket: int) -> float:
 
 
 @dataclass(slots=True)
-class _Minute:
+class MinuteCounts:
+    """What every rollup of a tenant-minute adds up: counters and the latency histogram."""
+
     requests: int = 0
     errors: int = 0
     client_errors: int = 0
@@ -48,19 +51,28 @@ class _Minute:
     latency_sum: float = 0.0
     latency_max: float = 0.0
     hist: dict[int, int] = field(default_factory=dict)
+
+    def quantile(self, q: float) -> float:
+        return hist_quantile(self.hist, q, self.latency_max)
+
+
+@dataclass(slots=True)
+class _Minute(MinuteCounts):
     ips: set[str] = field(default_factory=set)
     fresh: list[str] = field(default_factory=list)  # IPs not yet written to the table
     chunks: int = 0  # IP chunks written to the table
     stored: bool = False  # the table holds this minute (else closing it deletes nothing)
 
-    def quantile(self, q: float) -> float:
-        rank = q * self.requests
-        seen = 0
-        for b in sorted(self.hist):
-            seen += self.hist[b]
-            if seen >= rank:
-                return min(_upper(b), self.latency_max)
-        return self.latency_max
+
+def hist_quantile(hist: dict[int, int], q: float, latency_max: float) -> float:
+    """Quantile ``q`` of a latency histogram (within 5 %), never above the largest latency seen."""
+    rank = q * sum(hist.values())
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= rank:
+            return min(_upper(b), latency_max)
+    return latency_max
 
 
 def encode_minute(m: _Minute) -> bytes:
@@ -94,7 +106,9 @@ class MinuteRollups:
         self.part = part
         self._open: dict[tuple[str, int], _Minute] = {}
         self._closed_before: int | None = None  # minutes below this index are closed
-        self.late = 0  # events for minutes already closed (dropped, counted here)
+        self.late = 0  # events for minutes already closed (counted here, published as late parts)
+        self._late: dict[tuple[str, int], _Minute] = {}  # their counts, until `take_late`
+        self._late_seq = 0
         self._dirty: set[tuple[str, int]] = set()
         self._gone: list[tuple[tuple[str, int], int]] = []  # (minute, its IP chunks; -1: never stored)
         self._mark_dirty = False
@@ -113,8 +127,10 @@ class MinuteRollups:
         part, _, rest = key.partition("|")
         if int(part) != self.part:
             raise ValueError(f"table key {key!r} is not of part {self.part}")
-        if rest == _MARK:
-            self._closed_before = int(raw)
+        if rest == _MARK:  # the index, or [the index, late parts so far]
+            mark = json.loads(raw)
+            self._closed_before, self._late_seq = (int(mark[0]), int(mark[1])) if isinstance(mark, list) \
+                else (int(mark), 0)
             return
         tenant, minute, *chunk = rest.split("|")  # tenant ids have no "|"
         m = self._open.get((tenant, int(minute)))
@@ -146,7 +162,8 @@ class MinuteRollups:
             out.append((key, encode_minute(m)))
             m.stored = True
         if self._mark_dirty and self._closed_before is not None:
-            out.append((f"{self.part}|{_MARK}", str(self._closed_before).encode()))
+            mark = [self._closed_before, self._late_seq] if self._late_seq else self._closed_before
+            out.append((f"{self.part}|{_MARK}", json.dumps(mark).encode()))
         self._dirty.clear()
         self._gone.clear()
         self._mark_dirty = False
@@ -157,14 +174,17 @@ class MinuteRollups:
     ) -> None:
         """Count one request event (``blocked``: its decision was not "allowed")."""
         minute = int(ts // 60)
+        key = (tenant, minute)
         if self._closed_before is not None and minute < self._closed_before:
             self.late += 1
-            return
-        key = (tenant, minute)
-        m = self._open.get(key)
-        if m is None:
-            m = self._open[key] = _Minute()
-        self._dirty.add(key)
+            m = self._late.get(key)
+            if m is None:
+                m = self._late[key] = _Minute()
+        else:
+            m = self._open.get(key)
+            if m is None:
+                m = self._open[key] = _Minute()
+            self._dirty.add(key)
         m.requests += 1
         if status >= 500:
             m.errors += 1
@@ -179,6 +199,17 @@ class MinuteRollups:
         if ip not in m.ips:
             m.ips.add(ip)
             m.fresh.append(ip)
+
+    @property
+    def closed_before(self) -> float | None:
+        """Event time (a minute boundary) before which every minute of this part is closed."""
+        return None if self._closed_before is None else self._closed_before * 60.0
+
+    def flush(self) -> list[Rollup]:
+        """Close every open minute (the partition went idle); events older than the last one become late."""
+        if not self._open:
+            return []
+        return self.close((max(m for _, m in self._open) + 1) * 60.0)
 
     def close(self, watermark: float) -> list[Rollup]:
         """Rollups of all minutes that ended at or before ``watermark``, by (minute, tenant)."""
@@ -196,11 +227,31 @@ class MinuteRollups:
             if at is None:
                 start = from_epoch(key[1] * 60.0)
                 at = minutes[key[1]] = (start, str(start))
-            out.append(Rollup(
-                id=stable_id("rollup", key[0], at[1], self.part),  # = Rollup.create's id, str() done once
-                tenant_id=key[0], minute=at[0], part=self.part, requests=m.requests,
-                errors=m.errors,
-                client_errors=m.client_errors, blocked=m.blocked, distinct_ips=len(m.ips),
-                latency_sum_ms=m.latency_sum, latency_count=m.requests, latency_max_ms=m.latency_max,
-                latency_p50_ms=m.quantile(0.5), latency_p95_ms=m.quantile(0.95), latency_hist=m.hist))
+            # = Rollup.create's id, str() done once
+            out.append(self._rollup(m, key[0], at, stable_id("rollup", key[0], at[1], self.part)))
         return out
+
+    def take_late(self) -> list[Rollup]:
+        """Parts of the events that came for minutes already closed, flagged ``late`` (never dropped).
+
+        Each gets an id of its own (a sequence number kept with the closing mark), so a second
+        late part of the same minute is a row of its own, and a replay gives the same ids.
+        """
+        out = []
+        for (tenant, minute), m in sorted(self._late.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            start = from_epoch(minute * 60.0)
+            self._late_seq += 1
+            out.append(self._rollup(m, tenant, (start, str(start)),
+                                    stable_id("rollup", tenant, str(start), self.part, "late", self._late_seq),
+                                    late=True))
+        if self._late:
+            self._late.clear()
+            self._mark_dirty = True
+        return out
+
+    def _rollup(self, m: _Minute, tenant: str, at: tuple[datetime, str], rollup_id: str, late: bool = False) -> Rollup:
+        return Rollup(
+            id=rollup_id, tenant_id=tenant, minute=at[0], part=self.part, late=late, requests=m.requests,
+            errors=m.errors, client_errors=m.client_errors, blocked=m.blocked, distinct_ips=len(m.ips),
+            latency_sum_ms=m.latency_sum, latency_count=m.requests, latency_max_ms=m.latency_max,
+            latency_p50_ms=m.quantile(0.5), latency_p95_ms=m.quantile(0.95), latency_hist=m.hist)

@@ -66,6 +66,24 @@ MIGRATIONS: list[Migration] = [
             {_merged_quantile(0.95)} AS latency_p95_ms
         FROM rl_rollups FINAL GROUP BY tenant_id, minute""",  # noqa: S608 - SQL from constants only
     )),
+    Migration(102, "rollups complete per tenant-minute (combined across partitions), late parts apart", (
+        # One row per tenant-minute now (`parts`: how many requests partitions it adds up); a part
+        # that arrived after its minute closed is a row of its own with `late` set. The view is
+        # all a minute's traffic: the complete row, late rows (also counted apart: a metric
+        # window already closed counts them as late) and rows written before this migration
+        # (parts: parts = 1, late = false).
+        "ALTER TABLE rl_rollups ADD COLUMN IF NOT EXISTS parts UInt16 DEFAULT 1 AFTER part",
+        "ALTER TABLE rl_rollups ADD COLUMN IF NOT EXISTS late Bool DEFAULT false AFTER parts",
+        f"""CREATE OR REPLACE VIEW rl_rollups_tenant AS
+        SELECT tenant_id, minute, sum(parts) AS parts, sum(requests) AS requests, sum(errors) AS errors,
+            sum(client_errors) AS client_errors, sum(blocked) AS blocked, sum(distinct_ips) AS distinct_ips,
+            sum(latency_sum_ms) AS latency_sum_ms, sum(latency_count) AS latency_count,
+            max(latency_max_ms) AS latency_max_ms,
+            {_merged_quantile(0.5)} AS latency_p50_ms,
+            {_merged_quantile(0.95)} AS latency_p95_ms,
+            countIf(late) AS late_parts, sumIf(rl_rollups.requests, late) AS late_requests
+        FROM rl_rollups FINAL GROUP BY tenant_id, minute""",  # noqa: S608 - SQL from constants only
+    )),
 ]
 
 

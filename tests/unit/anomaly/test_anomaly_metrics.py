@@ -47,6 +47,19 @@ def test_rollup_windows_close_only_when_the_watermark_passes_their_end():
     assert all(p.ts == T0 for p in points)
 
 
+def test_a_rollup_sent_again_is_added_once_but_a_late_part_of_its_minute_is_added():
+    """A redelivered complete rollup does not inflate its hour; a late row of the same minute counts."""
+    tm = TenantMetrics("acme")
+    again = rollup(5, requests=7)
+    late = Rollup.create(**rollup(5, requests=2).model_dump(exclude={"id", "part", "late"}), part=3, late=True)
+    tm.add([rollup(5, requests=7), again, late, again, rollup(61)])
+    assert values(tm.close(T0.timestamp() + H), M.REQUEST_VOLUME) == [9]
+    assert tm.duplicates == 2
+    assert tm.rollups_seen == {((T0 + timedelta(minutes=61)).timestamp(), rollup(61).id)}, "closed hours forgotten"
+    tm.add([again])
+    assert tm.late == 4, "after its hour closed, a copy is late (once per rollup metric)"
+
+
 def test_empty_windows_are_zero_for_counts_and_absent_for_ratios():
     """A silent hour after the first rollup is 0 requests, but has no error rate or latency."""
     tm = TenantMetrics("acme")

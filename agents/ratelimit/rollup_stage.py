@@ -1,0 +1,162 @@
+"""Faust wiring of the two rollup stages (the cores: :mod:`~agents.ratelimit.rollup` and
+:mod:`~agents.ratelimit.combine`).
+
+Stage 1, per partition ``p`` of ``requests`` (the rate limiter's batches): the parts its
+:class:`MinuteRollups` closed go to the partition of ``rollup-parts`` their tenant key maps to,
+inside :class:`RollupParts` envelopes; whenever ``p``'s closed-minute boundary moves, every
+partition of ``rollup-parts`` gets an envelope with the new watermark (parts or not), so each
+combiner hears from every source. Envelopes of a batch go out before its checkpoint, in order.
+
+Idle rule: every ``source_idle_s / 2`` seconds this worker looks at the requests partitions it
+holds. One whose records are all processed (processed offset = end offset - 1) and where no
+record arrived for ``source_idle_s`` (wall time: only *whether* to stop waiting depends on it,
+never an event time) flushes its open minutes (:meth:`MinuteRollups.flush`), checkpoints, and
+sends ``idle`` envelopes with its final watermark to every combiner; a partition that never
+had a record sends them with no watermark. Its next batch re-activates it. On replayed data
+(published before it is read) a partition is caught up only at its end, so what closes does
+not depend on timing; on live traffic a partition quiet for ``source_idle_s`` that then sends
+data older than the others' watermark gets its parts counted as late (never added silently).
+
+Stage 2, per partition ``q`` of ``rollup-parts``: a :class:`RollupCombiner` (state in the
+fenced table ``<app>-ratelimit-combine``, written with each batch, see docs/STATE.md) adds the parts; complete rollups
+go to partition ``q`` of ``rollups`` in (minute, tenant) order (a tenant key maps to the same
+partition on every topic), so a consumer there sees minutes in order; late rows follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from agents.ratelimit.combine import PER_RECORD, RollupCombiner, envelopes
+from agents.ratelimit.rollup import MinuteRollups
+from pipeline.codec import encode_batch, encode_one
+from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.table_codecs import BytesValue, StrKey
+from pipeline.topics import Topic, topic_name
+from schemas.ratelimit import Rollup, RollupParts
+
+__all__ = ["RollupStage"]
+
+log = logging.getLogger(__name__)
+
+
+class RollupStage:
+    """Publishes the rate limiter's parts with its watermarks; combines them into complete rollups."""
+
+    def __init__(self, runtime: Runtime, rollups: dict[int, MinuteRollups],
+                 core_of: Callable[[int], MinuteRollups]) -> None:
+        s = runtime.settings
+        self.runtime = runtime
+        self.partitions = s.partitions
+        self.idle_s = s.source_idle_s
+        self.rollups = rollups  # the rate limiter's stage-1 cores, by requests partition
+        self.core_of = core_of  # a partition's core, adopted from its table if not built yet
+        self.table = runtime.table(f"{s.app_id}-ratelimit-combine", default=None, key_type=StrKey,
+                                   value_type=BytesValue)
+        self._writer = runtime.bulk_writer(self.table)
+        self.combiners: dict[int, RollupCombiner] = {}
+        self._sent: dict[int, float | None] = {}  # requests partition → the watermark last sent
+        self._idle: set[int] = set()  # requests partitions announced idle (until their next batch)
+        self._seen: dict[int, tuple[int, float]] = {}  # requests partition → (processed offset, since)
+        self.counts = {"parts_sent": 0, "idle_announced": 0}
+        # Held from closing a partition's minutes to sending them with its watermark (the batch
+        # handler and the idle tick): a watermark never overtakes a part it covers.
+        self.lock = asyncio.Lock()
+        self._requests = topic_name(s.topic_prefix, Topic.REQUESTS)
+        runtime.add_input(Topic.ROLLUP_PARTS, RollupParts)
+        runtime.on(Topic.ROLLUP_PARTS, self.on_parts)
+        runtime.app.timer(interval=self.idle_s / 2)(self._idle_tick)
+
+    def clear(self) -> None:
+        """Forget per-partition memory (rebalance): rebuilt from the table on the next batch."""
+        self.combiners.clear()
+        self._sent.clear()
+        self._idle.clear()
+        self._seen.clear()
+
+    def status(self) -> dict[str, int]:
+        c: dict[str, int] = dict(self.counts)
+        for comb in self.combiners.values():
+            for k, v in comb.counts.items():
+                c[f"combine_{k}"] = c.get(f"combine_{k}", 0) + v
+        c["combine_open"] = sum(x.open_minutes for x in self.combiners.values())
+        c["late_events"] = sum(r.late for r in self.rollups.values())  # older than their partition's watermark
+        c["idle_sources"] = len(self._idle)
+        return c
+
+    # -- stage 1 -------------------------------------------------------------------------------
+    async def publish(self, source: int, parts: Sequence[Rollup], *, idle: bool = False) -> None:
+        """Send `source`'s closed `parts` to their combiners, then its watermark to all that need it.
+
+        Call with `lock` held, from the closing of `parts` on.
+        """
+        mark = self.rollups[source].closed_before if source in self.rollups else None
+        moved = source not in self._sent or mark != self._sent[source]
+        woke = source in self._idle and not idle
+        topic = self.runtime.topic(Topic.ROLLUP_PARTS)
+        for q, env in envelopes(source, parts, mark, self.partitions, everyone=moved or idle or woke, idle=idle):
+            await topic.send(key=None, value=encode_one(env), partition=q)
+        self._sent[source] = mark
+        self.counts["parts_sent"] += len(parts)
+        if idle:
+            self._idle.add(source)
+            self.counts["idle_announced"] += 1
+        else:
+            self._idle.discard(source)
+
+    async def _idle_tick(self) -> None:
+        consumer = getattr(self.runtime.app, "_consumer", None)  # Faust creates it when the worker starts
+        if consumer is None:
+            return
+        now = time.monotonic()
+        for tp in sorted(consumer.assignment()):
+            if tp.topic != self._requests or tp.partition in self._idle:
+                continue
+            p = tp.partition
+            done = self.runtime.processed_offset(Topic.REQUESTS, p)
+            seen = self._seen.get(p)
+            if seen is None or seen[0] != done:
+                self._seen[p] = (done, now)
+                continue
+            end = consumer.highwater(tp)
+            if end is None or done + 1 < end or now - seen[1] < self.idle_s:
+                continue
+            async with self.lock:  # no batch of p between the flush and its envelopes
+                if self.runtime.processed_offset(Topic.REQUESTS, p) != done:
+                    continue
+                core = self.core_of(p)  # after a restart: the open minutes of the table, flushed too
+                flushed = core.flush() + core.take_late()
+                await self.publish(p, flushed, idle=True)
+            log.info("requests partition %d idle: %d minute(s) flushed, watermark %s", p, len(flushed),
+                     core.closed_before)
+            if flushed:
+                await self.runtime.checkpoint()  # the flushed minutes leave the table with the batches before
+
+    # -- stage 2 -------------------------------------------------------------------------------
+    def combiner(self, q: int) -> RollupCombiner:
+        """The combiner of partition `q` of rollup-parts, rebuilt from the table on first use."""
+        comb = self.combiners.get(q)
+        if comb is None:
+            comb = self.combiners[q] = RollupCombiner(self.partitions, part=q)
+            for key, raw in list(self.table.items()):
+                if isinstance(raw, bytes) and key.startswith(comb.prefix):
+                    comb.restore(key, raw)
+            log.info("rollup combiner %d adopted %d open minute(s)", q, comb.open_minutes)
+        return comb
+
+    async def on_parts(self, batches: Sequence[PartitionBatch]) -> None:
+        """Add the envelopes' parts; publish the tenant-minutes every source has passed."""
+        topic = self.runtime.topic(Topic.ROLLUPS)
+        for b in batches:
+            comb = self.combiner(b.partition)
+            late: list[Rollup] = []
+            for env in b.events:
+                late += comb.add(env)
+            closed = comb.close()
+            await self._writer.write(b.partition, comb.take_changes())
+            out = closed + late
+            for i in range(0, len(out), PER_RECORD):
+                await topic.send(key=None, value=encode_batch(out[i:i + PER_RECORD]), partition=b.partition)

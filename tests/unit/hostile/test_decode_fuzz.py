@@ -22,7 +22,7 @@ from pipeline.topics import Topic
 from schemas.anomaly import MetricName, MetricPoint
 from schemas.commands import Action
 from schemas.notify import Notification
-from schemas.ratelimit import TenantPolicy
+from schemas.ratelimit import RollupParts, TenantPolicy
 from schemas.results import DeadLetter
 from tests.unit.foundation.test_row_codec import SAMPLES
 from tests.unit.foundation.test_writer_rows import JsonSink, writer_for
@@ -47,6 +47,7 @@ def _seeds() -> list[bytes]:
                                 ts=NOW).model_dump_json()),
         build_command(SETTINGS, action=Action.IP_BAN, tenant="acme", params={"ip": "10.0.0.1"},
                       actor="ops").model_dump(mode="json"),
+        json.loads(RollupParts(source=1, watermark=1_777_896_000.0).model_dump_json()),
     ]
     singles = [json.dumps(r).encode() for r in records]
     return [*singles, json.dumps(records[:3]).encode(), b" \n" + singles[0] + b"\n"]
@@ -58,13 +59,9 @@ DLQ = Codec(DeadLetter)
 
 def _worker_decoders() -> dict[str, Codec[Any]]:
     """The codecs a worker decodes with, built by the app itself (every capability's inputs, commands)."""
-    import warnings
-
     from pipeline.app import create_app
 
-    with warnings.catch_warnings():  # the anomaly agent's internal state tables pickle (see its module)
-        warnings.filterwarnings("ignore", "The pickle codec")
-        _app, runtime = create_app(SETTINGS)
+    _app, runtime = create_app(SETTINGS)
     decoders: dict[str, Codec[Any]] = {str(topic): codec for topic, codec in runtime._codecs.items()}
     decoders[str(Topic.COMMANDS)] = runtime.commands.codec
     return decoders

@@ -264,6 +264,23 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the demo as Ctrl-C does: through the clean-up
 
 
+# Tenant-hours the anomaly agent closed (a request_volume point each) against the stored requests
+# of those hours: the second-stage aggregation must make them equal.
+_CLOSED_HOURS_SQL = """
+SELECT count(), sum(m.value), sum(r.n), countIf(m.value != r.n)
+FROM (SELECT tenant, ts, value FROM metric_points FINAL WHERE metric = 'request_volume') AS m
+LEFT JOIN (SELECT tenant_id AS tenant, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS ts, count() AS n
+           FROM requests FINAL GROUP BY tenant, ts) AS r USING (tenant, ts)
+"""
+
+
+def _closed_hours_check(console: Any, client: Any) -> None:
+    hours, volume, stored, differ = client.query(_CLOSED_HOURS_SQL).result_rows[0]
+    verdict = "[green]equal[/]" if differ == 0 and int(volume or 0) == int(stored or 0) else f"[red]{differ} differ[/]"
+    console.print(f"closed tenant-hours: {hours:,}; request_volume {int(volume or 0):,} vs stored requests "
+                  f"{int(stored or 0):,}: {verdict}")
+
+
 def _summary(console: Any, settings: Settings) -> None:
     from rich.table import Table
 
@@ -281,6 +298,7 @@ def _summary(console: Any, settings: Settings) -> None:
             count = client.query(f"SELECT count() FROM {name} FINAL").result_rows[0][0]  # noqa: S608 - fixed names
             table.add_row(name, f"{count:,}")
     console.print(table)
+    _closed_hours_check(console, client)
     mails = sorted(Path(settings.mail_dir).glob("*.eml")) if settings.mail_dir.exists() else []
     console.print(f"mails received by the local SMTP sink: {len(mails)} in {settings.mail_dir.resolve()}")
     from pipeline.report import write_report

@@ -27,6 +27,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.serializers.codecs import get_codec
 
 from pipeline.sdk import partition_for
+from pipeline.table_codecs import dumper
 
 __all__ = ["BatchAppender", "BulkWriter"]
 
@@ -106,7 +107,7 @@ def _dumper(serializer: Any) -> Callable[[Any], bytes]:
     """The function Faust applies to a table's keys or values (its `key_serializer` or `value_serializer`)."""
     if not serializer:
         return lambda x: x if isinstance(x, bytes) else bytes(x)
-    dumps = get_codec(serializer).dumps
+    dumps = dumper(serializer) or get_codec(serializer).dumps
     return lambda x: x if isinstance(x, bytes) else dumps(x)
 
 

@@ -51,6 +51,7 @@ _LOGGED_PER_CODEC = 10  # then one line per 1000 refusals: a flood must not floo
 # Records refused per codec, since the process started (reported in the worker's status).
 refused: Counter[str] = Counter()
 _OURS: set[str] = set()
+_DUMPS: dict[str, Callable[[Any], bytes]] = {}
 
 
 class TableValue:
@@ -111,6 +112,13 @@ def register_codec(name: str, dumps: Callable[[Any], bytes], loads: Callable[[by
 
     codecs.register(name, _Codec())
     _OURS.add(name)
+    _DUMPS[name] = dumps
+
+
+def dumper(name: object) -> Callable[[Any], bytes] | None:
+    """The plain `dumps` of codec `name` if it is ours: what Faust's codec wrapper calls, without
+    the wrapper (≈ 1 µs a call, most of a checkpoint's cost per key). None for other codecs."""
+    return _DUMPS.get(name) if isinstance(name, str) else None
 
 
 def ours(name: object) -> bool:
@@ -120,6 +128,14 @@ def ours(name: object) -> bool:
 
 def _json_dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _key_dumps(key: Any) -> bytes:
+    """A key as JSON text: a plain ASCII key without quotes or backslashes is quoted directly
+    (what json.dumps writes for it, 4x faster); anything else goes through json."""
+    if isinstance(key, str) and key.isascii() and key.isprintable() and '"' not in key and "\\" not in key:
+        return b'"' + key.encode() + b'"'
+    return _json_dumps(key)
 
 
 def _key_loads(data: bytes) -> str:
@@ -150,5 +166,5 @@ def register_state_codec(name: str, version: int, snapshot: Callable[[Any], Any]
 
 
 register_codec(JSON_CODEC, _json_dumps, json.loads)
-register_codec(KEY_CODEC, _json_dumps, _key_loads, _KEY_MAX_BYTES)
+register_codec(KEY_CODEC, _key_dumps, _key_loads, _KEY_MAX_BYTES)
 register_codec(BYTES_CODEC, bytes, bytes, 1 << 20)

@@ -41,9 +41,10 @@ class Settings(BaseSettings):
     # bounds what a restart re-reads, and how long finished work waits to count as done.
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
     # State is checkpointed this often (or when the inputs go quiet), so a key changed by many
-    # batches in between is written once (docs/STATE.md). A checkpoint holds new batches while it snapshots the state changed since the last one
-    # (~8k rate-limit keys at 10k events/s in 5 s took 45-90 ms); at 1 s the decision delay's
-    # p99 fell from ~240-330 ms to ~120-190 ms in the rate-limit bench, throughput unchanged.
+    # batches in between is written once (docs/STATE.md). A checkpoint holds new batches while
+    # it snapshots what changed (~8k rate-limit keys at 10k events/s in 5 s took 45-90 ms); at
+    # 1 s the rate-limit bench's decision p99 fell from ~240-330 ms to ~120-190 ms, with the
+    # same ingest rate.
     checkpoint_s: float = Field(default=1.0, gt=0, le=300)
     # How long the broker may hold a worker's fetch that finds no data (Faust: 1500 ms). Busy
     # inputs are left out of a fetch while their records wait to be taken, so a long hold

@@ -23,6 +23,7 @@ __all__ = [
     "EARLIEST",
     "LATEST",
     "RFC3339",
+    "TENANT_PATTERN",
     "EventId",
     "IpAddress",
     "Record",
@@ -115,7 +116,8 @@ Timestamp = Annotated[
     _Rfc3339InJson,
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339}),
 ]
-TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 # Kept as canonical text (IPv6 compressed, lower-case): a stable key for state and storage.
 # Canonical dotted quads pass on a pattern checked in Rust; anything else (IPv6, mapped

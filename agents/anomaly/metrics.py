@@ -37,12 +37,14 @@ carry yet: it is emitted only for rollups that have a `top_ip_requests` attribut
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pipeline.snapshot import Fields, SnapshotError, floats_to_text
+from schemas._base import TENANT_PATTERN
 from schemas.anomaly import MetricName, MetricPoint, to_datetime
 from schemas.events import BillingEvent, BillingType, ErrorEvent, UsageEvent
 
@@ -70,6 +72,7 @@ DECLINE_WINDOW: Final = 24  # active-user points in the trailing mean of the chu
 MAX_CATCH_UP: Final = 24 * 14  # at most this many windows per metric closed in one call
 _MAX_SAMPLES: Final = 100_000  # latency samples a restored window may hold
 _MAX_OPEN: Final = 10_000  # open windows per metric a restored state may hold
+_TENANT: Final = re.compile(TENANT_PATTERN)
 _MAX_SEEN: Final = 100_000  # rollups of open windows a restored state may remember
 
 
@@ -161,7 +164,10 @@ class TenantMetrics:
             resolutions[metric] = parts[metric].number("res", 1.0, 366 * 86_400.0)
         if resolutions.keys() != RESOLUTIONS.keys():
             raise f.fail("metrics", "every metric must be present")
-        out = cls(f.text("tenant", 64), resolutions)
+        tenant = f.text("tenant", 64)
+        if not _TENANT.match(tenant):
+            raise f.fail("tenant", "not a tenant id")
+        out = cls(tenant, resolutions)
         out.late = f.integer("late")
         out.recent_users.extend(f.floats("recent_users", DECLINE_WINDOW))
         for i, item in enumerate(f.items("next", len(MetricName))):

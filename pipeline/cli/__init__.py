@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming watchtower for multi-tenant SaaS: rate limits, anomalies, trial automation. "
         "Settings come from TW_* environment variables (see README). With the development signing key "
         "(or a placeholder, or a key under 32 bytes) every command warns, and refuses to run (exit 2) when "
-        "TW_BROKER is not loopback unless TW_ALLOW_DEV_KEY=1.",
+        "TW_BROKER is not loopback unless TW_ALLOW_DEV_KEY=1. Exit codes: 0 done, 1 failed, 2 bad usage or "
+        "refused start, 3 Kafka did not answer.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line (or TW_LOG_JSON=1)")
@@ -188,6 +189,9 @@ def _extensions() -> list[Callable[[Any], None]]:
 _OFFLINE = frozenset({"schemas", "dashboards", "eval", "report"})
 
 
+EXIT_UNREACHABLE = 3  # a service (Kafka) did not answer; 2 is bad usage or a refused start
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
@@ -204,6 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verdict.refuse:
             return 2
     func: Command = args.func
-    return func(args, settings)
+    try:
+        return func(args, settings)
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("kafka", "aiokafka"):
+            raise
+        # An unreachable or refusing broker is an operating condition, not a bug: one line.
+        print(f"tenantwatch {args.command}: Kafka at {settings.broker} did not answer: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 

@@ -51,7 +51,7 @@ class PartitionBatch:
     events: list[Any]
     watermark: float | None = None
     # The newest event time of the partition before this batch: with `lateness_s`, lets a
-    # handler advance event time event by event (`event_watermarks`), so what it decides does
+    # handler advance event time event by event (the rate limiter's `on_requests`), so what it decides does
     # not depend on where batches begin and end.
     newest_before: float | None = None
     lateness_s: float = 0.0
@@ -104,7 +104,6 @@ class Runtime:
         self._commands: Any = None
         self._bulk_pending: list[asyncio.Future[Any]] = []
         self._done: dict[tuple[str, int], int] = {}  # highest offset processed per topic-partition
-        self._releasing: set[asyncio.Future[None]] = set()  # acks waiting for their batch's writes
         self._snapshots: list[Snapshot] = []  # write-behind state (`on_checkpoint`)
         self._held: list[Any] = []  # events of batches processed since the last checkpoint
         self._checkpoint_lock = asyncio.Lock()
@@ -112,7 +111,6 @@ class Runtime:
         self._gate.set()
         self._drained = asyncio.Event()  # set whenever no batch is being processed
         self._drained.set()
-        self._requested = False  # a capability changed state outside a batch (`request_checkpoint`)
         self._inputs: dict[str, Topic] = {}  # input topic name -> Topic
         self.fence = EpochFence()
         self.checkpoints = Checkpoints(self, self.fence)
@@ -346,19 +344,14 @@ class Runtime:
             fresh.append(ev)
         return fresh
 
-    def _release_when_durable(self, events: Sequence[Any]) -> None:
-        """Drop the extra reference of `events` once everything queued so far is in Kafka."""
-        task = asyncio.ensure_future(self._release(events, self._queued_writes()))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
-
     # -- checkpoints ----------------------------------------------------------------------------
     def on_checkpoint(self, snapshot: Snapshot) -> None:
         """Register `snapshot()`: it encodes what a capability changed since its previous call.
 
         State that many events touch (the rate limiter's keys) need not be written after every
         batch. Every batch is held (not committable) until a checkpoint: every `checkpoint_s`
-        seconds, or as soon as the inputs go quiet, or soon after `request_checkpoint()`. A
+        seconds, or as soon as the inputs go quiet (a capability that changes state outside a
+        batch, such as an admin order, awaits `checkpoint()` itself). A
         checkpoint waits until no batch is being processed, calls every snapshot (no batch
         runs meanwhile, so what they encode is exactly the effect of the held batches), seals
         the open epoch of each partition involved, writes the snapshots, waits for Kafka to
@@ -366,10 +359,6 @@ class Runtime:
         held batches be committed (see `pipeline.state` for what a restart does with them).
         """
         self._snapshots.append(snapshot)
-
-    def request_checkpoint(self) -> None:
-        """State changed outside an input batch (an admin order): checkpoint at the next tick."""
-        self._requested = True
 
     def _hold(self, events: Sequence[Any]) -> None:
         for ev in events:
@@ -384,7 +373,6 @@ class Runtime:
                 await self._drained.wait()
                 # No batch runs from here to the gate's reopening: no awaits in between.
                 held, self._held = self._held, []
-                self._requested = False
                 staged = [w for snap in self._snapshots for w in snap()]
                 covered = sorted({ev.message.partition for ev in held} | {w.partition for w in staged})
                 sealed = {p: self.fence.seal(p) for p in covered}
@@ -394,15 +382,17 @@ class Runtime:
             for w in staged:
                 header = self.fence.header_of(w.partition, sealed[w.partition])
                 await w.writer.write_encoded(w.partition, w.encoded, header)
-            if records:
+            if records:  # (every held batch's partition is among them)
                 await self.make_durable()  # the epoch's state and outputs, before its checkpoint records
                 await self.checkpoints.write(records)
                 await self.make_durable()
                 for p, cp in records.items():
                     self.fence.commit(p, cp)
             self._last_checkpoint = time.monotonic()
-            if held:
-                self._release_when_durable(held)
+            for ev in held:
+                ev.ack()  # the last reference: the offset becomes committable
+        if held and self._idle() and not self._held:
+            await self._commit_now()
 
     def _checkpoint_records(self, held: Sequence[Any], sealed: dict[int, int]) -> dict[int, Checkpoint]:
         """The checkpoint of each sealed partition: previous offsets and times, advanced by `held`."""
@@ -434,17 +424,10 @@ class Runtime:
                     self.clock.observe((topic, p), newest)
 
     async def _checkpoint_tick(self) -> None:
-        if not (self._held or self._requested):
+        if not self._held:
             return
-        if self._requested or self._idle() or time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s:
+        if self._idle() or time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s:
             await self.checkpoint()
-
-    async def _release(self, events: Sequence[Any], queued: list[asyncio.Future[Any]]) -> None:
-        await self._wait_durable(queued)
-        for ev in events:
-            ev.ack()  # the last reference: the offset becomes committable
-        if self._idle() and not self._held:
-            await self._commit_now()
 
     def _idle(self) -> bool:
         """The input went quiet: no batch in progress, and none finished for a checkpoint tick."""

@@ -40,6 +40,7 @@ class Checkpoints:
         self.counts = {"loaded": 0, "written": 0, "skipped_records": 0, "compensated": 0, "bad_records": 0}
         before_recovery(runtime.app, self.load)
         runtime.app.on_rebalance_complete.connect(self._on_recovered)
+        runtime.add_status("checkpoints", lambda: dict(self.counts))
 
     # -- tables ------------------------------------------------------------------------------
     def fence_table(self, table: Any) -> None:
@@ -62,6 +63,7 @@ class Checkpoints:
     async def load(self, assigned: Iterable[Any]) -> None:
         """Read every checkpoint record (before any table recovers) into the fence."""
         partitions = {tp.partition for tp in assigned}
+        self.fence.forget(set(self.fence.checkpoints) - partitions)  # the new owners' epochs now
         records = await self._read_all()
         for p in partitions:
             raw = records.get(str(p).encode())

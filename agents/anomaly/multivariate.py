@@ -334,7 +334,21 @@ class _Reader:
             raise ValueError("not an encoded TenantHST: a name is not UTF-8") from None
 
 
-def decode_hst(data: bytes) -> TenantHST:  # noqa: PLR0912  # one check per field reads best
+def _check_masses(code: str, l_mass: Any, r_mass: Any, window_size: int, *, per_tree: int, counter: int,
+                  root_r: int) -> None:
+    """ValueError unless the masses are ones learning could have made: within the window, the
+    roots matching the window counter, and no node above its tree's root (a corrupted mass under
+    the window bound was pushed past it by the next point, and the state no longer encoded)."""
+    if _exceeds(code, l_mass, window_size) or _exceeds(code, r_mass, window_size):
+        raise ValueError("not an encoded TenantHST: a mass exceeds the window size")
+    if any(m != counter for m in l_mass[::per_tree]) or any(m != root_r for m in r_mass[::per_tree]):
+        raise ValueError("not an encoded TenantHST: root masses disagree with the window counter")
+    for i in range(0, len(l_mass), per_tree):
+        if max(l_mass[i:i + per_tree]) > counter or max(r_mass[i:i + per_tree]) > root_r:
+            raise ValueError("not an encoded TenantHST: a node's mass exceeds its root's")
+
+
+def decode_hst(data: bytes) -> TenantHST:
     """The TenantHST encoded by :func:`encode_hst`; ValueError if ``data`` is not one."""
     if not data:
         raise ValueError("not an encoded TenantHST: empty")
@@ -379,11 +393,8 @@ def decode_hst(data: bytes) -> TenantHST:  # noqa: PLR0912  # one check per fiel
         l_mass = _unpacked(code, bytes(r.take(size)))
         r_raw = bytes(r.take(size))
         r_mass = _unpacked(code, r_raw)
-        if _exceeds(code, l_mass, window_size) or _exceeds(code, r_mass, window_size):
-            raise ValueError("not an encoded TenantHST: a mass exceeds the window size")
-        root_r = 0 if flags & _FIRST_WINDOW else window_size
-        if any(m != counter for m in l_mass[::per_tree]) or any(m != root_r for m in r_mass[::per_tree]):
-            raise ValueError("not an encoded TenantHST: root masses disagree with the window counter")
+        _check_masses(code, l_mass, r_mass, window_size, per_tree=per_tree, counter=counter,
+                      root_r=0 if flags & _FIRST_WINDOW else window_size)
         hst._pending = _Pending(shape, code, l_mass, r_mass, r_raw)
     if r.pos != len(mv) - 4:
         raise ValueError("not an encoded TenantHST: trailing bytes")

@@ -50,11 +50,10 @@ class PartitionBatch:
     anchor: Any
     events: list[Any]
     watermark: float | None = None
-    # The newest event time of the partition before this batch: with `lateness_s`, lets a
-    # handler advance event time event by event (the rate limiter's `on_requests`), so what it decides does
-    # not depend on where batches begin and end.
+    # The newest event time of the partition before this batch: with the clock's lateness, lets
+    # a handler advance event time event by event (the rate limiter's `on_requests`), so what it
+    # decides does not depend on where batches begin and end.
     newest_before: float | None = None
-    lateness_s: float = 0.0
 
 
 Handler = Callable[[Sequence[PartitionBatch]], Awaitable[None]]
@@ -259,8 +258,7 @@ class Runtime:
                 good, bad = [], [Rejected(-1, f"internal decode error: {exc!r}", ev.value or b"")]
             batch = by_partition.get(msg.partition)
             if batch is None:
-                batch = by_partition[msg.partition] = PartitionBatch(topic, msg.partition, ev, [],
-                                                                     lateness_s=self.clock.lateness_s)
+                batch = by_partition[msg.partition] = PartitionBatch(topic, msg.partition, ev, [])
             batch.events.extend(good)
             if good:
                 bad_at = sorted(r.index for r in bad if r.index >= 0)

@@ -229,7 +229,7 @@ class RateLimitAgent:
             # Event time advances event by event: a throttle lifts or a ban ends before the
             # first request past its time (plus the lateness) is decided, wherever batches split.
             newest = b.newest_before if b.newest_before is not None else float("-inf")
-            lateness = b.lateness_s
+            lateness = self.runtime.clock.lateness_s
             fired = self.watermarks.get(b.partition, float("-inf"))
             due = limiter.next_due()
             for e in b.events:  # rows: dicts of RequestEvent's validated fields
@@ -252,8 +252,6 @@ class RateLimitAgent:
             if wm is not None and advanced:
                 self.watermarks[b.partition] = wm
                 _merge(out, limiter.expire(wm))
-            elif fired > self.watermarks.get(b.partition, float("-inf")):
-                self.watermarks[b.partition] = fired
             # Key states and open minutes are written at the next checkpoint (write-behind):
             # a key touched by many batches in between is written once.
             dirty = self._dirty[b.partition]

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install tenantwatch with its dev tools
 
 kafka-jars: $(STAMP)  ## fetch the Apache Kafka broker jars from Maven Central (cached)
-	$(BIN)/python -c "from pipeline.settings import Settings as S; from pipeline.stack.kafka import resolve_jars; s=S(); print(resolve_jars(s.cache_dir, s.kafka_version))"
+	$(BIN)/python -c "from pipeline.settings import Settings as S; from pipeline.devstack.kafka import resolve_jars; s=S(); print(resolve_jars(s.cache_dir, s.kafka_version))"
 
 demo: kafka-jars  ## run the pipeline on ~14 simulated days of synthetic traffic, print a summary
 	$(BIN)/tenantwatch demo

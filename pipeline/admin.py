@@ -7,10 +7,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.codec import Codec, encode_one
-from pipeline.kafka_config import client_kwargs
+from pipeline.adapters.kafka_config import client_kwargs
+from pipeline.runtime.codec import Codec, encode_one
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action, AdminCommand, ParamValue, sign
 from schemas.results import AuditRecord
 

@@ -4,7 +4,7 @@
         pub.publish({"kind": "request", "event_id": "...", ...})
 
 Each event is validated against `schemas` before anything is sent, under the contract the
-workers apply to what they read (strict JSON, see `pipeline.codec`): a mapping is validated as
+workers apply to what they read (strict JSON, see `pipeline.runtime.codec`): a mapping is validated as
 the JSON it will travel as, so `"status": "200"`, `True` for an integer, `200.0` for an integer
 and epoch numbers for `ts` are refused here, not dead-lettered later. An invalid event raises
 `InvalidEventError` and is not sent; nothing else escapes validation. Valid events are routed
@@ -25,8 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
-from pipeline.codec import STRICT, encode_batch, format_error, reason_text
-from pipeline.topics import Topic, topic_name
+from pipeline.runtime.codec import STRICT, encode_batch, format_error, reason_text
+from pipeline.runtime.topics import Topic, topic_name
 from schemas.events import EVENT_ADAPTER, BillingEvent, ErrorEvent, RequestEvent, UsageEvent
 
 __all__ = ["MAX_EVENT_BYTES", "InvalidEventError", "Publisher", "event_key", "event_topic", "partition_for",
@@ -94,7 +94,7 @@ class Publisher:
         producer: Any = None,
         options: Mapping[str, Any] | None = None,
     ):
-        """`options`: client security settings (`pipeline.kafka_config.client_kwargs(settings, "kafka-python")`)."""
+        """`options`: client security settings (`kafka_config.client_kwargs(settings, "kafka-python")`)."""
         from kafka import KafkaProducer
 
         self.prefix = prefix

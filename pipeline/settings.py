@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.event_time import LeadRule
+from pipeline.runtime.event_time import LeadRule
 
 __all__ = ["DEFAULT_OWNER_EMAIL", "DEV_SIGNING_KEY", "Settings"]
 
@@ -48,10 +48,10 @@ class Settings(BaseSettings):
     checkpoint_s: float = Field(default=1.0, gt=0, le=300)
     # How long the broker may hold a worker's fetch that finds no data (Faust: 1500 ms). Busy
     # inputs are left out of a fetch while their records wait to be taken, so a long hold
-    # stalls them (see pipeline.faust_compat.short_fetch_wait).
+    # stalls them (see pipeline.runtime.faust_adapter.short_fetch_wait).
     fetch_wait_ms: int = Field(default=25, ge=1, le=1500)
 
-    # Kafka security (see pipeline.kafka_config): PLAINTEXT for the local stack on loopback;
+    # Kafka security (see pipeline.adapters.kafka_config): PLAINTEXT for the local stack on loopback;
     # SASL_SSL (or SASL_PLAINTEXT inside a private network) with SCRAM wherever it leaves it.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     # Admin command signing (HMAC-SHA256) and replay window.
     signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
     # Run with the development (or a placeholder, or a short) key although the broker is not on
-    # loopback: processes refuse to otherwise (pipeline.startup_checks).
+    # loopback: processes refuse to otherwise (pipeline.ops.startup_checks).
     allow_dev_key: bool = False
     command_max_skew_s: float = Field(default=300.0, gt=0)
 
@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     idle_tick_s: float | None = None
     # An upstream event more than this ahead of its partition's newest accepted event is
     # dead-lettered ("too far ahead") instead of moving time for every tenant there, unless
-    # `event_time_quorum` tenants agree on the jump (see pipeline.event_time). 0 turns it off.
+    # `event_time_quorum` tenants agree on the jump (see pipeline.runtime.event_time). 0 turns it off.
     max_event_lead_s: float = Field(default=21_600.0, ge=0)
     event_time_quorum: int = Field(default=2, ge=1, le=64)
     # Live deployments only (replays must leave it unset): an event more than this ahead of the

@@ -46,7 +46,7 @@ def requests_processed(settings: Settings) -> int:
     """Requests the settings' workers have processed, from their status files (rewritten each second)."""
     import json
 
-    from pipeline.processes import status_dir
+    from pipeline.ops.processes import status_dir
 
     total = 0
     for path in status_dir(settings).glob("worker-*.json"):
@@ -65,7 +65,7 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kafka(session_dir: Path) -> Iterator[str]:
     """A real single-node Apache Kafka broker on free loopback ports, for the whole session."""
-    from pipeline.stack.kafka import KafkaBroker
+    from pipeline.devstack.kafka import KafkaBroker
 
     broker = KafkaBroker(
         cache_dir=Settings().cache_dir,
@@ -85,8 +85,8 @@ def kafka(session_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def chdb_client(session_dir: Path) -> Any:
     """The session's embedded ClickHouse (chDB allows one data path per process), migrated."""
-    from pipeline.clickhouse.client import connect
-    from pipeline.clickhouse.migrations import migrate
+    from pipeline.adapters.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.migrations import migrate
 
     client = connect(f"chdb://{session_dir / 'clickhouse'}")
     migrate(client)
@@ -186,8 +186,8 @@ class WriterThread:
 
 @pytest.fixture
 def writer_factory(chdb_client: Any) -> Callable[..., WriterThread]:
-    from pipeline.clickhouse.sinks import ClickHouseSink
-    from pipeline.clickhouse.writer import ClickHouseWriter
+    from pipeline.adapters.clickhouse.sinks import ClickHouseSink
+    from pipeline.adapters.clickhouse.writer import ClickHouseWriter
 
     def make(settings: Settings, sink: Any = None, **kw: Any) -> WriterThread:
         kw.setdefault("flush_s", 0.2)

@@ -47,12 +47,12 @@ from agents.anomaly.state_codec import register_codecs as register_state_codecs
 from agents.anomaly.workflow import Rejected
 from agents.notify.config import WebhookTarget
 from agents.notify.outbound import alert_notifications
-from pipeline.clock import EventClock
-from pipeline.commands import CommandRejected
-from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.runtime.clock import EventClock
+from pipeline.runtime.commands import CommandRejected
+from pipeline.runtime.core import PartitionBatch, Runtime
+from pipeline.runtime.table_codecs import JsonValue, StrKey
+from pipeline.runtime.topics import Topic
 from pipeline.settings import DEFAULT_OWNER_EMAIL
-from pipeline.table_codecs import JsonValue, StrKey
-from pipeline.topics import Topic
 from schemas.anomaly import (
     Anomaly,
     AnomalyStatusChange,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from array import array
 from typing import Any, Final
 
-from pipeline.snapshot import Fields, floats_to_text
+from pipeline.runtime.snapshot import Fields, floats_to_text
 from schemas.anomaly import Anomaly, BaselineBand, Severity, to_datetime
 from schemas.notify import CHART_MAX_POINTS, ChartPoint, ChartSeries, Notification
 from schemas.notify import Severity as NoticeSeverity

@@ -45,7 +45,7 @@ from typing import Any
 
 from river import stats
 
-from pipeline.snapshot import Fields, floats_to_text
+from pipeline.runtime.snapshot import Fields, floats_to_text
 from schemas.anomaly import Season
 
 __all__ = ["Estimate", "RollingQuantiles", "RollingStats", "SeasonalBaseline", "SlotProfile"]

@@ -29,7 +29,7 @@ from agents.anomaly.baseline import Estimate, SeasonalBaseline
 from agents.anomaly.multivariate import combine
 from agents.anomaly.severity import classify, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
-from pipeline.snapshot import Fields, SnapshotError
+from pipeline.runtime.snapshot import Fields, SnapshotError
 from schemas.anomaly import (
     Anomaly,
     AnomalyStatus,

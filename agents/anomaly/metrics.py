@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pipeline.snapshot import Fields, SnapshotError, floats_to_text
+from pipeline.runtime.snapshot import Fields, SnapshotError, floats_to_text
 from schemas._base import TENANT_PATTERN
 from schemas.anomaly import MetricName, MetricPoint, to_datetime
 from schemas.events import BillingEvent, BillingType, ErrorEvent, UsageEvent

@@ -50,8 +50,8 @@ from operator import attrgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final
 
-from pipeline import table_codecs
-from pipeline.table_codecs import TableValue
+from pipeline.runtime import table_codecs
+from pipeline.runtime.table_codecs import TableValue
 from schemas.anomaly import Verdict
 
 if TYPE_CHECKING:

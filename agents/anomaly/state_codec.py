@@ -1,7 +1,7 @@
 """The table codecs of the anomaly agent's state: versioned, bounded JSON snapshots (no pickle).
 
 A changelog record is decoded by `restore`, which checks every field (type, range, size)
-and raises on anything else; `pipeline.table_codecs` then refuses the record (logged,
+and raises on anything else; `pipeline.runtime.table_codecs` then refuses the record (logged,
 counted) and the key reads as absent, so a hostile or corrupt record can neither run code
 nor stop the worker. The multivariate detector has its own binary codec (`multivariate`).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from agents.anomaly.alerts import SeriesRing
 from agents.anomaly.detector import StreamDetector
 from agents.anomaly.metrics import TenantMetrics
-from pipeline.table_codecs import register_state_codec, value_type
+from pipeline.runtime.table_codecs import register_state_codec, value_type
 
 __all__ = ["DETECTOR_CODEC", "METRICS_CODEC", "RING_CODEC", "DetectorValue", "MetricsValue", "RingValue",
            "register_codecs"]

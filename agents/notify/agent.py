@@ -49,10 +49,10 @@ from agents.notify.storm import StormGuard
 from agents.notify.templates import TemplateRenderer
 from agents.notify.webhook import WebhookSender
 from agents.trials.tableview import PartitionView
-from pipeline.mailer import MailSender, SmtpMailer
-from pipeline.runtime import PartitionBatch, Runtime
-from pipeline.table_codecs import JsonValue, StrKey
-from pipeline.topics import Topic, topic_name
+from pipeline.adapters.smtp import MailSender, SmtpMailer
+from pipeline.runtime.core import PartitionBatch, Runtime
+from pipeline.runtime.table_codecs import JsonValue, StrKey
+from pipeline.runtime.topics import Topic, topic_name
 from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.results import stable_id
 

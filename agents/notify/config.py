@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.notify.storm import StormPolicy
-from pipeline.mailer import RetryPolicy
+from pipeline.adapters.smtp import RetryPolicy
 
 __all__ = ["NotifyConfig", "WebhookTarget"]
 

@@ -21,7 +21,7 @@ from agents.notify.message import InvalidMessage, build_message, chart_cid, send
 from agents.notify.storm import StormGuard
 from agents.notify.templates import MissingVariables, TemplateRenderer, UnknownTemplate, UnsafeSubject
 from agents.notify.webhook import WebhookSender
-from pipeline.mailer import DeliveryResult, MailSender
+from pipeline.adapters.smtp import DeliveryResult, MailSender
 from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.results import stable_id
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.mailer import DeliveryResult, RetryPolicy, Sleep
+from pipeline.adapters.smtp import DeliveryResult, RetryPolicy, Sleep
 from schemas.notify import DeliveryStatus, Notification, Severity
 
 __all__ = ["WebhookSender", "sign", "slack_payload", "verify"]

@@ -6,13 +6,13 @@ and are written back to the Faust table ``<app>-ratelimit-keys`` (key ``tenant:i
 the :class:`KeyState` in the binary form of :mod:`~agents.ratelimit.state_codec`, changelogged)
 once per changed key per runtime checkpoint (``Runtime.on_checkpoint``: every
 ``TW_CHECKPOINT_S`` or when input goes quiet; the batches in between become committable only
-then), as a few changelog batches (:class:`pipeline.bulk.BulkWriter`).
+then), as a few changelog batches (:class:`pipeline.runtime.bulk.BulkWriter`).
 A limiter is built lazily on the first batch of its partition after start or rebalance,
 adopting the table's keys of that partition (which re-arms ban and throttle timers):
 a restart resets neither counters nor bans.
 
 Configuration. Tenant policies live in the compacted topic ``<prefix>.ratelimit-policies``
-(key tenant), which every worker reads whole (:class:`pipeline.broadcast.BroadcastReader`;
+(key tenant), which every worker reads whole (:class:`pipeline.runtime.broadcast.BroadcastReader`;
 requests are not decided before it has caught up). The commands handler validates an
 action with the pure :func:`apply_action`, applies the new policy at once, publishes it
 there and publishes its history record (``limits``); other workers pick it up from the
@@ -48,14 +48,14 @@ from agents.ratelimit.core import ALLOWED, Batch, KeyState, RateLimiter
 from agents.ratelimit.rollup import MinuteRollups
 from agents.ratelimit.rollup_stage import RollupStage
 from agents.ratelimit.state_codec import CODEC_NAME, register_codec
-from pipeline.broadcast import BroadcastReader
-from pipeline.codec import Codec
-from pipeline.commands import CommandRejected
-from pipeline.kafka_config import client_kwargs
-from pipeline.runtime import PartitionBatch, Runtime, StagedWrite
+from pipeline.adapters.kafka_config import client_kwargs
+from pipeline.runtime.broadcast import BroadcastReader
+from pipeline.runtime.codec import Codec
+from pipeline.runtime.commands import CommandRejected
+from pipeline.runtime.core import PartitionBatch, Runtime, StagedWrite
+from pipeline.runtime.table_codecs import BytesValue, StrKey, TableValue
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import partition_for
-from pipeline.table_codecs import BytesValue, StrKey, TableValue
-from pipeline.topics import Topic, topic_name
 from schemas._base import canonical_ip
 from schemas.commands import Action, AdminCommand
 from schemas.ratelimit import TenantPolicy

@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 
 from agents.ratelimit.combine import PER_RECORD, RollupCombiner, envelopes
 from agents.ratelimit.rollup import MinuteRollups
-from pipeline.codec import encode_batch, encode_one
-from pipeline.runtime import PartitionBatch, Runtime
-from pipeline.table_codecs import BytesValue, StrKey
-from pipeline.topics import Topic, topic_name
+from pipeline.runtime.codec import encode_batch, encode_one
+from pipeline.runtime.core import PartitionBatch, Runtime
+from pipeline.runtime.table_codecs import BytesValue, StrKey
+from pipeline.runtime.topics import Topic, topic_name
 from schemas.ratelimit import Rollup, RollupParts
 
 __all__ = ["RollupStage"]

@@ -32,7 +32,7 @@ from typing import Final
 from agents.ratelimit.bans import W_BAN_END, W_FIXED, Offense
 from agents.ratelimit.core import KeyState
 from agents.ratelimit.window import DUE, FLAGS, HEADER, HEADS, S0, S1, S2, XLEN, refresh_due
-from pipeline import table_codecs
+from pipeline.runtime import table_codecs
 
 __all__ = ["CODEC_NAME", "decode_state", "encode_state", "register_codec"]
 

@@ -1,6 +1,6 @@
 """Trial automation: state machine, event-time schedule, dunning and conversion stats (pure).
 
-Time is event time in float epoch seconds everywhere in this package (as `pipeline.clock`);
+Time is event time in float epoch seconds everywhere in this package (as `pipeline.runtime.clock`);
 records carry aware UTC datetimes. Entry point: `TrialBook.apply(event)` / `.advance(now)`.
 """
 

@@ -35,10 +35,10 @@ from agents.trials.dunning import DunningCase
 from agents.trials.engine import TrialBook
 from agents.trials.machine import Effects, Trial
 from agents.trials.tableview import PartitionView
-from pipeline.commands import CommandRejected
-from pipeline.runtime import PartitionBatch, Runtime
-from pipeline.table_codecs import JsonValue, StrKey
-from pipeline.topics import Topic, topic_name
+from pipeline.runtime.commands import CommandRejected
+from pipeline.runtime.core import PartitionBatch, Runtime
+from pipeline.runtime.table_codecs import JsonValue, StrKey
+from pipeline.runtime.topics import Topic, topic_name
 from schemas.commands import Action, AdminCommand, ParamValue
 
 __all__ = ["TrialsAgent", "parse_time", "register"]

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, ItemsView, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
-from pipeline.faust_compat import in_partition_of
+from pipeline.runtime.faust_adapter import in_partition_of
 
 __all__ = ["PartitionEvent", "PartitionView"]
 

@@ -18,7 +18,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.stack.manager import LocalStack
+    from pipeline.devstack.manager import LocalStack
 
     stack = LocalStack(settings)
     if args.action == "up":
@@ -32,7 +32,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.kafka_admin import ensure_topics
+    from pipeline.adapters.kafka_admin import ensure_topics
 
     created = ensure_topics(settings)
     print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
@@ -40,7 +40,7 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.processes import run_worker
+    from pipeline.ops.processes import run_worker
 
     # None = all; "" = none (just decoding, dead letters and admin commands)
     caps = None if args.capabilities is None else tuple(c for c in args.capabilities.split(",") if c)
@@ -49,15 +49,15 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _writer(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.processes import run_writer
+    from pipeline.ops.processes import run_writer
 
     run_writer(settings)
     return 0
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.clickhouse.client import connect
-    from pipeline.clickhouse.migrations import migrate
+    from pipeline.adapters.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.migrations import migrate
 
     applied = migrate(connect(settings.dsn))
     print(f"applied migrations: {applied or 'none (up to date)'}")
@@ -65,7 +65,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.kafka_config import client_kwargs
+    from pipeline.adapters.kafka_config import client_kwargs
     from pipeline.sdk import MAX_EVENT_BYTES, InvalidEventError, Publisher
 
     sent = bad = 0
@@ -104,8 +104,8 @@ def _schemas_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.demo import DemoStalled, run_demo
-    from pipeline.stack.kafka import StackError
+    from pipeline.devstack.demo import DemoStalled, run_demo
+    from pipeline.devstack.kafka import StackError
 
     try:
         return run_demo(settings, preset=args.preset, days=args.days, seed=args.seed, keep_stack=args.keep_stack)
@@ -195,11 +195,11 @@ EXIT_UNREACHABLE = 3  # a service (Kafka) did not answer; 2 is bad usage or a re
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    from pipeline.logging_setup import configure_logging
+    from pipeline.ops.logging_setup import configure_logging
 
     configure_logging(json=settings.log_json or args.log_json, level=logging.INFO if args.verbose else logging.WARNING)
     if args.command not in _OFFLINE:
-        from pipeline.startup_checks import startup_verdict
+        from pipeline.ops.startup_checks import startup_verdict
 
         verdict = startup_verdict(settings)  # the development key: warned of, refused off loopback
         if verdict.warning is not None:

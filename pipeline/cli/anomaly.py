@@ -25,7 +25,7 @@ def _eval_nab(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _query(settings: Settings, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
-    from pipeline.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.client import connect
 
     result = connect(settings.dsn).query(sql, parameters=params)
     return list(result.column_names), list(result.result_rows)

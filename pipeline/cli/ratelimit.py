@@ -108,7 +108,7 @@ def top_offenders(client: Any, since_s: float, tenant: str | None = None, limit:
 
 
 def _top(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.client import connect
 
     rows = top_offenders(connect(settings.dsn), args.since, args.tenant, args.limit)
     print(f"{'tenant':<20} {'ip':<40} {'violations':>10} {'peak':>8} {'bans':>5}  last violation")
@@ -129,7 +129,7 @@ def latest_limits(client: Any, tenant: str) -> tuple[Any, str, str, dict[str, An
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.client import connect
 
     latest = latest_limits(connect(settings.dsn), args.tenant)
     if latest is None:

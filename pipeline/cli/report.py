@@ -14,9 +14,9 @@ __all__ = ["add_commands"]
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from dashboards.macros import TimeRange
+    from dashboards.report import write_report
     from dashboards.runner import data_time_range, parse_time
-    from pipeline.clickhouse.client import connect
-    from pipeline.report import write_report
+    from pipeline.adapters.clickhouse.client import connect
 
     client = connect(settings.dsn)
     time_range = None

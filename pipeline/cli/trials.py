@@ -114,14 +114,14 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.client import connect
 
     _print(cohort_stats(connect(settings.dsn)), args.json)
     return 0
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.client import connect
 
     _print(list_trials(connect(settings.dsn), args.status, args.tenant, args.limit), args.json)
     return 0

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.devstack.kafka import KafkaBroker
 from pipeline.settings import Settings
-from pipeline.stack.kafka import KafkaBroker
 
 
 def free_port() -> int:

@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 from kafka import KafkaProducer  # noqa: E402
 from kafka.errors import KafkaError  # noqa: E402
 
-from pipeline.codec import encode_batch  # noqa: E402
-from pipeline.kafka_admin import committed_offsets, end_offsets, ensure_topics  # noqa: E402
+from pipeline.adapters.kafka_admin import committed_offsets, end_offsets, ensure_topics  # noqa: E402
+from pipeline.runtime.codec import encode_batch  # noqa: E402
+from pipeline.runtime.topics import Topic, topic_name  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.topics import Topic, topic_name  # noqa: E402
 from schemas.anomaly import MetricName, MetricPoint  # noqa: E402
 from tests.bench._stack import bench_stack  # noqa: E402
 

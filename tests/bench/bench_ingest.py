@@ -25,15 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.clickhouse.client import connect  # noqa: E402
-from pipeline.clickhouse.migrations import migrate  # noqa: E402
-from pipeline.clickhouse.sinks import ClickHouseSink  # noqa: E402
-from pipeline.clickhouse.writer import ClickHouseWriter  # noqa: E402
-from pipeline.codec import RowCodec  # noqa: E402
-from pipeline.kafka_admin import committed_offsets, end_offsets, ensure_topics  # noqa: E402
+from pipeline.adapters.clickhouse.client import connect  # noqa: E402
+from pipeline.adapters.clickhouse.migrations import migrate  # noqa: E402
+from pipeline.adapters.clickhouse.sinks import ClickHouseSink  # noqa: E402
+from pipeline.adapters.clickhouse.writer import ClickHouseWriter  # noqa: E402
+from pipeline.adapters.kafka_admin import committed_offsets, end_offsets, ensure_topics  # noqa: E402
+from pipeline.runtime.codec import RowCodec  # noqa: E402
+from pipeline.runtime.topics import Topic, topic_name  # noqa: E402
 from pipeline.sdk import Publisher  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.topics import Topic, topic_name  # noqa: E402
 from schemas.events import RequestEvent  # noqa: E402
 from tests.bench._stack import bench_stack  # noqa: E402
 
@@ -52,7 +52,7 @@ def preload(settings: Settings, n: int, batch: int, live_rate: float | None = No
     from datetime import UTC, datetime
     from itertools import islice
 
-    from pipeline.generator import iter_records, preset
+    from pipeline.devstack.generator import iter_records, preset
 
     requests = (r for r in iter_records(preset("bench")) if r["kind"] == "request")
     started = time.perf_counter()

@@ -25,11 +25,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command  # after the path fix above
-from pipeline.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from tests.bench._stack import bench_stack
 from tests.conftest import WorkerProcess, requests_processed

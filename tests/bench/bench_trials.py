@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from agents.notify.message import build_message  # noqa: E402 - after the path set-up
 from agents.notify.templates import TemplateRenderer  # noqa: E402 - after the path set-up
 from agents.trials import DAY, TrialBook  # noqa: E402 - after the path set-up
-from pipeline.mailer import SmtpMailer  # noqa: E402 - after the path set-up
-from pipeline.smtp_sink import SmtpSink, free_port  # noqa: E402 - after the path set-up
+from pipeline.adapters.smtp import SmtpMailer  # noqa: E402 - after the path set-up
+from pipeline.devstack.smtp_sink import SmtpSink, free_port  # noqa: E402 - after the path set-up
 from schemas.events import BillingEvent, BillingType  # noqa: E402 - after the path set-up
 from schemas.notify import Notification  # noqa: E402 - after the path set-up
 
@@ -133,7 +133,7 @@ def main() -> None:
             # The sink runs in its own process, as Mailpit or a relay would: no GIL shared with the client.
             port = free_port()
             sink = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.smtp_sink", "--port", str(port), "--dir", d],
+                [sys.executable, "-m", "pipeline.devstack.smtp_sink", "--port", str(port), "--dir", d],
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=ROOT,

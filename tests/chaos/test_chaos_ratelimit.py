@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import caught_up, ensure_topics
+from pipeline.adapters.kafka_admin import caught_up, ensure_topics
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from tests.conftest import WorkerProcess, requests_processed, wait_for
 from tests.integration.ratelimit.conftest import T0, admin, make_settings, rows, start_writer, ticks

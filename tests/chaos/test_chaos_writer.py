@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import caught_up, committed_offsets, ensure_topics
+from pipeline.adapters.kafka_admin import caught_up, committed_offsets, ensure_topics
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from tests.conftest import ROOT, wait_for
 from tests.integration.ratelimit.conftest import T0
 
@@ -60,7 +60,7 @@ class WriterProcess:
 
 def query(settings: Settings, sql: str) -> Any:
     """Read the writer's chDB from a process of its own (this one holds the session's chDB)."""
-    code = ("import json,sys; from pipeline.clickhouse.client import connect; "
+    code = ("import json,sys; from pipeline.adapters.clickhouse.client import connect; "
             "print(json.dumps(connect(sys.argv[1]).query(sys.argv[2]).result_rows))")
     out = subprocess.run([sys.executable, "-c", code, settings.dsn, sql], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=120)

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command
-from pipeline.codec import encode_one
-from pipeline.kafka_admin import ensure_topics
+from pipeline.runtime.codec import encode_one
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import partition_for
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from schemas.results import AuditRecord
 from tests.conftest import wait_for

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command
-from pipeline.kafka_admin import ensure_topics
 from pipeline.settings import Settings
 from schemas.commands import Action
 from tests.conftest import wait_for

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stack.kafka import port_open
+from pipeline.devstack.kafka import port_open
 from tests.conftest import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.runtime.topics import Topic
 from pipeline.settings import Settings
-from pipeline.topics import Topic
 from schemas.anomaly import BaselineBand, MetricName
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.anomaly.anomaly_helpers import produce, read_topic, series
@@ -42,7 +42,7 @@ def _write_hostile(settings: Settings, marker: Path, keys: list[str]) -> None:
     """Hostile values under `keys` on every anomaly state changelog (as Faust frames them)."""
     from kafka import KafkaProducer
 
-    from pipeline.kafka_admin import ensure_topics
+    from pipeline.adapters.kafka_admin import ensure_topics
 
     tables = ("streams", "derive", "chart", "hst", "rules")
     ensure_topics(settings, extra={_changelog(settings, t): True for t in tables})

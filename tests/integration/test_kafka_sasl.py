@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import end_offsets, ensure_topics
-from pipeline.kafka_config import client_kwargs
+from pipeline.adapters.kafka_admin import end_offsets, ensure_topics
+from pipeline.adapters.kafka_config import client_kwargs
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from tests.conftest import WorkerProcess, WriterThread, free_port, wait_for
 from tests.integration.ratelimit.conftest import T0, admin, requests
@@ -33,7 +33,7 @@ USER = "tenantwatch"
 @pytest.fixture(scope="module")
 def scram_broker(session_dir: Path) -> Iterator[tuple[str, str]]:
     """(SASL bootstrap, password) of a broker that authenticates clients with SCRAM-SHA-512."""
-    from pipeline.stack.kafka import KafkaBroker
+    from pipeline.devstack.kafka import KafkaBroker
 
     password = secrets.token_urlsafe(24)
     sasl_port = free_port()
@@ -59,8 +59,8 @@ def test_worker_writer_cli_and_sdk_work_over_scram(
     scram_broker: tuple[str, str], session_dir: Path, chdb_client: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Topics created, a command accepted by a worker, requests published, decided and stored: all over SCRAM."""
-    from pipeline.clickhouse.sinks import ClickHouseSink
-    from pipeline.clickhouse.writer import ClickHouseWriter
+    from pipeline.adapters.clickhouse.sinks import ClickHouseSink
+    from pipeline.adapters.clickhouse.writer import ClickHouseWriter
 
     bootstrap, password = scram_broker
     settings = _settings(bootstrap, password, session_dir)

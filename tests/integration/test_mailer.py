@@ -1,4 +1,4 @@
-"""The SMTP adapter against a real aiosmtpd server (pipeline.smtp_sink) on 127.0.0.1."""
+"""The SMTP adapter against a real aiosmtpd server (pipeline.devstack.smtp_sink) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from agents.notify import Notifier
 from agents.notify.message import build_message
 from agents.notify.templates import TemplateRenderer
 from agents.trials import TrialBook
-from pipeline.mailer import RetryPolicy, SmtpMailer
+from pipeline.adapters.smtp import RetryPolicy, SmtpMailer
+from pipeline.devstack.smtp_sink import SmtpSink, free_port
 from pipeline.settings import Settings
-from pipeline.smtp_sink import SmtpSink, free_port
 from schemas.events import BillingEvent
 from schemas.notify import DeliveryStatus, Notification
 
@@ -242,11 +242,11 @@ def test_trial_mails_end_to_end_through_smtp(sink: SmtpSink) -> None:
 
 
 def test_sink_runs_as_a_module(tmp_path: Path) -> None:
-    """`python -m pipeline.smtp_sink --port N --dir D` serves until terminated."""
+    """`python -m pipeline.devstack.smtp_sink --port N --dir D` serves until terminated."""
     port, folder = free_port(), tmp_path / "mail"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.smtp_sink", "--port", str(port), "--dir", str(folder)],
+        [sys.executable, "-m", "pipeline.devstack.smtp_sink", "--port", str(port), "--dir", str(folder)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from pipeline.kafka_admin import ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.sdk import Publisher
 from tests.conftest import free_port, wait_for
 from tests.integration.test_foundation import requests

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from kafka.admin import KafkaAdminClient
 
-from pipeline.kafka_admin import committed_offsets, end_offsets, ensure_topics
+from pipeline.adapters.kafka_admin import committed_offsets, end_offsets, ensure_topics
+from pipeline.devstack.kafka import KafkaBroker
+from pipeline.runtime.topics import TOPICS, topic_name
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
-from pipeline.stack.kafka import KafkaBroker
-from pipeline.topics import TOPICS, topic_name
 from tests.conftest import free_port, wait_for
 from tests.integration.test_foundation import requests, scalar
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.codec import Codec, encode_batch
+from pipeline.runtime.codec import Codec, encode_batch
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.anomaly import MetricName, MetricPoint
 from tests.conftest import WorkerProcess, wait_for
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from agents.ratelimit.rollup import MinuteRollups
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command
-from pipeline.generator import (
+from pipeline.devstack.generator import (
     ErrorSpike,
     GeneratorConfig,
     RevenueDrop,
@@ -23,9 +24,8 @@ from pipeline.generator import (
     ground_truth,
     iter_events,
 )
-from pipeline.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic
 from pipeline.sdk import Publisher
-from pipeline.topics import Topic
 from schemas.commands import Action
 from schemas.events import BillingEvent, BillingType, RequestEvent
 from tests.conftest import wait_for

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command
-from pipeline.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic
 from pipeline.settings import Settings
-from pipeline.topics import Topic
 from schemas.anomaly import MetricName, MetricPoint
 from schemas.commands import Action
 from schemas.notify import Notification
@@ -41,8 +41,8 @@ M = MetricName
 
 @pytest.fixture(scope="module")
 def stack(kafka: str, session_dir: Path, chdb_client: Any) -> Iterator[tuple[Settings, WorkerProcess]]:
-    from pipeline.clickhouse.sinks import ClickHouseSink
-    from pipeline.clickhouse.writer import ClickHouseWriter
+    from pipeline.adapters.clickhouse.sinks import ClickHouseSink
+    from pipeline.adapters.clickhouse.writer import ClickHouseWriter
     from tests.conftest import WriterThread
 
     settings = make_settings(kafka, session_dir)

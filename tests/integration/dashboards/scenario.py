@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.clickhouse.sinks import ClickHouseSink, load_capability_sinks
-from pipeline.generator import iter_events, preset
+from pipeline.adapters.clickhouse.sinks import ClickHouseSink, load_capability_sinks
+from pipeline.devstack.generator import iter_events, preset
 from schemas.anomaly import (
     Anomaly,
     AnomalyStatus,

@@ -13,8 +13,8 @@ import pytest
 
 from dashboards.boards import BOARDS
 from dashboards.macros import TimeRange
+from dashboards.report import panel_element_id, write_report
 from pipeline.cli import main as cli
-from pipeline.report import panel_element_id, write_report
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command
-from pipeline.kafka_admin import ensure_topics
-from pipeline.topics import Topic, topic_name
+from pipeline.runtime.topics import Topic, topic_name
 from schemas.commands import Action
 from tests.conftest import ROOT, wait_for
 from tests.integration.hostile.test_poison_records import count, request, usage

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
-from pipeline.topics import Topic, topic_name
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

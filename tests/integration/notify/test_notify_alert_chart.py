@@ -20,10 +20,10 @@ from faust.serializers import codecs
 
 from agents.anomaly.alerts import SeriesRing
 from agents.anomaly.state_codec import RING_CODEC, register_codecs
-from pipeline.kafka_admin import ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
+from pipeline.devstack.smtp_sink import SmtpSink
+from pipeline.runtime.topics import Topic
 from pipeline.settings import Settings
-from pipeline.smtp_sink import SmtpSink
-from pipeline.topics import Topic
 from schemas.anomaly import BaselineBand, MetricName, MetricPoint, to_datetime
 from schemas.notify import CHART_MAX_POINTS, Notification
 from tests.conftest import WorkerProcess, wait_for

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
+from pipeline.devstack.smtp_sink import SmtpSink
+from pipeline.runtime.topics import Topic
 from pipeline.settings import Settings
-from pipeline.smtp_sink import SmtpSink
-from pipeline.topics import Topic
 from schemas.commands import Action
 from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.ratelimit import Ban

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.kafka_admin import ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
+from pipeline.devstack.smtp_sink import SmtpSink
+from pipeline.runtime.topics import Topic
 from pipeline.sdk import partition_for
 from pipeline.settings import Settings
-from pipeline.smtp_sink import SmtpSink
-from pipeline.topics import Topic
 from schemas.notify import Notification
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.anomaly.anomaly_helpers import produce

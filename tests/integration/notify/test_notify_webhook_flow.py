@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from agents.anomaly.alerts import alert_for
-from pipeline.kafka_admin import ensure_topics
-from pipeline.topics import Topic
+from pipeline.adapters.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic
 from schemas.anomaly import Anomaly, AnomalyStatus, Direction, MetricName, Severity, Verdict, anomaly_id
 from schemas.notify import Channel, Delivery, DeliveryStatus, Notification
 from schemas.notify import Severity as NoticeSeverity

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command
-from pipeline.kafka_admin import ensure_topics
 from pipeline.sdk import Publisher, partition_for
 from pipeline.settings import Settings
 from schemas.commands import Action, AdminCommand
@@ -29,8 +29,8 @@ def make_settings(kafka: str, session_dir: Path) -> Settings:
 
 
 def start_writer(settings: Settings, client: Any) -> WriterThread:
-    from pipeline.clickhouse.sinks import ClickHouseSink
-    from pipeline.clickhouse.writer import ClickHouseWriter
+    from pipeline.adapters.clickhouse.sinks import ClickHouseSink
+    from pipeline.adapters.clickhouse.writer import ClickHouseWriter
 
     writer = ClickHouseWriter(bootstrap=settings.broker, prefix=settings.topic_prefix, sink=ClickHouseSink(client),
                               group_id=f"{settings.app_id}-writer", flush_s=0.2)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import caught_up, ensure_topics
-from pipeline.processes import status_dir
+from pipeline.adapters.kafka_admin import caught_up, ensure_topics
+from pipeline.ops.processes import status_dir
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.ratelimit.conftest import (

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import caught_up, ensure_topics
+from pipeline.adapters.kafka_admin import caught_up, ensure_topics
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.ratelimit.conftest import (

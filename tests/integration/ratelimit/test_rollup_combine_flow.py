@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import caught_up, ensure_topics
-from pipeline.processes import status_dir
+from pipeline.adapters.kafka_admin import caught_up, ensure_topics
+from pipeline.ops.processes import status_dir
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
-from pipeline.topics import Topic, topic_name
 from schemas.events import RequestEvent
 from tests.conftest import wait_for
 from tests.integration.ratelimit.conftest import T0, rows

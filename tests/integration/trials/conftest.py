@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.smtp_sink import SmtpSink
+from pipeline.devstack.smtp_sink import SmtpSink
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher, partition_for
-from pipeline.topics import Topic, topic_name
 from schemas.events import BillingEvent
 from tests.conftest import wait_for
 from tests.integration.trials.cohort import HOUR, T0, iso

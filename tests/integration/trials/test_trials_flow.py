@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from agents.trials import ConversionStats
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.admin import build_command, send_command
 from pipeline.cli.trials import cohort_stats, keys_per_partition, list_trials
-from pipeline.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
-from pipeline.topics import Topic, topic_name
 from schemas.commands import Action
 from schemas.trials import TrialState
 from tests.conftest import wait_for

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.kafka_admin import ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.sdk import Publisher
 from tests.conftest import wait_for
 from tests.integration.trials.cohort import DAY, T0, build, iso, mails_by_recipient

@@ -19,7 +19,7 @@ from agents.anomaly.baseline import RollingQuantiles, SeasonalBaseline
 from agents.anomaly.detector import StreamDetector
 from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.state_codec import DETECTOR_CODEC, METRICS_CODEC, RING_CODEC, register_codecs
-from pipeline import table_codecs
+from pipeline.runtime import table_codecs
 from schemas.anomaly import BaselineBand, Direction, MetricName, Rule, to_datetime
 from schemas.events import UsageEvent
 

@@ -1,4 +1,4 @@
-"""`pipeline.report` rendering on canned query results: escaping, empty and failed panels."""
+"""`dashboards.report` rendering on canned query results: escaping, empty and failed panels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from dashboards.boards import BOARDS
 from dashboards.macros import TimeRange
-from pipeline.report import panel_element_id, render_report
+from dashboards.report import panel_element_id, render_report
 
 TR = TimeRange(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC), 3600)
 EVIL = "<script>alert(1)</script>"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.bulk import BatchAppender, BulkWriter
+from pipeline.runtime.bulk import BatchAppender, BulkWriter
 
 faust = pytest.importorskip("faust")
 
@@ -47,7 +47,7 @@ def test_bulk_batches_hold_a_megabyte_compressed_like_the_producer(compression: 
     from aiokafka import AIOKafkaProducer
     from aiokafka.record.default_records import DefaultRecordBatch
 
-    from pipeline.bulk import BATCH_BYTES, _new_batch
+    from pipeline.runtime.bulk import BATCH_BYTES, _new_batch
 
     async def fill() -> tuple[int, int, Any]:
         producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", compression_type=compression)
@@ -78,7 +78,7 @@ def test_the_fast_key_dumper_writes_what_json_writes(key: str) -> None:
 
     from faust.serializers import codecs
 
-    from pipeline.table_codecs import KEY_CODEC, dumper
+    from pipeline.runtime.table_codecs import KEY_CODEC, dumper
 
     fast = dumper(KEY_CODEC)
     assert fast is not None
@@ -90,7 +90,7 @@ def test_every_codec_of_ours_has_a_plain_dumper_equal_to_its_faust_codec() -> No
     """Would fail if a bulk write skipped part of a codec (a chained node) and wrote other bytes."""
     from faust.serializers import codecs
 
-    from pipeline.table_codecs import BYTES_CODEC, JSON_CODEC, dumper
+    from pipeline.runtime.table_codecs import BYTES_CODEC, JSON_CODEC, dumper
 
     for name, value in ((JSON_CODEC, {"a": [1, 2.5, None]}), (BYTES_CODEC, b"\x00raw")):
         plain = dumper(name)

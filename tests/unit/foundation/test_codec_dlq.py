@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.codec import Codec, encode_batch
-from pipeline.dlq import dead_letter
+from pipeline.runtime.codec import Codec, encode_batch
+from pipeline.runtime.dlq import dead_letter
 from schemas.events import RequestEvent
 
 GOOD = {"kind": "request", "event_id": "e1", "ts": "2026-01-01T00:00:00Z", "tenant_id": "acme", "ip": "10.0.0.1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.replay import ReplayGuard, misrouted
+from pipeline.runtime.replay import ReplayGuard, misrouted
 from pipeline.sdk import partition_for
 
 

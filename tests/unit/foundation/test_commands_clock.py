@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipeline.clock import EventClock
-from pipeline.replay import ReplayGuard
+from pipeline.runtime.clock import EventClock
+from pipeline.runtime.replay import ReplayGuard
 from schemas.commands import AdminCommand, sign, signature_ok
 
 KEY = b"k" * 32

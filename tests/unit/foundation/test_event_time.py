@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.clock import EventClock
-from pipeline.event_time import LeadRule, Witnesses, admit
+from pipeline.runtime.clock import EventClock
+from pipeline.runtime.event_time import LeadRule, Witnesses, admit
 
 LEAD = 3_600.0
 RULE = LeadRule(max_lead_s=LEAD, quorum=2)

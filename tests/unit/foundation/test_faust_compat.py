@@ -9,7 +9,7 @@ from typing import Any
 from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from pipeline.faust_compat import ResumeKeepsLiveEvents, _seek_uncommitted, keep_live_events_on_resume
+from pipeline.runtime.faust_adapter import ResumeKeepsLiveEvents, _seek_uncommitted, keep_live_events_on_resume
 
 
 class FakeConsumer:
@@ -103,7 +103,7 @@ def test_never_committed_partitions_nothing_read_from_are_rewound() -> None:
 
 def test_runtime_skips_records_it_has_processed_already() -> None:
     """Would fail if a seek back after a rebalance made this worker count records twice."""
-    from pipeline.runtime import Runtime
+    from pipeline.runtime.core import Runtime
     from pipeline.settings import Settings
 
     def ev(p: int, offset: int) -> Any:
@@ -125,7 +125,7 @@ def test_worker_consumers_fetch_with_a_short_broker_wait_and_large_partition_fet
     inputs) or its 1 MB per-partition fetch (the worker starved at ~4000 events a fetch)."""
     import asyncio
 
-    from pipeline.app import create_app
+    from pipeline.runtime.app import create_app
     from pipeline.settings import Settings
 
     async def consumer_settings() -> tuple[int, int]:

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, field_validator, model_validator
 
-from pipeline.clickhouse.sinks import SINKS, load_capability_sinks
-from pipeline.codec import Codec, RowCodec, UnsupportedModel
-from pipeline.topics import Topic
+from pipeline.adapters.clickhouse.sinks import SINKS, load_capability_sinks
+from pipeline.runtime.codec import Codec, RowCodec, UnsupportedModel
+from pipeline.runtime.topics import Topic
 from schemas.anomaly import Anomaly, AnomalyStatus, Direction, MetricName, Severity, Verdict
 from schemas.events import BillingEvent, ErrorEvent, RequestEvent, UsageEvent
 from schemas.ratelimit import Decision, Rollup
@@ -221,8 +221,8 @@ def test_models_with_a_contract_outside_their_fields_keep_the_model_path() -> No
 
 def test_billing_still_decodes_exactly_as_the_model() -> None:
     """A billing event missing what its type requires is refused (by the model validator)."""
-    from pipeline.clickhouse.sinks import ClickHouseSink
-    from pipeline.clickhouse.writer import ClickHouseWriter
+    from pipeline.adapters.clickhouse.sinks import ClickHouseSink
+    from pipeline.adapters.clickhouse.writer import ClickHouseWriter
 
     writer = ClickHouseWriter(bootstrap="127.0.0.1:1", prefix="tw", sink=ClickHouseSink(client=None))
     codec = writer.codecs["tw.billing"]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from pipeline.clickhouse.sinks import ClickHouseSink, load_capability_sinks
-from pipeline.codec import Codec, RowCodec
+from pipeline.adapters.clickhouse.sinks import ClickHouseSink, load_capability_sinks
+from pipeline.runtime.codec import Codec, RowCodec
 from tests.unit.foundation.test_row_codec import MODELS, ODD_VALUES, SAMPLES, _edited
 
 pytestmark = pytest.mark.integration

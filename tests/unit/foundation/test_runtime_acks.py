@@ -8,9 +8,9 @@ from typing import Any
 
 from faust.types.tuples import Message
 
-from pipeline.runtime import Runtime, StagedWrite
+from pipeline.runtime.core import Runtime, StagedWrite
+from pipeline.runtime.state import EPOCH_HEADER, decode_checkpoint
 from pipeline.settings import Settings
-from pipeline.state import EPOCH_HEADER, decode_checkpoint
 from tests.unit.foundation.fakes import fake_app
 
 
@@ -172,8 +172,8 @@ def test_no_batch_starts_while_a_checkpoint_takes_its_snapshot() -> None:
 
 def test_resume_from_a_checkpoint_skips_what_it_covers_and_restores_event_time() -> None:
     """Would fail if a restarted worker counted records its recovered state already holds."""
-    from pipeline.state import Checkpoint
-    from pipeline.topics import Topic
+    from pipeline.runtime.state import Checkpoint
+    from pipeline.runtime.topics import Topic
     from schemas.events import RequestEvent
 
     rt, _ = runtime()
@@ -187,7 +187,7 @@ def test_resume_from_a_checkpoint_skips_what_it_covers_and_restores_event_time()
 
 def test_faust_waiting_for_acks_at_shutdown_gets_its_checkpoints() -> None:
     """Would fail (hang, then time out) if a stopping worker waited for acks only a checkpoint gives."""
-    from pipeline.faust_compat import run_while_draining
+    from pipeline.runtime.faust_adapter import run_while_draining
 
     held = {"unacked": 3}
     drained = asyncio.Event()

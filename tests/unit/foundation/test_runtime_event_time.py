@@ -10,9 +10,9 @@ from typing import Any
 
 from faust.types.tuples import Message
 
-from pipeline.runtime import PartitionBatch, Runtime
+from pipeline.runtime.core import PartitionBatch, Runtime
+from pipeline.runtime.topics import Topic, topic_name
 from pipeline.settings import Settings
-from pipeline.topics import Topic, topic_name
 from schemas.events import BillingEvent
 from tests.unit.foundation.fakes import fake_app
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.codec import Codec, RowCodec, encode_one
-from pipeline.runtime import Runtime
+from pipeline.runtime.codec import Codec, RowCodec, encode_one
+from pipeline.runtime.core import Runtime
+from pipeline.runtime.topics import Topic
 from pipeline.settings import Settings
-from pipeline.topics import Topic
 from schemas.events import RequestEvent
 from tests.unit.foundation.fakes import fake_app
 
@@ -42,7 +42,7 @@ def test_only_requests_batch_with_the_short_wait() -> None:
     (whose rate-limit decisions wait for their batch) got the long wait."""
     import asyncio
 
-    from pipeline.app import create_app
+    from pipeline.runtime.app import create_app
 
     class Stream:  # what an ingest agent asks of its stream
         def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Checkpoint epochs (`pipeline.state`): a recovered state is exactly the last durable checkpoint's."""
+"""Checkpoint epochs (`pipeline.runtime.state`): a recovered state is exactly the last durable checkpoint's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.state import (
+from pipeline.runtime.state import (
     EPOCH_HEADER,
     MAX_CHECKPOINT_BYTES,
     Checkpoint,

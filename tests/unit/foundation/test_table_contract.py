@@ -8,8 +8,8 @@ import pytest
 from faust.exceptions import SecurityWarning
 from faust.serializers import codecs
 
-from pipeline import table_codecs
-from pipeline.app import CAPABILITIES, create_app
+from pipeline.runtime import table_codecs
+from pipeline.runtime.app import CAPABILITIES, create_app
 from pipeline.settings import Settings
 
 
@@ -22,7 +22,7 @@ def _tables() -> list[tuple[str, str, str]]:
 
 
 def test_every_table_uses_one_of_our_codecs() -> None:
-    """Would fail if any table (of any capability) named a codec not registered in pipeline.table_codecs."""
+    """Would fail if any table (of any capability) named a codec not registered in pipeline.runtime.table_codecs."""
     tables = _tables()
     assert len(tables) >= 12, f"the tables were discovered from the app ({[n for n, *_ in tables]})"
     foreign = [(name, key, value) for name, key, value in tables

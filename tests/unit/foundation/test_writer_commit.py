@@ -13,9 +13,9 @@ from kafka.errors import (
 )
 from kafka.structs import TopicPartition
 
-from pipeline.clickhouse.sinks import MemorySink
-from pipeline.clickhouse.source import ResultSource
-from pipeline.clickhouse.writer import ClickHouseWriter
+from pipeline.adapters.clickhouse.sinks import MemorySink
+from pipeline.adapters.clickhouse.source import ResultSource
+from pipeline.adapters.clickhouse.writer import ClickHouseWriter
 
 TP = TopicPartition("tw.requests", 0)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.clickhouse.sinks import FlakySink, MemorySink, accepts_json_rows, join_json_arrays
-from pipeline.clickhouse.writer import ClickHouseWriter
-from pipeline.codec import Codec, RowCodec
+from pipeline.adapters.clickhouse.sinks import FlakySink, MemorySink, accepts_json_rows, join_json_arrays
+from pipeline.adapters.clickhouse.writer import ClickHouseWriter
+from pipeline.runtime.codec import Codec, RowCodec
 from schemas.events import RequestEvent
 
 GOOD = {"kind": "request", "event_id": "e1", "ts": "2026-01-01T00:00:00Z", "tenant_id": "acme", "ip": "10.0.0.1",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.generator import ground_truth, iter_records, preset
+from pipeline.devstack.generator import ground_truth, iter_records, preset
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`python -m pipeline.generator` writes the events as JSONL and the ground truth as JSON."""
+"""`python -m pipeline.devstack.generator` writes the events as JSONL and the ground truth as JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.generator.__main__ import main
+from pipeline.devstack.generator.__main__ import main
 from schemas.events import EVENT_ADAPTER
 
 

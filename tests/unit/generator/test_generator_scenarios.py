@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.generator import GeneratorConfig, iter_records
+from pipeline.devstack.generator import GeneratorConfig, iter_records
 
 HOUR = timedelta(hours=1)
 
@@ -62,7 +62,7 @@ def test_night_is_quieter_than_afternoon() -> None:
     """In each tenant's local time, 01–05h carries far fewer requests than 12–16h."""
     from zoneinfo import ZoneInfo
 
-    from pipeline.generator.engine import ground_truth
+    from pipeline.devstack.generator.engine import ground_truth
 
     config = GeneratorConfig(seed=5, days=3, n_tenants=4, peak_rpm=3.0)
     zones = {t["tenant_id"]: ZoneInfo(t["timezone"]) for t in ground_truth(config)["tenants"]}

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.generator.seasonality import diurnal, minute_profile
+from pipeline.devstack.generator.seasonality import diurnal, minute_profile
 
 
 @given(

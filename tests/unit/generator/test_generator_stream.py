@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.generator import GeneratorConfig, ground_truth, iter_events, iter_records, preset
+from pipeline.devstack.generator import GeneratorConfig, ground_truth, iter_events, iter_records, preset
 from schemas.events import EVENT_ADAPTER, RequestEvent
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pipeline.codec import Codec, RowCodec
+from pipeline.runtime.codec import Codec, RowCodec
 from schemas.commands import AdminCommand
 from schemas.events import RequestEvent
 from schemas.notify import Notification

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.broadcast import BroadcastReader
-from pipeline.codec import Codec, Rejected, encode_batch
-from pipeline.dlq import dead_letter
+from pipeline.runtime.broadcast import BroadcastReader
+from pipeline.runtime.codec import Codec, Rejected, encode_batch
+from pipeline.runtime.dlq import dead_letter
+from pipeline.runtime.topics import Topic
 from pipeline.sdk import MAX_EVENT_BYTES, InvalidEventError, Publisher, validate_event_json
 from pipeline.settings import Settings
-from pipeline.topics import Topic
 from schemas.anomaly import MetricName, MetricPoint
 from schemas.commands import Action
 from schemas.notify import Notification
@@ -59,7 +59,7 @@ DLQ = Codec(DeadLetter)
 
 def _worker_decoders() -> dict[str, Codec[Any]]:
     """The codecs a worker decodes with, built by the app itself (every capability's inputs, commands)."""
-    from pipeline.app import create_app
+    from pipeline.runtime.app import create_app
 
     _app, runtime = create_app(SETTINGS)
     decoders: dict[str, Codec[Any]] = {str(topic): codec for topic, codec in runtime._codecs.items()}

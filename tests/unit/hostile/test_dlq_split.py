@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.codec import Codec, Rejected, RowCodec, encode_batch, encode_batches
-from pipeline.dlq import dead_letter
+from pipeline.runtime.codec import Codec, Rejected, RowCodec, encode_batch, encode_batches
+from pipeline.runtime.dlq import dead_letter
 from pipeline.settings import Settings
 from schemas.events import RequestEvent
 from schemas.results import DeadLetter
@@ -61,7 +61,7 @@ def test_the_reported_9000_dead_letters_fit_in_records_under_a_megabyte() -> Non
 
 def test_a_reason_quoting_many_lone_surrogates_still_makes_a_dead_letter() -> None:
     """Would fail if escaping the surrogates made the reason longer than a dead letter admits."""
-    from pipeline.codec import reason_text
+    from pipeline.runtime.codec import reason_text
 
     text = reason_text("bad: " + "\ud800" * 1999)
     assert len(text) == 2000

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from pipeline.clickhouse.sinks import load_capability_sinks
-from pipeline.codec import Codec, RowCodec, encode_one
+from pipeline.adapters.clickhouse.sinks import load_capability_sinks
+from pipeline.runtime.codec import Codec, RowCodec, encode_one
 from pipeline.sdk import InvalidEventError, Publisher, validate_event_json
 from schemas._base import RFC3339
 from schemas.events import RequestEvent, UsageEvent

@@ -8,7 +8,7 @@ from datetime import timedelta
 from notify_helpers import SAMPLES, TS, notification
 
 from agents.notify import Notifier, StormGuard, StormPolicy
-from pipeline.mailer import MailSender, MemoryMailer
+from pipeline.adapters.smtp import MailSender, MemoryMailer
 from schemas.notify import DeliveryStatus, Severity
 
 FROM = "tenantwatch <alerts@tenantwatch.local>"

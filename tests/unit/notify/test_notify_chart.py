@@ -14,7 +14,7 @@ from notify_helpers import TS, notification
 
 from agents.notify import Notifier
 from agents.notify.chart import anomaly_chart, notification_chart
-from pipeline.mailer import MemoryMailer
+from pipeline.adapters.smtp import MemoryMailer
 from schemas.notify import Channel, ChartPoint, ChartSeries, DeliveryStatus, Notification, Severity
 
 FROM = "tenantwatch <alerts@tenantwatch.local>"

@@ -10,7 +10,7 @@ from aiohttp import web
 from notify_helpers import notification
 
 from agents.notify.webhook import WebhookSender, sign, slack_payload, verify
-from pipeline.mailer import RetryPolicy
+from pipeline.adapters.smtp import RetryPolicy
 from schemas.notify import Channel, DeliveryStatus, Severity
 
 SECRET = b"s3cret"

@@ -187,7 +187,7 @@ def test_dot_env_is_ignored_and_the_example_lists_every_required_variable(compos
     assert required >= {"TW_SIGNING_KEY", "CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "KAFKA_PASSWORD"}
     assert required <= example_env().keys()
 
-    from pipeline.startup_checks import startup_verdict
+    from pipeline.ops.startup_checks import startup_verdict
 
     tw = {k: v for k, v in env_of(compose["services"]["worker"]).items() if k.startswith("TW_")}
     settings = Settings(**{k.removeprefix("TW_").lower(): v for k, v in tw.items()})
@@ -196,7 +196,7 @@ def test_dot_env_is_ignored_and_the_example_lists_every_required_variable(compos
 
 def test_kafka_clients_authenticate_with_scram(compose: dict[str, Any]) -> None:
     """Clients reach the broker only on its SASL listener, with the mechanism it enables and credentials set."""
-    from pipeline.kafka_config import client_kwargs
+    from pipeline.adapters.kafka_config import client_kwargs
 
     kafka = {k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()}
     protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))

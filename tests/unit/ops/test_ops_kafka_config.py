@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from pipeline.kafka_config import client_kwargs
+from pipeline.adapters.kafka_config import client_kwargs
 from pipeline.settings import Settings
 
 CTX = object()  # stands for the TLS context the caller builds

@@ -1,4 +1,4 @@
-"""`pipeline.logging_setup`: JSON lines with tenant and event context, or plain text."""
+"""`pipeline.ops.logging_setup`: JSON lines with tenant and event context, or plain text."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.logging_setup import JsonFormatter, configure_logging
+from pipeline.ops.logging_setup import JsonFormatter, configure_logging
 
 
 @pytest.fixture

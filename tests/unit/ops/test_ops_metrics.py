@@ -1,4 +1,4 @@
-"""`pipeline.metrics`: the /metrics endpoint, scrape-time collectors and explicit recorders."""
+"""`pipeline.ops.metrics`: the /metrics endpoint, scrape-time collectors and explicit recorders."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from pipeline import metrics
-from pipeline.clickhouse.writer import WriterStats
+from pipeline.adapters.clickhouse.writer import WriterStats
+from pipeline.ops import metrics
 
 
 def sample(_sample_name: str, /, **labels: str) -> float | None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.ops.startup_checks import StartupVerdict, broker_is_loopback, signing_key_problem, startup_verdict
 from pipeline.settings import DEV_SIGNING_KEY, Settings
-from pipeline.startup_checks import StartupVerdict, broker_is_loopback, signing_key_problem, startup_verdict
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]

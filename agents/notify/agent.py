@@ -29,6 +29,9 @@ delivery reaches the changelog (it is flushed to Kafka right after each accepted
 the next one is sent, so at most one mail per lane is in that window). The notification is
 then redelivered and sent again, with the same Message-ID (derived from the notification
 id), so receivers and the sink can deduplicate it. Nothing else can send a mail twice.
+The `sent`/`bounced` record goes to the delivery log (topic `deliveries`) with that flush;
+a redelivered notification already logged as done publishes its record again (same id), so
+a kill between the two writes loses no row of the log.
 """
 
 from __future__ import annotations
@@ -161,6 +164,10 @@ class NotifyAgent:
         done = lane.deliveries.get(n.id)
         if n.id in lane.queue or (done is not None and done.status in _DONE):
             self.counts["redelivered"] += 1
+            if done is not None and done.status in _DONE:
+                # A run killed after logging this delivery may not have published its record:
+                # publish it again (same id; the delivery log keeps one row per id).
+                await self.runtime.send(Topic.DELIVERIES, done, key=done.notification_id)
             return
         decision = lane.notifier.storm.offer(n, n.ts.timestamp())
         lane.storm_dirty |= n.kind in lane.notifier.storm.policy.kinds or len(decision.send) > 1
@@ -180,14 +187,17 @@ class NotifyAgent:
         d = await self._deliver(lane, n)
         if transient(d):
             self._enqueue(lane, n, out, d.error, attempts=1)
-        else:
+        elif d.status not in _DONE:  # (a done delivery was published by `_deliver`)
             out.append(d)
 
     async def _deliver(self, lane: _Lane, n: Notification) -> Delivery:
         d = await lane.notifier.deliver(n)
         if d.status in _DONE:
-            # Make "sent" durable before the next mail: a crash can then repeat at most this one.
+            # Make "sent" durable, in the table and in the delivery log, before the next mail: a
+            # crash can then repeat at most this one.
             lane.deliveries.commit()
+            self.counts[d.status.value] += 1
+            await self.runtime.send(Topic.DELIVERIES, d, key=d.notification_id)
             await self.runtime.app.producer.flush()
         return d
 
@@ -219,7 +229,8 @@ class NotifyAgent:
                 continue
             del lane.queue[q.n.id]
             del lane.outbox[q.n.id]
-            out.append(d)
+            if d.status not in _DONE:  # (a done delivery was published by `_deliver`)
+                out.append(d)
 
     async def _finish(self, p: int, lane: _Lane, out: list[Delivery]) -> None:
         if lane.storm_dirty:

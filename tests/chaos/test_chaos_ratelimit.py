@@ -43,23 +43,32 @@ def traffic(tenants: list[str], seed: int = 11) -> list[dict[str, Any]]:
     return out
 
 
+Outage = Callable[[threading.Lock], None]
+
+
 def run(settings: Settings, chdb: Any, tenants: list[str], kills: tuple[float, ...],
-        log: Callable[[str], None], *, partner: bool = False) -> int:
+        log: Callable[[str], None], *, partner: bool = False,
+        outage: tuple[float, Outage] | None = None) -> int:
     """Publish the traffic at a steady pace while one worker processes it; SIGKILL it (and restart
     it at once) when it has processed each fraction in `kills`. With `partner`, a second worker
     shares the partitions and is the one killed, for good: the first takes its partitions over.
-    Returns the number of kills done."""
+    `outage` = (fraction, fault): past that fraction `fault(publishing)` runs (e.g. stops the
+    broker for a while); it holds `publishing` while upstream must wait, since the upstream
+    producer is not what is under test. Returns the number of kills done."""
     ensure_topics(settings)
     events = traffic(tenants)
     done = threading.Event()
+    publishing = threading.Lock()
 
     def publish() -> None:  # ~15k events/s, so kills land while input keeps arriving
         with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=250) as pub:
             for i in range(0, len(events), 1500):
-                pub.publish_many(events[i:i + 1500])
-                pub.flush()
+                with publishing:
+                    pub.publish_many(events[i:i + 1500])
+                    pub.flush()
                 time.sleep(0.1)
-            pub.publish_many(ticks(tenants[0], T0 + timedelta(hours=3)))
+            with publishing:
+                pub.publish_many(ticks(tenants[0], T0 + timedelta(hours=3)))
         done.set()
 
     worker = WorkerProcess(settings, "ratelimit").start()
@@ -81,6 +90,12 @@ def run(settings: Settings, chdb: Any, tenants: list[str], kills: tuple[float, .
             log(f"killed at ~{fraction:.0%}")
             if not partner:
                 victim.start()
+        if outage is not None:
+            at, fault = outage
+            wait_for(lambda: requests_processed(settings) >= at * EVENTS, timeout=240,
+                     what=f"the worker past {at:.0%} of the input", interval=0.02)
+            fault(publishing)
+            log(f"outage at ~{at:.0%}")
         wait_for(done.is_set, timeout=240, what="publishing done")
         source = topic_name(settings.topic_prefix, Topic.REQUESTS)
         outputs = [topic_name(settings.topic_prefix, t)

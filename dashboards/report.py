@@ -94,12 +94,12 @@ def _draw(ax: Any, panel: Panel, name: str, points: tuple[list[Any], list[Any]],
                 marker="o" if len(xs) < _FEW_POINTS else None, markersize=3)
 
 
-def _time_series(panel: Panel, r: PanelResult, interval_s: int) -> str:
+def _time_series(panel: Panel, r: PanelResult, tr: TimeRange) -> str:
     fig = _figure(panel)
     ax = fig.add_subplot()
     labels = [i for i, t in enumerate(r.types) if i and not _is_num(t)]
     values = [i for i, t in enumerate(r.types) if i and _is_num(t)]
-    width = interval_s / 86400  # matplotlib dates are in days
+    width = tr.interval_s / 86400  # matplotlib dates are in days
     stacked: dict[Any, float] = {}
     if labels and values:  # long format: one series per label value
         series: dict[str, tuple[list[Any], list[Any]]] = {}
@@ -121,6 +121,9 @@ def _time_series(panel: Panel, r: PanelResult, interval_s: int) -> str:
         for i in values:
             if r.columns[i] not in {"lower", "upper"}:
                 _draw(ax, panel, r.columns[i], (xs, [row[i] for row in r.rows]), bottom=stacked, width=width)
+    # The whole range, as Grafana shows it: a lone bar must not fill the chart as if it lasted days.
+    naive = r.rows[0][0].tzinfo is None
+    ax.set_xlim(*(t.replace(tzinfo=None) if naive else t for t in (tr.start, tr.end)))
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
     fig.autofmt_xdate()
@@ -139,6 +142,8 @@ def _bars(panel: Panel, r: PanelResult) -> str:
         names = list(r.columns)
         nums = [v or 0 for v in r.rows[0]]
         axis = panel.title
+        if not any(nums):
+            return _stat(r)  # all zero: the figures say it, an empty chart does not
     else:
         return _table(panel, r)
     colours = [colour_of(n) or FALLBACK for n in names]
@@ -196,11 +201,11 @@ def _stat(r: PanelResult) -> str:
     ) + "</div>"
 
 
-def _body(panel: Panel, r: PanelResult, interval_s: int) -> str:
+def _body(panel: Panel, r: PanelResult, tr: TimeRange) -> str:
     if not r.rows:
         return '<p class="empty">No data in this range.</p>'
     if panel.kind == "timeseries":
-        return _time_series(panel, r, interval_s)
+        return _time_series(panel, r, tr)
     if panel.kind in {"barchart", "bargauge", "piechart"}:
         return _bars(panel, r)
     if panel.kind == "stat":
@@ -209,8 +214,9 @@ def _body(panel: Panel, r: PanelResult, interval_s: int) -> str:
 
 
 def variables_summary(board: Board, variables: dict[str, list[str]]) -> str:
-    """The board header's "what is selected": a multi-value pick of everything is "all (N)",
-    a long list is cut short (a header that lists two dozen tenant ids says nothing)."""
+    """The board header's "what is selected". The report picks every value of a multi-value
+    variable, which reads "all (N)"; a long list is cut short (a header that lists two dozen
+    tenant ids says nothing)."""
     parts = []
     for v in board.variables:
         chosen = variables.get(v.name, [])
@@ -249,7 +255,7 @@ def render_report(client: Any, time_range: TimeRange | None = None, boards: tupl
         for n, panel in enumerate(board.panels, start=1):
             element = panel_element_id(board, n)
             try:
-                inner = _body(panel, run_panel(client, panel, tr, variables), tr.interval_s)
+                inner = _body(panel, run_panel(client, panel, tr, variables), tr)
             except Exception as exc:
                 failed[element] = str(exc).splitlines()[0][:300]
                 inner = f'<p class="error">Query failed: {html.escape(failed[element])}</p>'

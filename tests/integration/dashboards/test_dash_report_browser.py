@@ -37,7 +37,7 @@ def count(client: Any, sql: str, **params: Any) -> int:
 
 def test_trial_mail_panels_show_the_mails_of_a_real_run(
     settings_factory: Any, worker_factory: Any, writer_factory: Any, chdb_client: Any, sink: Any,  # noqa: F811
-    tmp_path: Path,
+    *, tmp_path: Path,
 ) -> None:
     """After a one-trial run, "Mails by outcome" draws a chart and "Mails sent and failed by kind"
     lists each kind sent, although every delivery is stamped with wall-clock time, months after

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dashboards.build import JSON_DIR, build_all, main, render, stale_files
 from dashboards.boards import BOARDS
+from dashboards.build import JSON_DIR, build_all, main, render, stale_files
 from dashboards.model import CONSOLE_URL_DEFAULT, DATASOURCE_UID, PLUGIN_ID, DataLink, Panel, to_grafana
 from dashboards.validate import check_dashboard, check_dashboards
 

@@ -73,6 +73,8 @@ def mutate(edit: str) -> list[str]:
         model["panels"][1]["gridPos"] = dict(panel["gridPos"])
     elif edit == "bad-uid":
         model["uid"] = "has spaces"
+    elif edit == "link-undefined-variable":
+        model["templating"]["list"] = [v for v in model["templating"]["list"] if v["name"] != "console_url"]
     elif edit == "no-datasource-variable":
         model["templating"]["list"] = [v for v in model["templating"]["list"] if v["name"] != "datasource"]
     return check_dashboard(model)
@@ -88,6 +90,7 @@ def mutate(edit: str) -> list[str]:
     ("overlap", "overlap"),
     ("bad-uid", "uid"),
     ("no-datasource-variable", "no `datasource` variable"),
+    ("link-undefined-variable", "data link uses undefined variable $console_url"),
 ])
 def test_structural_check_catches_each_defect(edit: str, message: str) -> None:
     """Each broken variant of a good board is reported with a message naming the defect."""

@@ -42,9 +42,9 @@ _LIMIT_FLAGS = {
     "per_day": "requests per day per client IP ('off' disables the window)",
     "violation_threshold": "violations within --violation-period-s that start a ban",
     "violation_period_s": "the window violations are counted in, e.g. 1h",
-    "ban_base_s": "length of a first ban, e.g. 15m (doubles with each repeat)",
-    "ban_max_s": "the longest a ban can grow to, e.g. 7d",
-    "ban_forget_s": "after this long without a ban, a client starts again at --ban-base-s, e.g. 30d",
+    "ban_base_s": "length of a first automatic ban, e.g. 15m (doubled for each earlier ban)",
+    "ban_max_s": "the longest an automatic ban grows to, and a manual ban's default, e.g. 1d",
+    "ban_forget_s": "this long after its last ban ended, a client's next ban is a first one again, e.g. 7d",
 }
 
 
@@ -171,7 +171,7 @@ def add_commands(sub: Any) -> None:
     q = ip.add_parser("ban", help="ban an IP now (signed command)")
     q.add_argument("ip", type=ip_address, help="the client IP address")
     q.add_argument("--duration", type=parse_duration, default=None,
-                   help="ban length, e.g. 30m, 6h (default: the tenant's escalating ban length)")
+                   help="ban length, e.g. 30m, 6h (default: the tenant's longest ban, ban_max_s)")
     add_admin_flags(q)
     q.set_defaults(func=_ban)
     q = ip.add_parser("unban", help="lift a ban (signed command)")

@@ -1,9 +1,8 @@
-"""The CLI against the real broker and chDB: `publish -` reads standard input, a command no worker
-answers exits 5, and every reading command's `--json` is JSON of what ClickHouse holds."""
+"""The CLI against the real broker: `publish -` reads standard input, and a command no worker
+answers exits 5 (the `--json` of reading commands: tests/integration/dashboards/test_dash_cli_json.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -47,28 +46,3 @@ def test_a_command_no_worker_answers_exits_5(settings_factory: Any, monkeypatch:
     err = capsys.readouterr().err
     assert "tenantwatch ip ban: ip.ban: command" in err
     assert "no worker answered within 1s" in err
-
-
-@pytest.mark.parametrize("argv", [
-    ["anomalies", "list", "--json"], ["trials", "stats", "--json"], ["trials", "list", "--json"],
-    ["ip", "top", "--json"], ["rules", "show", "--json"], ["rules", "show", "--defaults", "--json"],
-])
-def test_json_output_is_json(chdb_client: Any, session_dir: Any, monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    """Each reading command's --json prints one JSON array, of as many rows as its table would have."""
-    monkeypatch.setenv("TW_CLICKHOUSE_DSN", f"chdb://{session_dir / 'clickhouse'}")
-    assert main(argv) == 0, capsys.readouterr().err
-    rows = json.loads(capsys.readouterr().out)
-    assert isinstance(rows, list)
-    assert all(isinstance(r, dict) for r in rows)
-    if argv[:2] == ["rules", "show"] and "--defaults" in argv:
-        assert rows, "every metric has a default rule"
-
-
-def test_limits_show_json(chdb_client: Any, session_dir: Any, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
-    """`limits show --json` of a tenant never configured says so in JSON (policy null)."""
-    monkeypatch.setenv("TW_CLICKHOUSE_DSN", f"chdb://{session_dir / 'clickhouse'}")
-    assert main(["limits", "show", "--tenant", "cli-never-set", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"tenant_id": "cli-never-set", "set_at": None, "actor": None,
-                                                  "action": None, "policy": None}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboards.boards import BOARDS
-from dashboards.model import to_grafana
+from dashboards.model import CONSOLE_URL_DEFAULT, to_grafana
 
 __all__ = ["JSON_DIR", "build_all", "main", "render", "stale_files"]
 
@@ -21,9 +21,9 @@ def render(model: dict[str, Any]) -> str:
     return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_all() -> dict[str, dict[str, Any]]:
-    """File name → Grafana JSON model, for every board."""
-    return {f"{b.uid}.json": to_grafana(b) for b in BOARDS}
+def build_all(console_url: str = CONSOLE_URL_DEFAULT) -> dict[str, dict[str, Any]]:
+    """File name → Grafana JSON model, for every board (data links into the console at `console_url`)."""
+    return {f"{b.uid}.json": to_grafana(b, console_url) for b in BOARDS}
 
 
 def stale_files(out: Path = JSON_DIR) -> list[str]:
@@ -36,7 +36,7 @@ def stale_files(out: Path = JSON_DIR) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.build", description=__doc__)
-    parser.add_argument("--out", type=Path, default=JSON_DIR)
+    parser.add_argument("--out", type=Path, default=JSON_DIR, help="directory to write (default: dashboards/json)")
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON is out of date")
     args = parser.parse_args(argv)
     if args.check:

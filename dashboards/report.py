@@ -19,16 +19,19 @@ from typing import Any
 
 from dashboards.boards import BOARDS
 from dashboards.macros import TimeRange
-from dashboards.model import Board, Panel
+from dashboards.model import CONSOLE_URL_DEFAULT, Board, DataLink, Panel
+from dashboards.palette import FALLBACK, colour_of
 from dashboards.runner import PanelResult, data_time_range, run_panel, variable_values
 
-__all__ = ["ReportOutcome", "panel_element_id", "render_report", "write_report"]
+__all__ = ["ReportOutcome", "link_href", "panel_element_id", "render_report", "variables_summary", "write_report"]
 
 log = logging.getLogger(__name__)
 
 _MAX_TABLE_ROWS = 50
 _FEW_POINTS = 30  # below this, draw markers: a lone point is invisible as a line
 _NUMERIC = re.compile(r"^(Nullable\()?(U?Int\d+|Float\d+|Decimal|Bool)")
+_LINK_FIELD = re.compile(r"\$\{__data\.fields\.([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
+_MAX_LISTED = 3  # a variable with more values is summed up in the header, not listed
 _VAR_IN_TITLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[A-Za-z]+)?\}")
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1f2328}
@@ -74,19 +77,38 @@ def _figure(panel: Panel) -> Any:
     return Figure(figsize=(max(4.0, panel.width / 2.2), max(2.2, panel.height / 3.2)), layout="constrained")
 
 
-def _time_series(panel: Panel, r: PanelResult) -> str:
+def _draw(ax: Any, panel: Panel, name: str, points: tuple[list[Any], list[Any]], *, bottom: dict[Any, float],
+          width: float) -> None:
+    """One series as the panel draws it: bars stacked on the ones before, points, or a line."""
+    colour = colour_of(name)
+    xs, ys = points[0], [0.0 if v is None else float(v) for v in points[1]]
+    if panel.draw == "bars":
+        base = [bottom.get(x, 0.0) for x in xs]
+        ax.bar(xs, ys, width=width, bottom=base, label=name, color=colour, align="edge")
+        for x, y, b in zip(xs, ys, base, strict=True):
+            bottom[x] = b + y
+    elif panel.draw == "points":
+        ax.scatter(xs, ys, s=12, label=name, color=colour)
+    else:
+        ax.plot(xs, ys, label=name, linewidth=1.2, color=colour,
+                marker="o" if len(xs) < _FEW_POINTS else None, markersize=3)
+
+
+def _time_series(panel: Panel, r: PanelResult, tr: TimeRange) -> str:
     fig = _figure(panel)
     ax = fig.add_subplot()
     labels = [i for i, t in enumerate(r.types) if i and not _is_num(t)]
     values = [i for i, t in enumerate(r.types) if i and _is_num(t)]
-    if labels and values:  # long format: one line per label value
+    width = tr.interval_s / 86400  # matplotlib dates are in days
+    stacked: dict[Any, float] = {}
+    if labels and values:  # long format: one series per label value
         series: dict[str, tuple[list[Any], list[Any]]] = {}
         for row in r.rows:
             xs, ys = series.setdefault(str(row[labels[0]]), ([], []))
             xs.append(row[0])
             ys.append(row[values[0]])
         for name, (xs, ys) in sorted(series.items()):
-            ax.plot(xs, ys, label=name, linewidth=1.2, marker="o" if len(xs) < _FEW_POINTS else None, markersize=3)
+            _draw(ax, panel, name, (xs, ys), bottom=stacked, width=width)
         ax.set_ylabel(r.columns[values[0]])
     else:
         cols = dict(zip(r.columns, range(len(r.columns)), strict=True))
@@ -98,8 +120,10 @@ def _time_series(panel: Panel, r: PanelResult) -> str:
                             [float("nan") if v is None else v for v in hi], alpha=0.2, label="band")
         for i in values:
             if r.columns[i] not in {"lower", "upper"}:
-                ax.plot(xs, [row[i] for row in r.rows], label=r.columns[i], linewidth=1.2,
-                        marker="o" if len(xs) < _FEW_POINTS else None, markersize=3)
+                _draw(ax, panel, r.columns[i], (xs, [row[i] for row in r.rows]), bottom=stacked, width=width)
+    # The whole range, as Grafana shows it: a lone bar must not fill the chart as if it lasted days.
+    naive = r.rows[0][0].tzinfo is None
+    ax.set_xlim(*(t.replace(tzinfo=None) if naive else t for t in (tr.start, tr.end)))
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
     fig.autofmt_xdate()
@@ -110,20 +134,41 @@ def _time_series(panel: Panel, r: PanelResult) -> str:
 def _bars(panel: Panel, r: PanelResult) -> str:
     label = next((i for i, t in enumerate(r.types) if not _is_num(t)), None)
     value = next((i for i, t in enumerate(r.types) if _is_num(t)), None)
-    if label is None or value is None:
-        return _table(r)
-    names = [str(row[label]) for row in r.rows]
-    nums = [row[value] or 0 for row in r.rows]
+    if label is not None and value is not None:  # one row per name
+        names = [str(row[label]) for row in r.rows]
+        nums = [row[value] or 0 for row in r.rows]
+        axis = r.columns[value]
+    elif value is not None and len(r.rows) == 1:  # one column per name (bar gauges, pies)
+        names = list(r.columns)
+        nums = [v or 0 for v in r.rows[0]]
+        axis = panel.title
+        if not any(nums):
+            return _stat(r)  # all zero: the figures say it, an empty chart does not
+    else:
+        return _table(panel, r)
+    colours = [colour_of(n) or FALLBACK for n in names]
     fig = _figure(panel)
     ax = fig.add_subplot()
     if panel.kind == "piechart" and sum(nums) > 0:
-        ax.pie(nums, labels=names, autopct="%1.0f%%", textprops={"fontsize": 8})
+        shown = [(n, v, c) for n, v, c in zip(names, nums, colours, strict=True) if v]
+        ax.pie([v for _, v, _ in shown], labels=[n for n, _, _ in shown], colors=[c for _, _, c in shown],
+               autopct="%1.0f%%", textprops={"fontsize": 8})
     else:
-        ax.barh(names[::-1], nums[::-1])
-        ax.set_xlabel(r.columns[value])
+        ax.barh(names[::-1], nums[::-1], color=colours[::-1] if panel.states else None)
+        ax.set_xlabel(axis)
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", alpha=0.3)
     return f'<img alt="{html.escape(panel.title)}" src="{_png(fig)}">'
+
+
+def link_href(link: DataLink, columns: tuple[str, ...], row: tuple[Any, ...],
+              console_url: str = CONSOLE_URL_DEFAULT) -> str:
+    """A data link of one row as Grafana expands it: `${console_url}` and percent-encoded fields."""
+    from urllib.parse import quote
+
+    values = dict(zip(columns, row, strict=True))
+    url = link.url.replace("${console_url}", console_url.rstrip("/"))
+    return _LINK_FIELD.sub(lambda m: quote(_cell(values[m.group(1)]), safe=""), url)
 
 
 def _cell(value: Any) -> str:
@@ -134,11 +179,17 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _table(r: PanelResult) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in r.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in r.rows[:_MAX_TABLE_ROWS]
-    )
+def _row(links: tuple[DataLink, ...], columns: tuple[str, ...], row: tuple[Any, ...]) -> str:
+    cells = "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row)
+    for link in links:
+        cells += f'<td><a href="{html.escape(link_href(link, columns, row))}">{html.escape(link.title)}</a></td>'
+    return f"<tr>{cells}</tr>"
+
+
+def _table(panel: Panel, r: PanelResult) -> str:
+    links = tuple(lk for lk in panel.links if set(lk.fields) <= set(r.columns))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in r.columns) + "<th></th>" * len(links)
+    body = "".join(_row(links, r.columns, row) for row in r.rows[:_MAX_TABLE_ROWS])
     more = f'<p class="empty">{len(r.rows) - _MAX_TABLE_ROWS} more rows</p>' if len(r.rows) > _MAX_TABLE_ROWS else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
@@ -150,16 +201,35 @@ def _stat(r: PanelResult) -> str:
     ) + "</div>"
 
 
-def _body(panel: Panel, r: PanelResult) -> str:
+def _body(panel: Panel, r: PanelResult, tr: TimeRange) -> str:
     if not r.rows:
         return '<p class="empty">No data in this range.</p>'
     if panel.kind == "timeseries":
-        return _time_series(panel, r)
+        return _time_series(panel, r, tr)
     if panel.kind in {"barchart", "bargauge", "piechart"}:
         return _bars(panel, r)
     if panel.kind == "stat":
         return _stat(r)
-    return _table(r)
+    return _table(panel, r)
+
+
+def variables_summary(board: Board, variables: dict[str, list[str]]) -> str:
+    """The board header's "what is selected". The report picks every value of a multi-value
+    variable, which reads "all (N)"; a long list is cut short (a header that lists two dozen
+    tenant ids says nothing)."""
+    parts = []
+    for v in board.variables:
+        chosen = variables.get(v.name, [])
+        if not chosen:
+            text = "-"
+        elif v.multi and v.include_all and len(chosen) > 1:
+            text = f"all ({len(chosen)})"
+        elif len(chosen) > _MAX_LISTED:
+            text = f"{', '.join(chosen[:_MAX_LISTED])} and {len(chosen) - _MAX_LISTED} more"
+        else:
+            text = ", ".join(chosen)
+        parts.append(f"{v.label.lower()}: {text}")
+    return "; ".join(parts)
 
 
 def _title(panel: Panel, variables: dict[str, list[str]]) -> str:
@@ -185,7 +255,7 @@ def render_report(client: Any, time_range: TimeRange | None = None, boards: tupl
         for n, panel in enumerate(board.panels, start=1):
             element = panel_element_id(board, n)
             try:
-                inner = _body(panel, run_panel(client, panel, tr, variables))
+                inner = _body(panel, run_panel(client, panel, tr, variables), tr)
             except Exception as exc:
                 failed[element] = str(exc).splitlines()[0][:300]
                 inner = f'<p class="error">Query failed: {html.escape(failed[element])}</p>'
@@ -195,7 +265,7 @@ def render_report(client: Any, time_range: TimeRange | None = None, boards: tupl
                 f'style="grid-column:span {panel.width}"><h3>{html.escape(_title(panel, variables))}</h3>'
                 f"{inner}</section>"
             )
-        chosen = "; ".join(f"{k} = {', '.join(v) or '-'}" for k, v in variables.items())
+        chosen = variables_summary(board, variables)
         sections.append(
             f'<div class="board" id="board-{board.uid}"><h2>{html.escape(board.title)}</h2>'
             f'<p class="desc">{html.escape(board.description)}{" — " + html.escape(chosen) if chosen else ""}</p>'

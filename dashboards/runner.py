@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from dashboards.macros import TimeRange, expand
 from dashboards.model import Board, Panel
 
-__all__ = ["PanelResult", "data_time_range", "parse_time", "run_panel", "variable_values"]
+__all__ = ["PanelResult", "data_time_range", "run_panel", "variable_values"]
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,3 @@ def data_time_range(client: Any, points: int = 200) -> TimeRange | None:
     start = lo.replace(tzinfo=UTC) if lo.tzinfo is None else lo
     end = hi.replace(tzinfo=UTC) if hi.tzinfo is None else hi
     return TimeRange.around(start, max(end, start + timedelta(seconds=1)), points)
-
-
-def parse_time(text: str) -> datetime:
-    """ISO-8601 text as an aware UTC datetime (naive text is taken as UTC)."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -65,9 +65,26 @@ def _overlaps(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
             and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
 
 
+_LINK_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)(?::[A-Za-z]+)?\}")
+
+
+def _check_links(where: str, panel: Mapping[str, Any], defined: set[str]) -> list[str]:
+    """Data links may use the board's variables and Grafana's own (`${__data...}`), nothing else."""
+    links = panel.get("fieldConfig", {}).get("defaults", {}).get("links", [])
+    errors = []
+    for link in links:
+        url = link.get("url") if isinstance(link, Mapping) else None
+        if not isinstance(url, str) or not url:
+            errors.append(f"{where}: data link without a url")
+            continue
+        unknown = [n for n in _LINK_VARIABLE.findall(url) if not n.startswith("__") and n not in defined]
+        errors += [f"{where}: data link uses undefined variable ${n}" for n in unknown]
+    return errors
+
+
 def _check_panel(panel: Mapping[str, Any], defined: set[str]) -> list[str]:
     where = f"panel {panel.get('id')!r} ({panel.get('title')!r})"
-    errors = []
+    errors = _check_links(where, panel, defined)
     if panel.get("type") not in _PANEL_TYPES:
         errors.append(f"{where}: unknown panel type {panel.get('type')!r}")
     if not panel.get("title"):

@@ -1,4 +1,5 @@
-"""Sending signed admin commands from the CLI and waiting for their audit verdict."""
+"""Signing admin commands and sending them, waiting for their audit verdict (the CLI prints it:
+`pipeline.cli._common.send_admin`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pipeline.settings import Settings
 from schemas.commands import Action, AdminCommand, ParamValue, sign
 from schemas.results import AuditRecord
 
-__all__ = ["build_command", "send_command", "submit"]
+__all__ = ["build_command", "send_command"]
 
 
 def build_command(
@@ -62,30 +63,3 @@ def send_command(settings: Settings, command: AdminCommand, wait_s: float = 30.0
         return None
     finally:
         consumer.close()
-
-
-def submit(
-    settings: Settings, *, action: Action | str, tenant: str, params: dict[str, ParamValue], actor: str,
-    reason: str = "", wait_s: float = 30.0,
-) -> int:
-    """Sign, send and print the worker's verdict: the CLI's exit code for one admin command.
-
-    0 accepted, 1 rejected (or invalid before sending), 2 sent but no worker answered in time.
-    """
-    import sys
-
-    from pydantic import ValidationError
-
-    try:
-        command = build_command(settings, action=Action(action), tenant=tenant, params=params, actor=actor,
-                                reason=reason)
-    except (ValidationError, ValueError) as exc:
-        print(f"invalid command: {exc}", file=sys.stderr)
-        return 1
-    audit = send_command(settings, command, wait_s=wait_s)
-    if audit is None:
-        print(f"{command.action.value}: command {command.nonce} sent; no worker answered within {wait_s:g}s",
-              file=sys.stderr)
-        return 2
-    print(f"{audit.outcome}: {audit.reason}")
-    return 0 if audit.outcome == "accepted" else 1

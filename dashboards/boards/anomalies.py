@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dashboards.boards._sql import ANOMALIES_NOW
-from dashboards.model import Board, Panel, Variable
+from dashboards.model import Board, DataLink, Panel, Variable
 
 __all__ = ["BOARD"]
 
@@ -23,8 +23,12 @@ GROUP BY time, severity
 ORDER BY time, severity
 """
 
+# Impact as the change against the expected value, in percent (NULL where nothing was expected:
+# a percentage of zero means nothing).
 _TIMELINE = f"""
-SELECT start_ts, last_ts, tenant, metric, severity, status, round(peak_sigma, 2) AS peak_sigma, verdict
+SELECT id, start_ts, last_ts, tenant, metric, severity, status, round(value, 2) AS value,
+       round(expected, 2) AS expected,
+       if(abs(expected) < 1e-9, NULL, round(100 * (value - expected) / abs(expected), 1)) AS change_pct, verdict
 FROM ({ANOMALIES_NOW})
 WHERE $__timeFilter(start_ts)
 ORDER BY start_ts DESC
@@ -58,6 +62,8 @@ ORDER BY tenant, metric, changed DESC
 LIMIT 1 BY tenant, metric
 """
 
+_SEVERITIES = ("critical", "high", "medium", "low")
+
 _TENANTS = "SELECT DISTINCT tenant FROM metric_points WHERE $__timeFilter(ts) ORDER BY tenant"
 _METRICS = """
 SELECT DISTINCT toString(metric) FROM metric_points
@@ -75,10 +81,15 @@ BOARD = Board(
     panels=(
         Panel("Anomalies by severity and status", "table", _BY_SEVERITY_STATUS, ("severity", "status", "anomalies"),
               "Episodes started in the range, by severity and current status (FINAL).", width=8),
-        Panel("Anomalies opened", "timeseries", _OPENED, ("time", "severity", "opened"), width=16),
+        Panel("Anomalies opened", "timeseries", _OPENED, ("time", "severity", "opened"),
+              "Episodes by the interval they started in.", width=16, draw="bars", states=_SEVERITIES),
         Panel("Timeline", "table", _TIMELINE,
-              ("start_ts", "last_ts", "tenant", "metric", "severity", "status", "peak_sigma", "verdict"),
-              "Latest 200 episodes in the range, newest first.", width=24),
+              ("id", "start_ts", "last_ts", "tenant", "metric", "severity", "status", "value", "expected",
+               "change_pct", "verdict"),
+              "Latest 200 episodes in the range, newest first: the value against the expected one, and the "
+              "change in percent. A row opens the anomaly in the owner console.", width=24,
+              links=(DataLink("Open in the owner console",
+                              "${console_url}/anomalies/${__data.fields.id:percentencode}"),)),
         Panel("${metric} of ${tenant} against its baseline", "timeseries", _BAND,
               ("time", "value", "expected", "lower", "upper"),
               "The metric and the band (expected ± threshold·σ) it was scored against.", width=24, height=10),

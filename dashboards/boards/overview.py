@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from dashboards.boards._sql import ANOMALIES_NOW, TRIALS_NOW
+from dashboards.boards._sql import ANOMALIES_NOW, OFFENDER_LINK, TRIALS_NOW
 from dashboards.model import Board, Panel
 
 __all__ = ["BOARD"]
 
-_EVENTS = """
-SELECT $__timeInterval(ts) AS time, type, count() / $__interval_s AS events_per_s
+# Requests are a rate; billing, error and usage events are few and far between (a per-second
+# figure of them is a flat line at ~0), so they are counted per interval, as bars.
+_REQUESTS = """
+SELECT $__timeInterval(ts) AS time, count() / $__interval_s AS requests
+FROM requests
+WHERE $__timeFilter(ts)
+GROUP BY time
+ORDER BY time
+"""
+
+_OTHER_EVENTS = """
+SELECT $__timeInterval(ts) AS time, type, count() AS events
 FROM (
-    SELECT ts, 'requests' AS type FROM requests WHERE $__timeFilter(ts)
-    UNION ALL SELECT ts, 'billing' AS type FROM billing WHERE $__timeFilter(ts)
+    SELECT ts, 'billing' AS type FROM billing WHERE $__timeFilter(ts)
     UNION ALL SELECT ts, 'errors' AS type FROM errors WHERE $__timeFilter(ts)
     UNION ALL SELECT ts, 'usage' AS type FROM usage WHERE $__timeFilter(ts)
 )
@@ -20,8 +29,7 @@ ORDER BY time, type
 """
 
 _DLQ = """
-SELECT $__timeInterval(ts) AS time, toString(source_topic) AS source_topic,
-       count() / $__interval_s AS dead_letters_per_s
+SELECT $__timeInterval(ts) AS time, toString(source_topic) AS source_topic, count() AS dead_letters
 FROM dead_letters FINAL
 WHERE $__timeFilter(ts)
 GROUP BY time, source_topic
@@ -32,12 +40,12 @@ _DLQ_TOTAL = """
 SELECT count() AS dead_letters FROM dead_letters FINAL WHERE $__timeFilter(ts)
 """
 
+# One column per severity (not one row each): Grafana colours fields, not rows, by name.
 _ACTIVE_ANOMALIES = f"""
-SELECT severity, count() AS active
+SELECT countIf(severity = 'critical') AS critical, countIf(severity = 'high') AS high,
+       countIf(severity = 'medium') AS medium, countIf(severity = 'low') AS low
 FROM ({ANOMALIES_NOW})
 WHERE status = 'active'
-GROUP BY severity
-ORDER BY indexOf(['critical', 'high', 'medium', 'low'], severity)
 """  # noqa: S608 - built from constant SQL fragments; variables are expanded quoted, later
 
 _FUNNEL = f"""
@@ -70,18 +78,24 @@ BOARD = Board(
     title="tenantwatch · Owner overview",
     description="Pipeline throughput and health, open anomalies, the trial funnel and the noisiest clients.",
     panels=(
-        Panel("Events per second by type", "timeseries", _EVENTS, ("time", "type", "events_per_s"),
-              "Input events written to ClickHouse, per second of event time.", unit="ops", width=16),
+        Panel("Requests per second", "timeseries", _REQUESTS, ("time", "requests"),
+              "Requests written to ClickHouse, per second of event time.", unit="reqps", width=16,
+              states=("requests",)),
         Panel("Dead letters in range", "stat", _DLQ_TOTAL, ("dead_letters",),
               "Malformed input set aside with its reason (exact, FINAL).", width=8),
-        Panel("Dead-letter rate by source topic", "timeseries", _DLQ, ("time", "source_topic", "dead_letters_per_s"),
-              unit="ops", width=12),
-        Panel("Active anomalies by severity", "bargauge", _ACTIVE_ANOMALIES, ("severity", "active"),
-              "Anomaly episodes whose current status is active (FINAL, latest workflow change wins).", width=12),
+        Panel("Billing, error and usage events", "timeseries", _OTHER_EVENTS, ("time", "type", "events"),
+              "Events per interval of event time (too sparse for a per-second rate).", width=12, draw="bars",
+              states=("billing", "errors", "usage")),
+        Panel("Dead letters by source topic", "timeseries", _DLQ, ("time", "source_topic", "dead_letters"),
+              "Dead letters per interval of event time.", width=12, draw="bars"),
+        Panel("Active anomalies by severity", "bargauge", _ACTIVE_ANOMALIES, ("critical", "high", "medium", "low"),
+              "Anomaly episodes whose current status is active (FINAL, latest workflow change wins).", width=12,
+              states=("critical", "high", "medium", "low")),
         Panel("Trials funnel", "barchart", _FUNNEL, ("stage", "trials"),
               "Trials started in the range and where each stands now (FINAL).", width=12),
         Panel("Top offenders", "table", _TOP_OFFENDERS,
               ("tenant_id", "ip", "violations", "limits_hit", "last_violation"),
-              "Clients with the most rate-limit violations in the range (FINAL).", width=12),
+              "Clients with the most rate-limit violations in the range (FINAL). A row opens the client in "
+              "the owner console.", width=12, links=(OFFENDER_LINK,)),
     ),
 )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dashboards.boards._sql import TENANTS
+from dashboards.boards._sql import OFFENDER_LINK, TENANTS
 from dashboards.model import Board, Panel, Variable
+from dashboards.palette import DECISION_STATES
 from schemas.ratelimit import TenantPolicy
 
 __all__ = ["BOARD"]
@@ -90,20 +91,31 @@ LEFT JOIN (
 ORDER BY hour_usage_pct DESC, tenant_id
 """  # noqa: S608 - built from constant SQL fragments; variables are expanded quoted, later
 
-_DECISIONS = f"""
-SELECT $__timeInterval(ts) AS time, toString(state) AS state, count() AS decisions
-FROM rl_decisions FINAL
-WHERE $__timeFilter(ts) AND {_TENANT_IN}
-GROUP BY time, state
-ORDER BY time, state
+# Traffic by decision: each request with the decision state in force for its (tenant, ip)
+# when it arrived (the latest state change at or before it; "allowed" before any). The
+# decisions topic carries state changes only, so counting its rows would count changes.
+_REQUEST_DECISIONS = f"""
+SELECT r.ts AS ts, if(d.state = '', 'allowed', d.state) AS decision
+FROM (
+    SELECT tenant_id, ip, ts FROM requests FINAL WHERE $__timeFilter(ts) AND {_TENANT_IN}
+) AS r
+ASOF LEFT JOIN (
+    SELECT tenant_id, ip, ts, toString(state) AS state FROM rl_decisions FINAL
+    WHERE ts <= $__toTime AND {_TENANT_IN}
+) AS d ON r.tenant_id = d.tenant_id AND r.ip = d.ip AND r.ts >= d.ts
 """  # noqa: S608 - built from constant SQL fragments; variables are expanded quoted, later
 
+_DECISIONS = f"""
+SELECT $__timeInterval(ts) AS time, decision, count() AS requests
+FROM ({_REQUEST_DECISIONS})
+GROUP BY time, decision
+ORDER BY time, decision
+"""  # noqa: S608 - built from constant SQL fragments; variables are expanded quoted, later
+
+# One column per state (not one row each): Grafana colours a pie's fields, not its rows, by name.
 _DECISION_TOTALS = f"""
-SELECT toString(state) AS state, count() AS decisions
-FROM rl_decisions FINAL
-WHERE $__timeFilter(ts) AND {_TENANT_IN}
-GROUP BY state
-ORDER BY decisions DESC
+SELECT {", ".join(f"countIf(decision = '{s}') AS {s}" for s in DECISION_STATES)}
+FROM ({_REQUEST_DECISIONS})
 """  # noqa: S608 - built from constant SQL fragments; variables are expanded quoted, later
 
 BOARD = Board(
@@ -113,7 +125,7 @@ BOARD = Board(
     variables=(Variable("tenant", "Tenant", TENANTS, multi=True, include_all=True),),
     panels=(
         Panel("Violations over time", "timeseries", _VIOLATIONS, ("time", "limit_name", "violations"),
-              "Limit windows first exceeded, by window (FINAL).", width=16),
+              "Limit windows first exceeded, by window (FINAL).", width=16, draw="bars"),
         Panel("Active bans", "stat", _ACTIVE_BANS_COUNT, ("active_bans",),
               "Bans started and not yet ended at the range end.", width=8),
         Panel("Bans in force", "table", _ACTIVE_BANS,
@@ -121,14 +133,18 @@ BOARD = Board(
               width=12),
         Panel("Top offenders (24 h)", "table", _TOP_24H,
               ("tenant_id", "ip", "violations", "not_allowed", "last_violation"),
-              "Violations and non-allowed decisions in the 24 hours before the range end.", width=12),
+              "Violations and non-allowed decisions in the 24 hours before the range end. A row opens the "
+              "client in the owner console.", width=12, links=(OFFENDER_LINK,)),
         Panel("Limit usage per tenant", "table", _USAGE,
               ("tenant_id", "busiest_ip_last_hour", "per_hour_limit", "hour_usage_pct",
                "busiest_ip_last_day", "per_day_limit", "day_usage_pct"),
               "Busiest client IP of each tenant against its hourly and daily limits, at the range end.",
               width=24),
-        Panel("Decisions by state", "timeseries", _DECISIONS, ("time", "state", "decisions"),
-              "Decision state changes sent to gateways.", width=16),
-        Panel("Decision totals", "piechart", _DECISION_TOTALS, ("state", "decisions"), width=8),
+        Panel("Requests by decision", "timeseries", _DECISIONS, ("time", "decision", "requests"),
+              "Requests per interval by the decision in force for their client (shadow decisions included).",
+              width=16, draw="bars", states=DECISION_STATES),
+        Panel("Decision totals", "piechart", _DECISION_TOTALS, DECISION_STATES,
+              "Requests in the range by the decision in force for their client.", width=8,
+              states=DECISION_STATES),
     ),
 )

@@ -51,7 +51,7 @@ ORDER BY plan
 """  # noqa: S608 - built from constant SQL fragments; variables are expanded quoted, later
 
 _MAILS_OVER_TIME = f"""
-SELECT $__timeInterval(delivered_ts) AS time, outcome, count() AS mails
+SELECT $__timeInterval(due_ts) AS time, outcome, count() AS mails
 FROM ({MAILS_LATEST})
 GROUP BY time, outcome
 ORDER BY time, outcome
@@ -76,15 +76,18 @@ BOARD = Board(
               width=8, height=5),
         Panel("Conversion", "stat", _CONVERTED_TOTAL, ("converted", "started", "conversion_pct"),
               "Of the trials started in the range, how many converted (exact, FINAL).", width=16, height=5),
-        Panel("Conversions over time", "timeseries", _CONVERSIONS, ("time", "plan", "conversions"), width=12),
+        Panel("Conversions over time", "timeseries", _CONVERSIONS, ("time", "plan", "conversions"), width=12,
+              draw="bars"),
         Panel("Conversion rate by cohort and plan", "table", _BY_COHORT,
               ("cohort", "plan", "trials", "converted", "conversion_pct"),
               "Cohort = day the trial started.", width=12),
         Panel("Time to convert", "table", _TIME_TO_CONVERT,
               ("plan", "conversions", "avg_hours", "median_hours", "max_hours"), width=12),
         Panel("Mails by outcome", "timeseries", _MAILS_OVER_TIME, ("time", "outcome", "mails"),
-              "E-mails by the outcome of their latest delivery attempt.", width=12),
+              "E-mails by the event time they became due and the outcome of their latest delivery attempt.",
+              width=12, draw="bars", states=("sent", "queued", "failed", "bounced")),
         Panel("Mails sent and failed by kind", "table", _MAILS_BY_KIND,
-              ("kind", "sent", "failed", "bounced", "queued", "attempts"), width=24),
+              ("kind", "sent", "failed", "bounced", "queued", "attempts"),
+              "E-mails that became due in the range (event time), by kind.", width=24),
     ),
 )

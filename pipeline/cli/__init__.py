@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -10,9 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli._common import EXIT_CODES_HELP, CliError, Exit, require_kafka, service_error
 from pipeline.settings import Settings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_UNREACHABLE", "build_parser", "main"]
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -21,14 +23,14 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.devstack.manager import LocalStack
 
     stack = LocalStack(settings)
-    if args.action == "up":
+    if args.stack_command == "up":
         result: Any = stack.up()
-    elif args.action == "down":
+    elif args.stack_command == "down":
         result = stack.down()
     else:
         result = stack.status()
     print(json.dumps(result, indent=2))
-    return 0
+    return Exit.OK
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,14 +66,30 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _open_input(name: str) -> Any:
+    """The events file as binary (`-`: standard input), opened before anything connects."""
+    if name == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
+    try:
+        return open(name, "rb")
+    except FileNotFoundError:
+        raise CliError(f"{name}: no such file", Exit.USAGE) from None
+    except IsADirectoryError:
+        raise CliError(f"{name}: is a directory, not a JSON-lines file", Exit.USAGE) from None
+    except OSError as exc:
+        raise CliError(f"{name}: cannot read it: {exc.strerror}", Exit.USAGE) from None
+
+
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.adapters.kafka_config import client_kwargs
     from pipeline.sdk import MAX_EVENT_BYTES, InvalidEventError, Publisher
 
     sent = bad = 0
-    pub = Publisher(settings.broker, prefix=settings.topic_prefix, options=client_kwargs(settings, "kafka-python"))
+    source = _open_input(args.file)  # a missing file is said before Kafka is asked anything
+    require_kafka(settings)
     # Bytes, not text: a line that is not UTF-8 is an invalid line, not the end of the run.
-    with pub, open(args.file, "rb") as fh:
+    with source as fh, Publisher(settings.broker, prefix=settings.topic_prefix,
+                                 options=client_kwargs(settings, "kafka-python")) as pub:
         for lineno, line in enumerate(_bounded_lines(fh, MAX_EVENT_BYTES), 1):
             if not line.strip():
                 continue
@@ -82,7 +100,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
                 bad += 1
                 print(f"{args.file}:{lineno}: not sent: {exc}", file=sys.stderr)
     print(f"published {sent} event(s); {bad} invalid line(s) not sent")
-    return 1 if bad and args.strict else 0
+    return Exit.FAILED if bad and args.strict else Exit.OK
 
 
 def _bounded_lines(fh: Any, max_bytes: int) -> Any:
@@ -110,8 +128,16 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return run_demo(settings, preset=args.preset, days=args.days, seed=args.seed, keep_stack=args.keep_stack)
     except (DemoStalled, StackError) as exc:
-        print(f"tenantwatch demo: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(str(exc)) from None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tenantwatch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,24 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming watchtower for multi-tenant SaaS: rate limits, anomalies, trial automation. "
         "Settings come from TW_* environment variables (see README). With the development signing key "
         "(or a placeholder, or a key under 32 bytes) every command warns, and refuses to run (exit 2) when "
-        "TW_BROKER is not loopback unless TW_ALLOW_DEV_KEY=1. Exit codes: 0 done, 1 failed, 2 bad usage or "
-        "refused start, 3 Kafka did not answer.",
+        "TW_BROKER is not loopback unless TW_ALLOW_DEV_KEY=1. Commands are a noun, then a verb: "
+        "tenantwatch ip ban 203.0.113.9 --tenant acme; each has --help.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"tenantwatch {_version()}",
+                        help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line (or TW_LOG_JSON=1)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("stack", help="start, stop or inspect the local Kafka broker and SMTP sink")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.set_defaults(func=_stack)
+    st = p.add_subparsers(dest="stack_command", required=True, metavar="COMMAND")
+    for name, text in (("up", "start the local broker and SMTP sink (prints their addresses as JSON)"),
+                       ("down", "stop them"), ("status", "whether they run, as JSON")):
+        st.add_parser(name, help=text).set_defaults(func=_stack)
 
-    p = sub.add_parser("topics", help="create tenantwatch's Kafka topics (idempotent)")
-    p.add_argument("action", choices=["create"])
-    p.set_defaults(func=_topics)
+    p = sub.add_parser("topics", help="tenantwatch's Kafka topics")
+    tp = p.add_subparsers(dest="topics_command", required=True, metavar="COMMAND")
+    tp.add_parser("create", help="create the topics that are missing (idempotent)").set_defaults(func=_topics)
 
     p = sub.add_parser("worker", help="run a processing worker (Faust consumer-group member)")
-    p.add_argument("--capabilities", help="comma-separated subset of agents to run (default: all)")
-    p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    p.add_argument("--capabilities", help="comma-separated subset of agents to run (default: all; '' for none)")
+    p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"],
+                   help="the worker's log level (default: warn)")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("writer", help="run the ClickHouse writer stage (one per chDB data dir)")
@@ -148,19 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("publish", help="validate and publish events from a JSON-lines file (strict JSON contract; "
                                        "invalid lines are reported and skipped)")
-    p.add_argument("file")
+    p.add_argument("file", help="JSON-lines file of events, or - for standard input")
     p.add_argument("--strict", action="store_true", help="exit 1 if any line was invalid")
     p.set_defaults(func=_publish)
 
-    p = sub.add_parser("schemas", help="export JSON Schema of the event contracts")
-    p.add_argument("action", choices=["export"])
-    p.add_argument("dir")
-    p.set_defaults(func=_schemas_export)
+    p = sub.add_parser("schemas", help="the JSON Schema of the event contracts")
+    sc = p.add_subparsers(dest="schemas_command", required=True, metavar="COMMAND")
+    q = sc.add_parser("export", help="write one JSON Schema file per contract")
+    q.add_argument("dir", help="directory to write the schema files to")
+    q.set_defaults(func=_schemas_export)
 
     p = sub.add_parser("demo", help="run the whole pipeline on synthetic traffic and print a summary")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "bench"])
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "bench"],
+                   help="traffic size (default: demo)")
     p.add_argument("--days", type=int, default=None, help="simulated days (default: the preset's)")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="random seed of the traffic generator (default: 7)")
     p.add_argument("--keep-stack", action="store_true", help="leave Kafka and the SMTP sink running")
     p.set_defaults(func=_demo)
 
@@ -188,12 +223,15 @@ def _extensions() -> list[Callable[[Any], None]]:
 # Commands that neither sign, nor talk to the broker, nor run a process: no key check.
 _OFFLINE = frozenset({"schemas", "dashboards", "eval", "report"})
 
-
-EXIT_UNREACHABLE = 3  # a service (Kafka) did not answer; 2 is bad usage or a refused start
+EXIT_UNREACHABLE = Exit.UNREACHABLE  # kept for callers of the former constant
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; its exit code (argparse's usage errors and --help/--version included)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage error (2, message on stderr), --help or --version (0)
+        return exc.code if isinstance(exc.code, int) else Exit.USAGE
     settings = Settings()
     from pipeline.ops.logging_setup import configure_logging
 
@@ -206,15 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             log = logging.getLogger("tenantwatch")
             (log.error if verdict.refuse else log.warning)("%s", verdict.warning)
         if verdict.refuse:
-            return 2
+            return Exit.USAGE
     func: Command = args.func
     try:
-        return func(args, settings)
+        return int(func(args, settings))
+    except CliError as exc:
+        error = exc
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] not in ("kafka", "aiokafka"):
+        mapped = service_error(exc, settings)  # an unreachable Kafka or ClickHouse is an operating condition
+        if mapped is None:
             raise
-        # An unreachable or refusing broker is an operating condition, not a bug: one line.
-        print(f"tenantwatch {args.command}: Kafka at {settings.broker} did not answer: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-
-
+        error = mapped
+    verb = getattr(args, f"{args.command}_command", None)
+    print(f"tenantwatch {args.command}{' ' + verb if verb else ''}: {error}", file=sys.stderr)
+    return int(error.code)

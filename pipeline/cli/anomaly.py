@@ -10,6 +10,16 @@ import argparse
 import json
 from typing import Any
 
+from pipeline.cli._common import (
+    Exit,
+    add_admin_flags,
+    add_json_flag,
+    clickhouse,
+    emit,
+    positive_int,
+    send_admin,
+    tenant_id,
+)
 from pipeline.settings import Settings
 
 __all__ = ["add_commands"]
@@ -24,19 +34,9 @@ def _eval_nab(args: argparse.Namespace, settings: Settings) -> int:
     return main(argv)
 
 
-def _query(settings: Settings, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
-    from pipeline.adapters.clickhouse.client import connect
-
-    result = connect(settings.dsn).query(sql, parameters=params)
-    return list(result.column_names), list(result.result_rows)
-
-
-def _print_table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-    cells = [columns] + [["" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r]
-                         for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+def _query(settings: Settings, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    result = clickhouse(settings).query(sql, parameters=params)
+    return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,24 +53,18 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         " round(peak_sigma, 1) AS peak_sigma, verdict FROM anomalies FINAL"
         f" WHERE {' AND '.join(where)} ORDER BY start_ts DESC LIMIT {{limit:UInt32}}"
     )
-    columns, rows = _query(settings, sql, params)
-    _print_table(columns, rows)
-    print(f"{len(rows)} anomal{'y' if len(rows) == 1 else 'ies'}")
-    return 0
-
-
-def _send(settings: Settings, action: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
-    from pipeline.admin import submit
-
-    return submit(settings, action=action, tenant=args.tenant, params=params, actor=args.actor, reason=args.reason,
-                  wait_s=args.wait)
+    rows = _query(settings, sql, params)
+    emit(rows, args.json, empty="no anomalies")
+    if not args.json and rows:
+        print(f"{len(rows)} anomal{'y' if len(rows) == 1 else 'ies'}")
+    return Exit.OK
 
 
 def _workflow(args: argparse.Namespace, settings: Settings) -> int:
     params: dict[str, Any] = {"anomaly_id": args.anomaly_id}
     if args.metric:
         params["metric"] = args.metric
-    return _send(settings, _WORKFLOW[args.action], args, params)
+    return send_admin(settings, args, _WORKFLOW[args.action], params)
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -91,16 +85,15 @@ def _rules_set(args: argparse.Namespace, settings: Settings) -> int:
     params: dict[str, Any] = {"metric": args.metric, **dict(args.param or [])}
     if args.reset:
         params["reset"] = True
-    return _send(settings, "rule.set", args, params)
+    return send_admin(settings, args, "rule.set", params)
 
 
 def _rules_show(args: argparse.Namespace, settings: Settings) -> int:
     from agents.anomaly.rules import DEFAULT_RULES
 
     if args.defaults:
-        for rule in DEFAULT_RULES.values():
-            print(rule.model_dump_json())
-        return 0
+        emit([rule.model_dump(mode="json") for rule in DEFAULT_RULES.values()], args.json)
+        return Exit.OK
     where, params = ["1"], {}
     if args.tenant:
         where.append("tenant = {tenant:String}")
@@ -111,51 +104,48 @@ def _rules_show(args: argparse.Namespace, settings: Settings) -> int:
         " argMax(is_default, ts) AS is_default, argMax(rule_json, ts) AS rule FROM anomaly_rules FINAL"
         f" WHERE {' AND '.join(where)} GROUP BY tenant, metric ORDER BY tenant, metric"
     )
-    columns, rows = _query(settings, sql, params)
-    _print_table(columns, rows)
-    print(f"{len(rows)} rule(s) set by command; every other tenant metric uses the default (--defaults)")
-    return 0
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--actor", default="cli", help="who is acting (recorded in the audit log)")
-    p.add_argument("--reason", default="")
-    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the audit verdict")
+    rows = _query(settings, sql, params)
+    emit(rows, args.json, empty="no rules set by command")
+    if not args.json:
+        print(f"{len(rows)} rule(s) set by command; every other tenant metric uses the default (--defaults)")
+    return Exit.OK
 
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate detectors offline")
     ev = p.add_subparsers(dest="eval_command", required=True)
     q = ev.add_parser("nab", help="score the anomaly detector on a NAB-layout directory")
-    q.add_argument("nab_dir")
-    q.add_argument("--detections-out", default=None)
+    q.add_argument("nab_dir", help="a directory in the NAB layout (data/ and labels/)")
+    q.add_argument("--detections-out", default=None, help="also write every detection to this CSV file")
     q.set_defaults(func=_eval_nab)
 
     p = sub.add_parser("anomalies", help="list anomalies; acknowledge, resolve or dismiss one")
-    an = p.add_subparsers(dest="anomalies_command", required=True)
+    an = p.add_subparsers(dest="anomalies_command", required=True, metavar="COMMAND")
     q = an.add_parser("list", help="anomalies from ClickHouse, newest first")
-    q.add_argument("--tenant")
-    q.add_argument("--status", choices=["active", "acknowledged", "resolved", "false_positive"])
-    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--tenant", type=tenant_id, help="only this tenant (default: all)")
+    q.add_argument("--status", choices=["active", "acknowledged", "resolved", "false_positive"],
+                   help="only anomalies in this status")
+    q.add_argument("--limit", type=positive_int, default=50, help="rows to show (default: 50)")
+    add_json_flag(q)
     q.set_defaults(func=_list)
     for action in _WORKFLOW:
         q = an.add_parser(action, help=f"{action} an open anomaly (signed command)")
-        q.add_argument("anomaly_id")
+        q.add_argument("anomaly_id", help="the anomaly's id (anomalies list shows it)")
         q.add_argument("--metric", help="the anomaly's metric (optional: found by id)")
-        _common(q)
+        add_admin_flags(q)
         q.set_defaults(func=_workflow, action=action)
 
     p = sub.add_parser("rules", help="show or set per-tenant anomaly rules")
-    ru = p.add_subparsers(dest="rules_command", required=True)
+    ru = p.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     q = ru.add_parser("set", help="edit a tenant's rule for one metric (signed rule.set command)")
-    q.add_argument("--metric", required=True)
+    q.add_argument("--metric", required=True, help="the metric whose rule to change, e.g. revenue")
     q.add_argument("--param", action="append", type=_param, metavar="NAME=VALUE",
                    help="a Rule field, e.g. threshold_sigma=2.5 warmup=24 (repeatable)")
     q.add_argument("--reset", action="store_true", help="drop the override: back to the default rule")
-    _common(q)
+    add_admin_flags(q)
     q.set_defaults(func=_rules_set)
     q = ru.add_parser("show", help="rules set by command (ClickHouse), or the defaults")
-    q.add_argument("--tenant")
+    q.add_argument("--tenant", type=tenant_id, help="only this tenant (default: all)")
     q.add_argument("--defaults", action="store_true", help="print the default rule of every metric")
+    add_json_flag(q)
     q.set_defaults(func=_rules_show)

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from dashboards.model import CONSOLE_URL_DEFAULT
 from pipeline.settings import Settings
 
 __all__ = ["add_commands"]
@@ -39,7 +40,7 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
     if not token:
         print("error: give --token (or set GRAFANA_TOKEN): a Grafana service account token", file=sys.stderr)
         return 2
-    models = list(build_all().values())
+    models = list(build_all(args.console_url).values())
     errors = check_dashboards(models)
     if errors:
         print("\n".join(["refusing to push invalid dashboards:", *errors]), file=sys.stderr)
@@ -57,7 +58,7 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("dashboards", help="build, check or push the Grafana dashboards")
-    sub = p.add_subparsers(dest="dashboards_command", required=True)
+    sub = p.add_subparsers(dest="dashboards_command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="write dashboards/json/*.json from the Python boards")
     b.add_argument("--check", action="store_true", help="exit 1 if the committed JSON is out of date")
@@ -72,4 +73,6 @@ def add_commands(subparsers: Any) -> None:
     push.add_argument("--folder", default="tenantwatch", help="folder title (created if missing)")
     push.add_argument("--folder-uid", default="tenantwatch", help="folder uid (stable across pushes)")
     push.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
+    push.add_argument("--console-url", default=CONSOLE_URL_DEFAULT,
+                      help=f"the owner console's address, for the boards' row links (default: {CONSOLE_URL_DEFAULT})")
     push.set_defaults(func=_push)

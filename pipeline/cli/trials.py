@@ -4,10 +4,21 @@ from ClickHouse."""
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import UTC, date, datetime
+import sys
+from datetime import date
 from typing import Any
 
+from pipeline.cli._common import (
+    Exit,
+    add_admin_flags,
+    add_json_flag,
+    clickhouse,
+    emit,
+    iso_time,
+    positive_int,
+    send_admin,
+    tenant_id,
+)
 from pipeline.settings import Settings
 
 __all__ = ["add_commands", "cohort_stats", "keys_per_partition", "list_trials"]
@@ -69,91 +80,70 @@ def keys_per_partition(partitions: int, prefix: str = "expiry") -> dict[int, str
     return found
 
 
-def _send(settings: Settings, args: argparse.Namespace, *, action: Any, tenant: str, params: dict[str, Any]) -> bool:
-    from pipeline.admin import submit
-
-    return submit(settings, action=action, tenant=tenant, params=params, actor=args.actor, reason=args.reason,
-                  wait_s=args.wait) == 0
-
-
 def _run_expiry(args: argparse.Namespace, settings: Settings) -> int:
-    from schemas.commands import Action
+    from pipeline.cli._common import CliError
 
-    at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
-    at = at if at.tzinfo else at.replace(tzinfo=UTC)
     # Trials live in the worker that owns their billing partition: one command per partition,
     # keyed so that it lands on that partition's worker (commands are co-partitioned).
-    failed = 0
+    # The worst outcome wins: no answer (5) over refused (4) over done.
+    worst = Exit.OK
     for p, key in sorted(keys_per_partition(settings.partitions).items()):
-        params = {"at": at.isoformat(), "partition": p}
-        failed += not _send(settings, args, action=Action.TRIALS_RUN_EXPIRY, tenant=key, params=params)
-    return 1 if failed else 0
+        params = {"at": args.at.isoformat(), "partition": p}
+        try:
+            code = send_admin(settings, args, "trials.run_expiry", params, tenant=key)
+        except CliError as exc:
+            if exc.code != Exit.NO_ANSWER:
+                raise
+            print(f"partition {p}: {exc}", file=sys.stderr)
+            code = Exit.NO_ANSWER
+        worst = max(worst, code)
+    return worst
 
 
 def _resend(args: argparse.Namespace, settings: Settings) -> int:
-    from schemas.commands import Action
-
-    ok = _send(settings, args, action=Action.TRIALS_RESEND, tenant=args.tenant, params={"step": args.step})
-    return 0 if ok else 1
+    return send_admin(settings, args, "trials.resend", {"step": args.step})
 
 
-def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+def _percent_rates(rows: list[dict[str, Any]], as_json: bool) -> list[dict[str, Any]]:
     if as_json:
-        print(json.dumps(rows, default=str, indent=2))
-        return
-    if not rows:
-        print("(no rows)")
-        return
-    cols = list(rows[0])
-    cells = [[("-" if r[c] is None else f"{r[c]:.1%}" if c == "conversion_rate" else str(r[c])) for c in cols]
-             for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        return rows
+    return [{**r, "conversion_rate": f"{r['conversion_rate']:.1%}"} for r in rows]
 
 
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters.clickhouse.client import connect
-
-    _print(cohort_stats(connect(settings.dsn)), args.json)
-    return 0
+    emit(_percent_rates(cohort_stats(clickhouse(settings)), args.json), args.json, empty="no trials")
+    return Exit.OK
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters.clickhouse.client import connect
-
-    _print(list_trials(connect(settings.dsn), args.status, args.tenant, args.limit), args.json)
-    return 0
+    emit(list_trials(clickhouse(settings), args.status, args.tenant, args.limit), args.json, empty="no trials")
+    return Exit.OK
 
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("trials", help="trial automation: expiry runs, resends, conversion stats")
-    tsub = p.add_subparsers(dest="trials_command", required=True)
-
-    def admin(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--actor", default="cli", help="who is asking (audit log)")
-        q.add_argument("--reason", default="", help="why (audit log)")
-        q.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each verdict")
+    tsub = p.add_subparsers(dest="trials_command", required=True, metavar="COMMAND")
 
     q = tsub.add_parser("run-expiry", help="fire every trial timer due at TIME (event time), on all partitions")
-    q.add_argument("--at", required=True, help="ISO 8601 time, e.g. 2026-03-20T00:00:00Z")
-    admin(q)
+    q.add_argument("--at", required=True, type=iso_time, metavar="TIME",
+                   help="ISO 8601 time, e.g. 2026-03-20T00:00:00Z")
+    add_admin_flags(q, tenant=False)
     q.set_defaults(func=_run_expiry)
 
     q = tsub.add_parser("resend", help="send one step's mail of a tenant's trial again")
-    q.add_argument("tenant")
-    q.add_argument("step", choices=["welcome", "7day", "1day", "expired"])
-    admin(q)
+    q.add_argument("tenant", type=tenant_id, help="the tenant whose trial mail to resend")
+    q.add_argument("step", choices=["welcome", "7day", "1day", "expired"], help="which mail")
+    add_admin_flags(q, tenant=False)
     q.set_defaults(func=_resend)
 
     q = tsub.add_parser("stats", help="conversion by start-week cohort and plan (ClickHouse)")
-    q.add_argument("--json", action="store_true")
+    add_json_flag(q)
     q.set_defaults(func=_stats)
 
     q = tsub.add_parser("list", help="trials and their current state (ClickHouse)")
-    q.add_argument("--status", choices=["trialing", "converted", "canceled", "expired", "suspended"])
-    q.add_argument("--tenant")
-    q.add_argument("--limit", type=int, default=100)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--status", choices=["trialing", "converted", "canceled", "expired", "suspended"],
+                   help="only trials in this state")
+    q.add_argument("--tenant", type=tenant_id, help="only this tenant")
+    q.add_argument("--limit", type=positive_int, default=100, help="rows to show (default: 100)")
+    add_json_flag(q)
     q.set_defaults(func=_list)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from statistics import fmean, pstdev
 from typing import Any
 
@@ -39,15 +39,17 @@ from schemas.ratelimit import Ban, Decision, LimitConfig, TenantPolicy, Violatio
 from schemas.results import DeadLetter, stable_id
 from schemas.trials import TrialState, TrialStatus
 
-__all__ = ["PREFIX", "Scenario", "build_scenario", "insert_scenario"]
+__all__ = ["CAPPED_SIGMA", "PREFIX", "Scenario", "build_scenario", "insert_scenario"]
 
 PREFIX = "dash-"
+CAPPED_SIGMA = 1_000_000.0  # the detector's cap on a σ score (a flat baseline gives an unbounded one)
 
 
 @dataclass
 class Scenario:
     start: datetime
     end: datetime
+    wall: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the scenario "ran"
     records: dict[str, list[BaseModel]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, table: str, *rows: BaseModel) -> None:
@@ -120,7 +122,8 @@ def _anomalies(sc: Scenario, requests: list[RequestEvent]) -> None:
                 ts=h, expected=mu, lower=mu - 3 * sigma, upper=mu + 3 * sigma, seasonal=False))
         peak_h, peak_n = max(series, key=lambda p: p[1])
         aid = anomaly_id(tenant, "request_volume", peak_h.timestamp())
-        dev = (peak_n - mu) / sigma
+        # The first one as the detector reports a flat baseline: σ score at its cap.
+        dev = CAPPED_SIGMA if i == 0 else (peak_n - mu) / sigma
         sc.add("anomalies", Anomaly(
             id=aid, tenant=tenant, metric=MetricName.REQUEST_VOLUME, start_ts=peak_h, detected_ts=peak_h,
             last_ts=peak_h, value=peak_n, expected=mu, sigma=sigma, deviation_sigma=dev,
@@ -164,10 +167,12 @@ def _trials(sc: Scenario, billing: Sequence[Any]) -> None:
         attempts = [DeliveryStatus.SENT] if n % 4 else [DeliveryStatus.FAILED, DeliveryStatus.SENT]
         if n == 1:
             attempts = [DeliveryStatus.FAILED] * 3
+        # Stamped as the notifier stamps them: the wall-clock time of the attempt, which is far
+        # from the (generated) event time the mail became due.
         for k, status in enumerate(attempts, start=1):
             sc.add("deliveries", Delivery(id=stable_id(note.id, status, k), notification_id=note.id, status=status,
                                           attempts=k, error="" if status is DeliveryStatus.SENT else "421 try later",
-                                          ts=e.ts + timedelta(minutes=k)))
+                                          ts=sc.wall + timedelta(seconds=k)))
 
 
 def build_scenario() -> Scenario:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +12,11 @@ import pytest
 from dashboards.boards import BOARDS
 from dashboards.macros import TimeRange, expand
 from dashboards.model import Board, Panel
+from dashboards.palette import DECISION_STATES
 from dashboards.runner import run_panel, variable_values
+from schemas.events import RequestEvent
+from schemas.ratelimit import Decision
+from tests.integration.dashboards.scenario import Scenario
 
 pytestmark = pytest.mark.integration
 
@@ -106,17 +111,38 @@ def test_injected_variable_values_stay_string_literals(
     assert "requests" in {r[0] for r in chdb_client.query("SHOW TABLES").result_rows}
 
 
-def test_multi_value_variable_selects_exactly_the_chosen_tenants(
+def decisions_in_force(sc: Scenario, tenants: list[str], tr: TimeRange) -> Counter[str]:
+    """An independent count of requests by the decision in force for their (tenant, ip) when they came."""
+    changes: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+    for d in sc.records["rl_decisions"]:
+        assert isinstance(d, Decision)
+        changes.setdefault((d.tenant_id, d.ip), []).append((d.ts, d.state))
+    counts: Counter[str] = Counter()
+    for r in sc.records["requests"]:
+        assert isinstance(r, RequestEvent)
+        if r.tenant_id in tenants and tr.start <= r.ts <= tr.end:
+            before = [(ts, state) for ts, state in changes.get((r.tenant_id, r.ip), []) if ts <= r.ts]
+            counts[max(before)[1] if before else "allowed"] += 1
+    return counts
+
+
+def test_decision_totals_count_requests_of_exactly_the_chosen_tenants(
     chdb_client: Any, dash_scenario: Any, dash_range: TimeRange
 ) -> None:
-    """`IN (${tenant:singlequote})` with two tenants counts decisions of those two only."""
+    """Decision totals count traffic (requests by the decision in force), for the chosen tenants only.
+
+    Would fail if the panel counted decision state changes (a few dozen rows) instead of requests.
+    """
+    sc, _ = dash_scenario
     totals = next(p for p in BOARDS[1].panels if p.title == "Decision totals")
     chosen = ["dash-acme-001", "dash-umbrella-000"]
-    got = sum(r[1] for r in run_panel(chdb_client, totals, dash_range, {"tenant": chosen}).rows)
-    want = chdb_client.query(
-        "SELECT count() FROM rl_decisions FINAL WHERE tenant_id IN {t:Array(String)} AND ts >= {a:DateTime64(3)}"
-        " AND ts <= {b:DateTime64(3)}",
-        parameters={"t": chosen, "a": dash_range.start, "b": dash_range.end},
-    ).result_rows[0][0]
-    assert got == want > 0
-    assert run_panel(chdb_client, totals, dash_range, {"tenant": []}).rows == []
+    result = run_panel(chdb_client, totals, dash_range, {"tenant": chosen})
+    got = dict(zip(result.columns, result.rows[0], strict=True))
+    want = decisions_in_force(sc, chosen, dash_range)
+    assert got == {state: want.get(state, 0) for state in DECISION_STATES}
+    assert want["allowed"] > 0
+    assert sum(want.values()) > want["allowed"], "the scenario limits these tenants"
+    over_time = next(p for p in BOARDS[1].panels if p.title == "Requests by decision")
+    rows = run_panel(chdb_client, over_time, dash_range, {"tenant": chosen}).rows
+    assert sum(r[2] for r in rows) == sum(want.values())
+    assert sum(run_panel(chdb_client, totals, dash_range, {"tenant": []}).rows[0]) == 0

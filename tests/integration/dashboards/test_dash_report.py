@@ -45,6 +45,14 @@ def test_report_opens_in_chromium_with_every_panel(
     out = tmp_path / "report.html"
     outcome = write_report(out, chdb_client, dash_range)
     assert outcome.failed == {}
+    header = re.search(r'<div class="board" id="board-tw-ratelimit"><h2>[^<]*</h2><p class="desc">([^<]*)</p>',
+                       outcome.html)
+    assert header is not None
+    tenants = {r[0] for r in chdb_client.query("SELECT DISTINCT tenant_id FROM requests").result_rows
+               if r[0].startswith("dash-")}
+    assert len(tenants) > 3
+    assert sum(t in header.group(1) for t in tenants) == 0, f"the header lists tenant ids: {header.group(1)}"
+    assert "tenant: all (" in header.group(1)
 
     dom = run_chromium(browser, tmp_path / "profile-dom", "--dump-dom", out.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]

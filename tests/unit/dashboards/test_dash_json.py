@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from dashboards.boards import BOARDS
 from dashboards.build import JSON_DIR, build_all, main, render, stale_files
-from dashboards.model import DATASOURCE_UID, PLUGIN_ID
+from dashboards.model import CONSOLE_URL_DEFAULT, DATASOURCE_UID, PLUGIN_ID, DataLink, Panel, to_grafana
 from dashboards.validate import check_dashboard, check_dashboards
 
 
@@ -72,6 +73,8 @@ def mutate(edit: str) -> list[str]:
         model["panels"][1]["gridPos"] = dict(panel["gridPos"])
     elif edit == "bad-uid":
         model["uid"] = "has spaces"
+    elif edit == "link-undefined-variable":
+        model["templating"]["list"] = [v for v in model["templating"]["list"] if v["name"] != "console_url"]
     elif edit == "no-datasource-variable":
         model["templating"]["list"] = [v for v in model["templating"]["list"] if v["name"] != "datasource"]
     return check_dashboard(model)
@@ -87,6 +90,7 @@ def mutate(edit: str) -> list[str]:
     ("overlap", "overlap"),
     ("bad-uid", "uid"),
     ("no-datasource-variable", "no `datasource` variable"),
+    ("link-undefined-variable", "data link uses undefined variable $console_url"),
 ])
 def test_structural_check_catches_each_defect(edit: str, message: str) -> None:
     """Each broken variant of a good board is reported with a message naming the defect."""
@@ -99,3 +103,36 @@ def test_duplicate_uids_across_boards_are_reported() -> None:
     a, b = copy.deepcopy(committed()[:2])
     b["uid"] = a["uid"]
     assert any("duplicate dashboard uid" in e for e in check_dashboards([a, b]))
+
+
+def test_offender_and_anomaly_rows_link_into_the_owner_console() -> None:
+    """Rows of both "Top offenders" tables and of the anomalies timeline carry a data link into the
+    console, on a `console_url` variable provisioned with the boards (default: the local console)."""
+    models = {m["uid"]: m for m in committed()}
+    want = {
+        ("tw-overview", "Top offenders"):
+            "${console_url}/offenders?tenant=${__data.fields.tenant_id:percentencode}"
+            "&ip=${__data.fields.ip:percentencode}",
+        ("tw-ratelimit", "Top offenders (24 h)"):
+            "${console_url}/offenders?tenant=${__data.fields.tenant_id:percentencode}"
+            "&ip=${__data.fields.ip:percentencode}",
+        ("tw-anomalies", "Timeline"): "${console_url}/anomalies/${__data.fields.id:percentencode}",
+    }
+    for (uid, title), url in want.items():
+        p = next(p for p in models[uid]["panels"] if p["title"] == title)
+        assert [link["url"] for link in p["fieldConfig"]["defaults"]["links"]] == [url]
+    for m in models.values():
+        var = next(v for v in m["templating"]["list"] if v["name"] == "console_url")
+        assert (var["type"], var["query"], var["current"]["value"]) == ("textbox", CONSOLE_URL_DEFAULT,
+                                                                        CONSOLE_URL_DEFAULT)
+    other = to_grafana(BOARDS[0], console_url="https://console.example/")
+    assert next(v for v in other["templating"]["list"] if v["name"] == "console_url")["query"] == (
+        "https://console.example")
+
+
+def test_a_link_to_a_column_the_panel_does_not_return_is_refused() -> None:
+    """A data link reading `${__data.fields.x}` of a column the query does not return is a build error."""
+    with pytest.raises(ValueError, match="does not return"):
+        Panel("p", "table", "SELECT 1 AS a", ("a",), links=(DataLink("x", "${console_url}/${__data.fields.b}"),))
+    with pytest.raises(ValueError, match="no palette colour"):
+        Panel("p", "table", "SELECT 1 AS a", ("a",), states=("purple-ish",))

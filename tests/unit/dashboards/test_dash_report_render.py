@@ -8,7 +8,7 @@ from typing import Any
 
 from dashboards.boards import BOARDS
 from dashboards.macros import TimeRange
-from dashboards.report import panel_element_id, render_report
+from dashboards.report import link_href, panel_element_id, render_report, variables_summary
 
 TR = TimeRange(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC), 3600)
 EVIL = "<script>alert(1)</script>"
@@ -80,3 +80,21 @@ def test_empty_results_say_so() -> None:
     """Panels without rows say "No data" instead of drawing an empty chart."""
     outcome = render_report(CannedClient(rows=0), TR)
     assert outcome.html.count("No data in this range.") == outcome.panels
+
+
+def test_header_sums_up_a_long_tenant_pick() -> None:
+    """"All" of two dozen tenants (the report's pick of a multi-value variable) reads "all (24)", not
+    the list of ids; a single pick is named."""
+    board = next(b for b in BOARDS if b.uid == "tw-ratelimit")
+    tenants = [f"tenant-{n:02d}" for n in range(24)]
+    summary = variables_summary(board, {"tenant": tenants})
+    assert summary == "tenant: all (24)"
+    anomalies = next(b for b in BOARDS if b.uid == "tw-anomalies")
+    assert variables_summary(anomalies, {"tenant": ["acme"], "metric": []}) == "tenant: acme; metric: -"
+
+
+def test_report_rows_link_into_the_console_with_encoded_values() -> None:
+    """A data link expands as Grafana's would: the console URL, then each field percent-encoded."""
+    offenders = next(p for b in BOARDS for p in b.panels if p.title == "Top offenders")
+    href = link_href(offenders.links[0], ("tenant_id", "ip"), ("acme&co", "2001:db8::1"), "http://c:8088/")
+    assert href == "http://c:8088/offenders?tenant=acme%26co&ip=2001%3Adb8%3A%3A1"

@@ -9,7 +9,6 @@ import pytest
 from pipeline.cli import EXIT_UNREACHABLE, main
 
 
-@pytest.mark.slow  # kafka-python gives up bootstrapping after 30 s
 def test_publish_with_no_broker_is_one_line_and_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Would fail if a missing broker ended `tenantwatch publish` with a traceback or a generic exit code."""

@@ -49,7 +49,7 @@ def test_cli_parses_durations_and_limits():
         parse_duration("soon")
     parser = build_parser()
     args = parser.parse_args(["ip", "ban", "203.0.113.9", "--tenant", "acme", "--duration", "15m"])
-    assert (args.action, args.target, args.duration) == ("ban", "203.0.113.9", 900.0)
+    assert (args.ip_command, args.ip, args.duration) == ("ban", "203.0.113.9", 900.0)
     args = parser.parse_args(["limits", "set", "--tenant", "acme", "--per-minute", "off", "--per-hour", "50",
                               "--ban-base-s", "10m"])
     assert limit_params(args) == {"per_minute": None, "per_hour": 50, "ban_base_s": 600.0}

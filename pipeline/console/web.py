@@ -71,7 +71,7 @@ _ENV = Environment(loader=PackageLoader("pipeline.console", "templates"), autoes
 
 def _render(name: str, status: int = 200, **context: Any) -> web.Response:
     body = _ENV.get_template(name).render(since_choices=SINCE_CHOICES, refresh_choices=REFRESH_CHOICES,
-                                          anomaly_statuses=ANOMALY_STATUSES, trial_statuses=TRIAL_STATUSES,
+                                          anomaly_statuses=list(ANOMALY_STATUSES), trial_statuses=list(TRIAL_STATUSES),
                                           actions=act.ACTIONS, **context)
     return web.Response(text=body, status=status, content_type="text/html")
 
@@ -95,8 +95,8 @@ async def _headers(request: web.Request, handler: Callable[[web.Request], Awaita
 class Console:
     def __init__(self, config: ConsoleConfig):
         self.c = config
-        self.sessions = config.sessions or SessionStore()
-        self.throttle = config.throttle or LoginThrottle()
+        self.sessions = config.sessions if config.sessions is not None else SessionStore()
+        self.throttle = config.throttle if config.throttle is not None else LoginThrottle()
 
     # -- plumbing -------------------------------------------------------------------------
     def session(self, request: web.Request) -> Session | None:
@@ -239,7 +239,7 @@ class Console:
                               queries=lambda f: {"rows": {"query": "audit", "tenant": f.tenant}}),
         }
         return [
-            web.get("/", lambda _: web.HTTPSeeOther("/anomalies")),  # type: ignore[arg-type,return-value]
+            web.get("/", self.home),
             web.get("/login", self.login_form), web.post("/login", self.login),
             web.get("/login/once", self.once_form), web.post("/login/once", self.once),
             web.post("/logout", self.logout),
@@ -248,6 +248,9 @@ class Console:
             web.post("/actions/confirm", self.confirm), web.post("/actions/run", self.run),
             web.get("/static/console.css", self.css),
         ]
+
+    async def home(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther("/anomalies")
 
     async def anomaly(self, request: web.Request) -> web.Response:
         anomaly_id = request.match_info["anomaly_id"]

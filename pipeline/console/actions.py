@@ -168,7 +168,7 @@ def plan(form: Mapping[str, str], partitions_keys: Mapping[int, str] | None = No
         raise PlanError("unknown action") from None
     if action not in ACTIONS:
         raise PlanError(f"{action.value} is not available in the console")
-    reason = _field(form, "reason")[:500]
+    reason = _field(form, "reason")[:256]  # the command's reason is ShortText
     if action is Action.TRIALS_RUN_EXPIRY:
         at = _at(_field(form, "at"))
         if not partitions_keys:

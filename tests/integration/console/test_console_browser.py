@@ -66,6 +66,12 @@ def test_wrong_password_wrong_code_missing_csrf_and_expired_session_are_refused(
     sign_in(page, stack, target="/limits")
     assert page.url == stack.url + "/limits", "signed in, back where the owner was going"
     next_step(stack)
+    hostile = "<img src=x id=injected>"
+    page.goto(f"{stack.url}/offenders?tenant={hostile}&since=6h")
+    assert page.locator("#injected").count() == 0, "what a URL carries is escaped"
+    assert page.locator(".error").inner_text() == f"tenant {hostile!r} ignored: not a tenant id"
+    assert page.locator("select[name=since] option:checked").inner_text() == "6h"
+    assert page.locator("meta[http-equiv=refresh]").get_attribute("content") == "30", "lists refresh themselves"
 
     # The session cookie is HttpOnly and SameSite=Strict.
     cookie = next(c for c in context.cookies() if c["name"] == "tw_session")
@@ -161,8 +167,8 @@ def test_owner_bans_an_offender_and_acknowledges_an_anomaly(console_stack, brows
 
     # The same views at a phone's width: nothing wider than the screen.
     page.set_viewport_size(PHONE)
-    for path in (f"/offenders?tenant={tenant}", f"/anomalies/{anomaly['id']}", f"/bans?tenant={tenant}",
-                 "/audit", "/limits"):
+    for path in (f"/offenders?tenant={tenant}", f"/anomalies?tenant={quiet}", f"/anomalies/{anomaly['id']}",
+                 f"/bans?tenant={tenant}", "/audit", "/limits", "/trials"):
         page.goto(stack.url + path)
         assert no_horizontal_overflow(page), f"{path} overflows at {PHONE['width']} px"
     context.close()

@@ -45,6 +45,8 @@ def _serve(args: argparse.Namespace, base: Settings) -> int:
     if verdict.refuse:
         _err(verdict.warning or "refused")
         return EXIT_USAGE
+    args.tls_cert = args.tls_cert or settings.console_tls_cert
+    args.tls_key = args.tls_key or settings.console_tls_key
     if (args.tls_cert is None) != (args.tls_key is None):
         _err("--tls-cert and --tls-key go together")
         return EXIT_USAGE
@@ -184,8 +186,8 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--port", type=int, default=None, help="port (default TW_CONSOLE_PORT, 8765)")
     q.add_argument("--with-pipeline", action="store_true",
                    help="also start the local stack, a worker and a writer on this data (stopped on exit)")
-    q.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS (cookies then Secure)")
-    q.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    q.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS, cookies then Secure (default TW_CONSOLE_TLS_CERT)")
+    q.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (default TW_CONSOLE_TLS_KEY)")
     demo_flag(q)
     q.set_defaults(func=_serve)
 

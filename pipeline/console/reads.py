@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -74,10 +75,28 @@ def open_reader(settings: Settings) -> Reader:
     """The reader for `settings`' ClickHouse (see the module doc for which)."""
     from pipeline.adapters.clickhouse.client import connect
 
-    if not settings.dsn.startswith("chdb://"):
-        return DirectReader(SerializedClient(connect(settings.dsn)), mode="direct, ClickHouse server")
-    found = read_announcement(announcement_path(settings))
+    found = read_announcement(announcement_path(settings)) if settings.dsn.startswith("chdb://") else None
     if found is not None:
         return ReadApiReader(*found)
-    return DirectReader(SerializedClient(connect(settings.dsn)),
-                        mode="the writer is not running: the data as it was left")
+    quiet = logging.getLogger("clickhouse_connect")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its retry warnings would only repeat the one line below
+    try:
+        client = SerializedClient(connect(settings.dsn))
+    except Exception as exc:  # clickhouse-connect raises its own errors, and chDB others, for a path in use
+        raise ReadUnavailable(f"ClickHouse at {_shown(settings.dsn)} did not answer: {exc}") from None
+    finally:
+        quiet.setLevel(level)
+    if settings.dsn.startswith("chdb://"):
+        return DirectReader(client, mode="the writer is not running: the data as it was left")
+    return DirectReader(client, mode="direct, ClickHouse server")
+
+
+def _shown(dsn: str) -> str:
+    """The DSN without a password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    return dsn.replace(f":{parts.password}@", ":***@", 1)

@@ -186,7 +186,8 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--port", type=int, default=None, help="port (default TW_CONSOLE_PORT, 8765)")
     q.add_argument("--with-pipeline", action="store_true",
                    help="also start the local stack, a worker and a writer on this data (stopped on exit)")
-    q.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS, cookies then Secure (default TW_CONSOLE_TLS_CERT)")
+    q.add_argument("--tls-cert", default=None,
+                   help="PEM certificate: serve HTTPS, cookies then Secure (default TW_CONSOLE_TLS_CERT)")
     q.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (default TW_CONSOLE_TLS_KEY)")
     demo_flag(q)
     q.set_defaults(func=_serve)

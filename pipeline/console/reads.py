@@ -68,7 +68,8 @@ class ReadApiReader:
                 detail = exc.reason
             raise ReadUnavailable(f"the writer's read API refused: {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ReadUnavailable(f"the writer's read API at {self.url} did not answer: {exc}") from None
+            raise ReadUnavailable(f"the writer's read API at {self.url} did not answer ({exc}); is the writer "
+                                  "running? A writer that was killed leaves status/read-api.json behind") from None
 
 
 def open_reader(settings: Settings) -> Reader:

@@ -203,40 +203,36 @@ class Console:
 
     # -- views ----------------------------------------------------------------------------
     async def view(self, request: web.Request, *, template: str, title: str, default_since: str,
-                   queries: Callable[[Filters], dict[str, dict[str, Any]]]) -> web.Response:
+                   query: Callable[[Filters], tuple[str, dict[str, Any]]]) -> web.Response:
+        """A list view: its filters from the query string, its rows from one catalogue query."""
         filters = parse_filters(request.query, default_since)
-        data: dict[str, Result] = {}
+        name, params = query(filters)
+        rows: Result | None = None
         error = ""
         try:
-            for key, (name, params) in ((k, (v.pop("query"), v)) for k, v in queries(filters).items()):
-                data[key] = await self.read(name, **params)
+            rows = await self.read(name, **params)
         except (ReadUnavailable, QueryError) as exc:
             error = str(exc)
-        return self.page(request, template, title=title, filters=filters, data=data, error=error)
+        return self.page(request, template, title=title, filters=filters, data={"rows": rows}, error=error)
 
     def routes(self) -> list[web.RouteDef]:
         def since(f: Filters) -> dict[str, Any]:
             return {"since": f.since_s} if f.since_s is not None else {}
 
-        v = self.view
+        def view(template: str, title: str, default_since: str,
+                 query: Callable[[Filters], tuple[str, dict[str, Any]]]) -> Any:
+            return partial(self.view, template=template, title=title, default_since=default_since, query=query)
+
         views = {
-            "/anomalies": partial(v, template="anomalies.html", title="Open anomalies", default_since="7d",
-                                  queries=lambda f: {"rows": {"query": "anomalies", "tenant": f.tenant,
-                                                              "statuses": f.anomaly_statuses(), **since(f)}}),
-            "/offenders": partial(v, template="offenders.html", title="Top offenders", default_since="24h",
-                                  queries=lambda f: {"rows": {"query": "offenders", "tenant": f.tenant, "ip": f.ip,
-                                                              **since(f)}}),
-            "/bans": partial(v, template="bans.html", title="Bans", default_since="7d",
-                             queries=lambda f: {"rows": {"query": "bans", "tenant": f.tenant, "ip": f.ip,
-                                                         **since(f)}}),
-            "/limits": partial(v, template="limits.html", title="Limits", default_since="",
-                               queries=lambda f: {"rows": {"query": "limits", "tenant": f.tenant}}),
-            "/trials": partial(v, template="trials.html", title="Trials", default_since="30d",
-                               queries=lambda f: {"rows": {"query": "trials", "tenant": f.tenant,
-                                                           "status": f.status if f.status in TRIAL_STATUSES
-                                                           else "", **since(f)}}),
-            "/audit": partial(v, template="audit.html", title="Audit log", default_since="",
-                              queries=lambda f: {"rows": {"query": "audit", "tenant": f.tenant}}),
+            "/anomalies": view("anomalies.html", "Open anomalies", "7d", lambda f: (
+                "anomalies", {"tenant": f.tenant, "statuses": f.anomaly_statuses(), **since(f)})),
+            "/offenders": view("offenders.html", "Top offenders", "24h", lambda f: (
+                "offenders", {"tenant": f.tenant, "ip": f.ip, **since(f)})),
+            "/bans": view("bans.html", "Bans", "7d", lambda f: ("bans", {"tenant": f.tenant, "ip": f.ip, **since(f)})),
+            "/limits": view("limits.html", "Limits", "", lambda f: ("limits", {"tenant": f.tenant})),
+            "/trials": view("trials.html", "Trials", "30d", lambda f: (
+                "trials", {"tenant": f.tenant, "status": f.status if f.status in TRIAL_STATUSES else "", **since(f)})),
+            "/audit": view("audit.html", "Audit log", "", lambda f: ("audit", {"tenant": f.tenant})),
         }
         return [
             web.get("/", self.home),
@@ -289,8 +285,7 @@ class Console:
             return self.page(request, "message.html", 400, title="Not sent", message="The action was not confirmed.")
         owner = request["session"].owner
         verdicts: list[Verdict] = await self.blocking(self.c.submit, planned, owner)
-        ok = all(v.outcome == "accepted" for v in verdicts)
-        return self.page(request, "verdict.html", 200 if ok else 502, title="Verdict", plan=planned,
+        return self.page(request, "verdict.html", title="Verdict", plan=planned,
                          verdicts=verdicts, back=safe_next(form.get("back"), "/anomalies"))
 
 

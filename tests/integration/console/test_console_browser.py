@@ -175,7 +175,8 @@ def test_owner_bans_an_offender_and_acknowledges_an_anomaly(console_stack, brows
 
 
 def test_one_time_login_works_once_and_failed_sign_ins_are_throttled(console_stack, browser) -> None:
-    """A one-time link signs in once; five failed sign-ins from an address (the spent link was one) block it."""
+    """A one-time link signs in once (and signing out ends it); five failed sign-ins from an address
+    (the spent link was one) block it."""
     stack = console_stack
     token = stack.owners.issue_one_time("alice", stack.clock())
     for expected in ("/anomalies", "/login/once"):
@@ -185,6 +186,11 @@ def test_one_time_login_works_once_and_failed_sign_ins_are_throttled(console_sta
         with page.expect_navigation():
             page.click("button[type=submit]")
         assert page.url.startswith(stack.url + expected), "used once, the link is refused"
+        if expected == "/anomalies":
+            with page.expect_navigation():
+                page.click("form.logout button")
+            page.goto(stack.url + "/anomalies")
+            assert "/login" in page.url, "signed out"
         context.close()
 
     context = browser.new_context()

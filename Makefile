@@ -25,7 +25,7 @@ kafka-jars: $(STAMP)  ## fetch the Apache Kafka broker jars from Maven Central (
 demo: kafka-jars  ## run the pipeline on ~14 simulated days of synthetic traffic, print a summary
 	$(BIN)/tenantwatch demo
 
-browser:  ## Debian's chromium, for the static-report test (skipped without it)
+browser:  ## Debian's chromium, for the static-report and console browser tests (skipped without it)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report browser test will skip"; }
 
 test: kafka-jars browser  ## run every test (unit, property, integration on real Kafka/chDB/SMTP)

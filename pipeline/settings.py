@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     allow_dev_key: bool = False
     command_max_skew_s: float = Field(default=300.0, gt=0)
 
+    # The owner console (`tenantwatch console serve`): where it listens (loopback unless told;
+    # off loopback it refuses the development key), how long a sign-in lasts (idle, and at
+    # most), how long an action waits for the worker's verdict, and TLS (cookies then Secure).
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=8765, ge=1, le=65535)
+    console_session_idle_s: float = Field(default=1800.0, gt=0)
+    console_session_max_s: float = Field(default=12 * 3600.0, gt=0)
+    console_wait_s: float = Field(default=30.0, gt=0, le=600)
+    console_tls_cert: Path | None = None
+    console_tls_key: Path | None = None
+
     # Operations: a Prometheus /metrics port per process (off when unset) and JSON logs.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_json: bool = False

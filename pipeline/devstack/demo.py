@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.settings import Settings
 
-__all__ = ["DemoStalled", "run_demo"]
+__all__ = ["DemoStalled", "demo_settings", "run_demo", "start_pipeline", "stop_pipeline"]
 
 _SUMMARY_SQL: list[tuple[str, str]] = [
     ("requests", "SELECT count() FROM requests FINAL"),
@@ -146,7 +146,8 @@ def _send_malformed(settings: Settings) -> None:
     producer.close()
 
 
-def _start(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:
+def start_pipeline(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """A ClickHouse writer and a processing worker for `settings`, as subprocesses logging to `logs`."""
     procs = []
     for role in ("writer", "worker"):
         with open(logs / f"{role}.log", "wb") as out:
@@ -155,7 +156,7 @@ def _start(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:
     return procs
 
 
-def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
+def stop_pipeline(procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
     """SIGTERM each process, SIGKILL what has not ended after `timeout` (or at a second Ctrl-C)."""
     for p in reversed(procs):
         if p.poll() is None:
@@ -215,6 +216,11 @@ def _follow(console: Any, settings: Settings, procs: list[subprocess.Popen[bytes
     console.print(f"published {pub.published:,} events in {time.monotonic() - started:.0f}s; all stages caught up")
 
 
+def demo_settings(base: Settings) -> Settings:
+    """The demo's settings: its own data dir under `base`'s, the embedded ClickHouse there."""
+    return Settings(**{**base.model_dump(), "data_dir": base.data_dir / "demo", "clickhouse_dsn": None})
+
+
 def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = 7,
              keep_stack: bool = False) -> int:
     """Run the demo; returns the exit code (130 when interrupted). Whatever ends it (done,
@@ -227,7 +233,7 @@ def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed
     from pipeline.devstack.manager import LocalStack
 
     console = Console()
-    settings = Settings(**{**base.model_dump(), "data_dir": base.data_dir / "demo", "clickhouse_dsn": None})
+    settings = demo_settings(base)
     stack = LocalStack(settings)
     stack.down()
     shutil.rmtree(settings.data_dir, ignore_errors=True)
@@ -241,14 +247,15 @@ def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed
         ensure_topics(settings)
         logs = settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        procs = _start(settings, logs)
+        procs = start_pipeline(settings, logs)
         try:
             pub = _Publisher(settings, config)
             pub.start()
             _follow(console, settings, procs, pub, logs)
         finally:
-            _stop(procs)
+            stop_pipeline(procs)
         _summary(console, settings)
+        _console_invitation(console, settings)
         return 0
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: stopping the worker, the writer and the stack")
@@ -307,3 +314,24 @@ def _summary(console: Any, settings: Settings) -> None:
     outcome = write_report(report, client)
     console.print(f"static report of the dashboards' panels: {report.resolve()} "
                   f"({outcome.panels} panels, {len(outcome.failed)} failed)")
+
+
+def _console_invitation(console: Any, settings: Settings) -> None:
+    """How to open the owner console on the demo's data, with a one-time login for the demo owner.
+
+    The demo's writer has stopped (chDB admits one process per data path, and the summary read
+    it); `tenantwatch console serve --demo --with-pipeline` starts the stack, a worker and a
+    writer on the demo's data again, and the console reads through that writer.
+    """
+    import secrets
+
+    from pipeline.console.server import console_url, owner_store
+
+    store = owner_store(settings)
+    store.add("demo", secrets.token_urlsafe(24), replace=True)  # the one-time link is the way in
+    token = store.issue_one_time("demo", time.time())
+    url = f"{console_url(settings.console_host, settings.console_port)}/login/once?token={token}"
+    console.print("[bold]owner console[/] on this data: run")
+    console.print("    tenantwatch console serve --demo --with-pipeline", soft_wrap=True)
+    console.print(f"then open (one-time login for owner 'demo', valid 24 h): {url}", soft_wrap=True)
+    console.print("(a lasting account: tenantwatch console add-owner NAME --demo)")

@@ -106,11 +106,15 @@ def _export_lag(app: Any, group: str) -> None:
 def run_writer(settings: Settings) -> None:
     """Run the ClickHouse writer until SIGTERM/SIGINT; applies migrations first.
 
+    On the embedded engine it also serves the console's named queries on loopback
+    (`pipeline.adapters.clickhouse.read_api`): while it runs, no other process may open the data.
+
     It never exits on a broker outage: topics are created once the broker answers, and the
     consumer reconnects by itself (`pipeline.adapters.clickhouse.source`).
     """
     from pipeline.adapters.clickhouse.client import connect
     from pipeline.adapters.clickhouse.migrations import migrate
+    from pipeline.adapters.clickhouse.read_api import ReadApiServer, SerializedClient, announcement_path
     from pipeline.adapters.clickhouse.sinks import ClickHouseSink
     from pipeline.adapters.clickhouse.writer import ClickHouseWriter
     from pipeline.adapters.kafka_config import client_kwargs
@@ -124,6 +128,11 @@ def run_writer(settings: Settings) -> None:
 
     client = connect(settings.dsn)
     migrate(client)
+    read_api = None
+    if settings.dsn.startswith("chdb://"):
+        # The one process chDB admits on this path: it also answers the console's reads.
+        client = SerializedClient(client)
+        read_api = ReadApiServer(client, announce=announcement_path(settings)).start()
     writer = ClickHouseWriter(
         bootstrap=settings.broker, prefix=settings.topic_prefix, sink=ClickHouseSink(client),
         group_id=f"{settings.app_id}-writer", batch_rows=settings.writer_batch_rows,
@@ -166,6 +175,8 @@ def run_writer(settings: Settings) -> None:
         writer.run(should_stop)
     finally:
         status.unlink(missing_ok=True)
+        if read_api is not None:
+            read_api.stop()
 
 
 def _ensure_topics_when_reachable(settings: Settings, stopping: Any) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from pipeline.settings import DEV_SIGNING_KEY, Settings
 
-__all__ = ["MIN_KEY_BYTES", "PLACEHOLDER_KEYS", "StartupVerdict", "broker_is_loopback", "signing_key_problem",
-           "startup_verdict"]
+__all__ = ["MIN_KEY_BYTES", "PLACEHOLDER_KEYS", "StartupVerdict", "broker_is_loopback", "console_bind_verdict",
+           "signing_key_problem", "startup_verdict"]
 
 MIN_KEY_BYTES = 32
 # Keys that ship in files anyone can read: ours, and the usual example-file values.
@@ -47,20 +47,19 @@ def _host(address: str) -> str:
     return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve anywhere
+        return False
+
+
 def broker_is_loopback(broker: str) -> bool:
     """Whether every bootstrap address of `broker` ("host:port[,host:port…]") is on this machine."""
     hosts = [_host(a) for a in broker.split(",") if a.strip()]
-    if not hosts:
-        return False
-    for host in hosts:
-        if host.lower() == "localhost":
-            continue
-        try:
-            if not ipaddress.ip_address(host).is_loopback:
-                return False
-        except ValueError:  # a name other than localhost: it may resolve anywhere
-            return False
-    return True
+    return bool(hosts) and all(_is_loopback(h) for h in hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +84,15 @@ def startup_verdict(settings: Settings) -> StartupVerdict:
                           f"TW_SIGNING_KEY to a random secret of at least {MIN_KEY_BYTES} bytes (e.g. "
                           "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`), or TW_ALLOW_DEV_KEY=1 "
                           "to run anyway", refuse=True)
+
+
+def console_bind_verdict(settings: Settings, host: str) -> StartupVerdict:
+    """Whether the console may listen on `host`: it signs commands with the server's key, so off
+    loopback (where others can reach it) a key anyone can read is refused, whatever
+    TW_ALLOW_DEV_KEY says; on loopback the processes' own check applies."""
+    problem = signing_key_problem(settings.signing_key.get_secret_value())
+    if problem is None or _is_loopback(host.strip("[]")):
+        return StartupVerdict(None, refuse=False)
+    return StartupVerdict(f"{problem} and the console would listen on {host}, off loopback: refusing to start. "
+                          f"Set TW_SIGNING_KEY to a random secret of at least {MIN_KEY_BYTES} bytes, or listen on "
+                          "127.0.0.1", refuse=True)

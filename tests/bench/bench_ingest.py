@@ -143,6 +143,11 @@ def end_to_end(settings: Settings, n: int, capabilities: str | None,
         log.close()
     rows = client.query("SELECT count() FROM requests FINAL").result_rows[0][0]
     assert rows == n, f"ClickHouse holds {rows} of {n} events"
+    # The second stage's output: one complete row per tenant-minute (late parts apart).
+    stored, cells, late_rows, late_requests = client.query(
+        "SELECT count(), uniqExact(tenant_id, minute), countIf(late), sumIf(requests, late) FROM rl_rollups FINAL"
+    ).result_rows[0]
+    extra.update(rollup_rows=stored, tenant_minutes=cells, late_rows=late_rows, late_requests=late_requests)
     extra.update(progress.figures(max(worker_done, writer_done)))
     return worker_done, writer_done, extra
 
@@ -236,6 +241,9 @@ def main() -> None:
         print(f"worker committed all events in {t_worker:.1f}s (incl. start-up): {worker_rate:,.0f} events/s")
         print(f"end to end into ClickHouse (worker + writer): {e2e_rate:,.0f} events/s")
         print(f"ratio end-to-end / raw ceiling: {e2e_rate / raw_rate:.1%} (goal ≥ 25%)")
+        print(f"rollup rows: {extra['rollup_rows']:,} for {extra['tenant_minutes']:,} tenant-minutes "
+              f"({extra['rollup_rows'] / max(extra['tenant_minutes'], 1):.2f} per tenant-minute); "
+              f"late: {extra['late_rows']:,} rows, {extra['late_requests']:,} requests")
         if "steady_rate" in extra:
             print(f"end to end after start-up: {extra['steady_e2e']:,.0f} events/s, "
                   f"{extra['steady_e2e'] / raw_rate:.1%} of the raw ceiling (a running worker's rate)")

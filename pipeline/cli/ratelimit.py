@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any
 
+from pipeline import durations
 from pipeline.cli._common import (
     CliError,
     Exit,
@@ -35,7 +35,6 @@ from pipeline.settings import Settings
 
 __all__ = ["add_commands", "latest_limits", "limit_params", "parse_duration", "top_offenders"]
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _LIMIT_FLAGS = {
     "per_minute": "requests per minute per client IP ('off' disables the window)",
     "per_hour": "requests per hour per client IP ('off' disables the window)",
@@ -49,11 +48,11 @@ _LIMIT_FLAGS = {
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``15m``, ``24h``, ``7d`` or ``2w``."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if m is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m, 24h, 7d")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    """Seconds in ``90``, ``90s``, ``15m``, ``24h``, ``7d`` or ``2w`` (an argparse type)."""
+    try:
+        return durations.seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _limit(text: str) -> int | None:

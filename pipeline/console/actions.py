@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pipeline import durations
 from schemas.commands import Action, ParamValue
 
 __all__ = ["ACTIONS", "ActionPlan", "PlanError", "plan"]
 
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _STEPS = ("welcome", "7day", "1day", "expired")
 
 # What an owner may do from the console (rule edits stay with the CLI: they take a whole rule).
@@ -47,10 +47,10 @@ class ActionPlan:
 
 def duration_s(text: str) -> float:
     """Seconds in ``90``, ``90s``, ``15m``, ``24h``, ``7d`` or ``2w``."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if m is None:
-        raise PlanError(f"{text!r} is not a duration like 90s, 15m, 24h, 7d")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    try:
+        return durations.seconds(text)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def _field(form: Mapping[str, str], name: str) -> str:

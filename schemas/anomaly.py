@@ -132,6 +132,8 @@ class MetricPoint(Record):
     metric: MetricName
     ts: Timestamp
     value: Finite
+    # A proportion's denominator (requests in the window): what its binomial noise depends on.
+    denominator: NonNegative | None = None
 
     @property
     def key(self) -> str:

@@ -3,9 +3,13 @@
 One `StreamDetector` per stream lives in the agent's Faust table under `"tenant|metric"`.
 For each point, in this order:
 
-1. score it against the baseline as it stood *before* the point (warm-up: no score);
+1. score it against the baseline as it stood *before* the point (warm-up: no score), in the
+   space and with the σ floor of the metric's kind (`kinds`: counts, proportions with their
+   denominator, amounts and latency in log space); bands and anomalies report the expected
+   value and σ back in the metric's own units;
 2. the point is *out of band* when its deviation passes the rule (direction, threshold σ,
-   minimum %); the rule *confirms* when N of the last M points were out of band;
+   minimum %); the rule *confirms* when N of the last M points were out of band, or at once
+   when the point is beyond `DECISIVE` × the threshold (a burst shorter than a window);
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
 4. episodes: a confirmation opens one anomaly (unless the stream is cooling down); further
    out-of-band points update that same anomaly (same id); `resolve_after` in-band points in a
@@ -20,14 +24,15 @@ State travels as `snapshot()` / `StreamDetector.restore` (the agent's table code
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from agents.anomaly.baseline import Estimate, SeasonalBaseline
+from agents.anomaly.kinds import KIND_OF, Kind, base_floor, decode, encode, floor_sigma, value_sigma
 from agents.anomaly.multivariate import combine
-from agents.anomaly.severity import classify, worst
+from agents.anomaly.severity import assess, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
 from pipeline.runtime.snapshot import Fields, SnapshotError
 from schemas.anomaly import (
@@ -40,6 +45,7 @@ from schemas.anomaly import (
     MetricPoint,
     Rule,
     Season,
+    Severity,
     Verdict,
     anomaly_id,
     band_id,
@@ -51,6 +57,7 @@ from schemas.commands import Action
 __all__ = ["Step", "StreamDetector"]
 
 _PCT_CAP = 1e6
+DECISIVE = 2.0  # a point beyond this many thresholds opens an episode without waiting for N of M
 _RECENT_BITS = 1000  # out-of-band flags remembered (rules confirm over at most this many points)
 _FLAGS_KEPT = 64
 
@@ -85,7 +92,7 @@ def _pct(value: float, expected: float) -> float | None:
 
 @dataclass(slots=True)
 class _Scored:
-    """A point as the rule sees it."""
+    """A point as the rule sees it: `est` in the scored space, `expected`/`sigma` in the metric's units."""
 
     ts: float
     value: float
@@ -93,6 +100,9 @@ class _Scored:
     z: float
     pct: float | None
     hst_score: float | None
+    expected: float
+    sigma: float
+    denominator: float | None
 
 
 def _grow(episode: Anomaly, p: _Scored) -> Anomaly:
@@ -104,17 +114,26 @@ def _grow(episode: Anomaly, p: _Scored) -> Anomaly:
         update={
             "last_ts": to_datetime(p.ts),
             "value": p.value,
-            "expected": p.est.expected,
-            "sigma": p.est.sigma,
+            "expected": p.expected,
+            "sigma": p.sigma,
             "deviation_sigma": p.z,
             "deviation_pct": p.pct,
             "peak_sigma": max(episode.peak_sigma, abs(p.z)),
-            "severity": worst(episode.severity, classify(p.z, p.pct)),
+            "severity": worst(episode.severity, _severity(episode.metric, p)),
             "points": episode.points + 1,
             "hst_score": p.hst_score if p.hst_score is not None else episode.hst_score,
             "verdict": verdict,
         }
     )
+
+
+def _severity(metric: MetricName, p: _Scored) -> Severity:
+    return assess(metric, p.z, p.value, p.expected, p.denominator)
+
+
+def _decisive(rule: Rule, z: float) -> bool:
+    """A point this far out confirms on its own: a burst that fits in one window is still seen."""
+    return abs(z) >= DECISIVE * rule.threshold_sigma
 
 
 def _passes(rule: Rule, z: float, pct: float | None) -> bool:
@@ -132,9 +151,12 @@ def _passes(rule: Rule, z: float, pct: float | None) -> bool:
 class StreamDetector:
     """Detector state of one tenant metric; `snapshot` / `restore` carry it through its table."""
 
-    def __init__(self, tenant: str, metric: MetricName, rule: Rule, **baseline_kw: float) -> None:
+    def __init__(self, tenant: str, metric: MetricName, rule: Rule, kind: Kind | None = None,
+                 **baseline_kw: float) -> None:
         self.tenant = tenant
         self.metric = metric
+        self.kind = KIND_OF[metric] if kind is None else kind
+        baseline_kw.setdefault("sigma_floor", base_floor(self.kind))  # lets winsorising adapt off a flat 0
         self.baseline = SeasonalBaseline(
             season=rule.season,
             history_days=rule.history_days,
@@ -152,7 +174,8 @@ class StreamDetector:
     def snapshot(self) -> dict[str, Any]:
         """Everything the detector knows, JSON-ready (see `restore`)."""
         return {
-            "tenant": self.tenant, "metric": self.metric.value, "baseline": self.baseline.snapshot(),
+            "tenant": self.tenant, "metric": self.metric.value, "kind": self.kind.value,
+            "baseline": self.baseline.snapshot(),
             "n": self.n, "last_ts": self.last_ts, "recent": format(self._recent, "x"),
             "flags": [[n, ts] for n, ts in self._flag_ts], "quiet_until": self.quiet_until,
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
@@ -171,6 +194,16 @@ class StreamDetector:
             raise f.fail("metric", "unknown metric") from None
         out.baseline = SeasonalBaseline.restore(f.raw("baseline"))
         out.n, out.quiet_until, out._in_band = f.integer("n"), f.integer("quiet_until"), f.integer("in_band")
+        if "kind" in data:  # type: ignore[operator]  # Fields checked it is a mapping
+            try:
+                out.kind = Kind(f.text("kind", 16))
+            except ValueError:
+                raise f.fail("kind", "unknown kind") from None
+        else:  # saved before kinds: its baseline learnt raw values, so it starts again in the kind's space
+            out.kind = KIND_OF[out.metric]
+            out.baseline = SeasonalBaseline(season=out.baseline.season, history_days=out.baseline.history_days,
+                                            sigma_floor=base_floor(out.kind))
+            out.n = 0
         out.last_ts = f.opt_number("last_ts")
         out.quiet_until_ts = f.number("quiet_until_ts")
         recent = f.text("recent", _RECENT_BITS // 4 + 1)
@@ -201,21 +234,45 @@ class StreamDetector:
         """`observe` for a metric-topic record; it must belong to this stream."""
         if (point.tenant, point.metric) != (self.tenant, self.metric):
             raise ValueError(f"{point.key} fed to the detector of {self.tenant}|{self.metric.value}")
-        return self.observe(point.epoch, point.value, rule, hst_score)
+        return self.observe(point.epoch, point.value, rule, hst_score, point.denominator)
 
-    def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None) -> Step:
-        """Score, learn and track one point (`ts` in epoch seconds)."""
+    def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
+        """The baseline's estimate with σ no smaller than the metric kind's own noise."""
         est = self.baseline.estimate(ts)
+        if est is None:
+            return None
+        kind = self.kind
+        sigma = floor_sigma(kind, est.expected, est.sigma, denominator)
+        slow = est.bucket_sigma
+        if slow is not None:
+            slow = max(slow, floor_sigma(kind, est.expected, 0.0, denominator) / est.per_bucket ** 0.5)
+        if sigma == est.sigma and slow == est.bucket_sigma:
+            return est
+        return replace(est, sigma=sigma, bucket_sigma=slow)
+
+    def _scored(self, ts: float, value: float, est: Estimate, hst_score: float | None,
+                denominator: float | None) -> _Scored:
+        kind, mu, sd = self.kind, est.expected, est.sigma
+        expected = decode(kind, mu)
+        sigma = value_sigma(kind, mu, sd)
+        z = est.deviation(encode(kind, value))
+        return _Scored(ts, value, est, z, _pct(value, expected), hst_score, expected, sigma, denominator)
+
+    def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None,
+                denominator: float | None = None) -> Step:
+        """Score, learn and track one point (`ts` in epoch seconds; `denominator`: a proportion's n)."""
+        est = self._estimate(ts, denominator)
+        x = encode(self.kind, value)
         scored = None
         out = False
         if est is not None:
-            scored = _Scored(ts, value, est, est.deviation(value), _pct(value, est.expected), hst_score)
+            scored = self._scored(ts, value, est, hst_score, denominator)
             if self.n >= rule.warmup and rule.enabled:
                 out = _passes(rule, scored.z, scored.pct)
-                slow = est.slow_deviation(value)
+                slow = est.slow_deviation(x)
                 if not out and slow is not None and _passes(rule, slow, scored.pct):
                     out, scored.z = True, slow  # the slow timescale caught it: report its z
-        self.baseline.update(ts, value)
+        self.baseline.update(ts, x)
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         self._recent = ((self._recent << 1) | int(out)) & ((1 << _RECENT_BITS) - 1)
@@ -226,7 +283,7 @@ class StreamDetector:
             anomaly, changes = self._continue(self.episode, ts, rule, scored if out else None)
             return Step(band, anomaly, changes, None if scored is None else scored.z, out, False)
         quiet = self.n < self.quiet_until or ts < self.quiet_until_ts
-        if scored is None or not out or quiet or not self.confirmed(rule):
+        if scored is None or not out or quiet or not (self.confirmed(rule) or _decisive(rule, scored.z)):
             return Step(band, None, (), None if scored is None else scored.z, out, False)
         opened, change = self._open(scored, rule)
         self.episode, self._in_band = opened, 0
@@ -234,14 +291,15 @@ class StreamDetector:
 
     def _band(self, ts: float, est: Estimate, rule: Rule) -> BaselineBand:
         half = rule.threshold_sigma * est.sigma
+        kind = self.kind
         return BaselineBand(
             id=band_id(self.tenant, self.metric.value, ts),
             tenant=self.tenant,
             metric=self.metric,
             ts=to_datetime(ts),
-            expected=est.expected,
-            lower=est.expected - half,
-            upper=est.expected + half,
+            expected=decode(kind, est.expected),
+            lower=decode(kind, est.expected - half),
+            upper=decode(kind, est.expected + half),
             seasonal=est.season is not Season.NONE,
         )
 
@@ -285,13 +343,13 @@ class StreamDetector:
             detected_ts=to_datetime(p.ts),
             last_ts=to_datetime(p.ts),
             value=p.value,
-            expected=p.est.expected,
-            sigma=p.est.sigma,
+            expected=p.expected,
+            sigma=p.sigma,
             deviation_sigma=p.z,
             deviation_pct=p.pct,
             peak_sigma=abs(p.z),
             direction=Direction.UP if p.z > 0 else Direction.DOWN,
-            severity=classify(p.z, p.pct),
+            severity=_severity(self.metric, p),
             status=AnomalyStatus.ACTIVE,
             points=max(1, len(flagged)),
             hst_score=p.hst_score,

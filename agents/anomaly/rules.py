@@ -17,7 +17,7 @@ Defaults (σ is the baseline's robust σ; counts are in points of the metric str
 | error_events         | up        | 3σ        | 2 of 3  | the app's own error reports piling up         |
 
 Every rule waits `warmup` points (two days of hourly points by default: enough for the
-level and a first daily profile), resolves an episode after `resolve_after` (6) in-band
+level and a first daily profile; revenue 16 six-hour points = 4 days, cancellations 14 days), resolves an episode after `resolve_after` (6) in-band
 points, then stays quiet for `cooldown` points (12) *and* `cooldown_s` seconds (1 hour).
 Severity is not part of the rule: see `severity.py`.
 """
@@ -39,13 +39,13 @@ _UP, _DOWN = Direction.UP, Direction.DOWN
 DEFAULT_RULES: Mapping[MetricName, Rule] = {
     r.metric: r
     for r in (
-        Rule(metric=_M.REVENUE, direction=_DOWN, threshold_sigma=2.5, confirm_n=2, confirm_m=3),
+        Rule(metric=_M.REVENUE, direction=_DOWN, threshold_sigma=2.5, confirm_n=2, confirm_m=3, warmup=16),
         Rule(metric=_M.REQUEST_VOLUME, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
         Rule(metric=_M.ACTIVE_USERS, direction=_DOWN, threshold_sigma=3.0, confirm_n=3, confirm_m=4),
         Rule(metric=_M.ERROR_RATE, direction=_UP, threshold_sigma=2.0, min_pct=25.0, confirm_n=2, confirm_m=3),
         Rule(metric=_M.LATENCY_P95, direction=_UP, threshold_sigma=3.0, confirm_n=3, confirm_m=5),
         Rule(metric=_M.STORAGE_BYTES, direction=_UP, threshold_sigma=4.0),
-        Rule(metric=_M.CANCELLATIONS, direction=_UP, threshold_sigma=3.0),
+        Rule(metric=_M.CANCELLATIONS, direction=_UP, threshold_sigma=3.0, warmup=14),
         Rule(metric=_M.ACTIVE_USER_DECLINE, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
         Rule(metric=_M.TOP_IP_SHARE, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
         Rule(metric=_M.CLIENT_ERROR_RATIO, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),

@@ -1,0 +1,108 @@
+"""What kind of number a metric is, and what that says about its noise (pure).
+
+A baseline's robust σ measures how a stream has moved; it knows nothing of what the
+numbers are. For most metrics that is fine while the stream is busy, and wrong at the edges:
+
+- a **count** (requests, error events, cancellations) has at least Poisson noise, √μ: an
+  hour with one error where none is usual is not thousands of σ out;
+- a **proportion** (error rate, 4xx ratio, top-IP share) of n requests has at least binomial
+  noise, √(p̃(1 − p̃)/n) with p̃ the Laplace-smoothed rate (p·n + 1)/(n + 2) (the centre of
+  a Wilson interval at one σ): one error in 80 requests is about one σ, not 4,000;
+- **money** (revenue: a random number of charges of random amounts, a compound Poisson sum)
+  is scored as √value, its variance-stabilising transform: σ there no longer grows with the
+  level, a drop to 0 stands out by about 2√(charges per window) σ (far out for a busy tenant,
+  honestly less for one with two charges a window), and the band's lower edge stays ≥ 0;
+  a window whose refunds exceed its charges counts as 0;
+- a non-negative **amount** (storage, active users) moves in proportion to its size and
+  cannot go below 0: it is scored as log1p(value);
+- **latency** is a skewed distribution, scored in log space too (a doubling is a doubling
+  whatever the usual level).
+
+Every kind also gets a σ floor of `REL_FLOOR` of the expected level (in the space it is
+scored in), so a stream that never moved cannot turn a rounding error into a page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final
+
+from schemas.anomaly import MetricName
+
+__all__ = ["KIND_OF", "REL_FLOOR", "Kind", "base_floor", "decode", "encode", "floor_sigma", "value_sigma"]
+
+
+class Kind(StrEnum):
+    COUNT = "count"
+    PROPORTION = "proportion"
+    MONEY = "money"
+    AMOUNT = "amount"
+    LATENCY = "latency"
+    LEVEL = "level"  # any real number (NAB series, derived signals): no model of its noise
+
+
+_M = MetricName
+KIND_OF: Final[Mapping[MetricName, Kind]] = {
+    _M.REQUEST_VOLUME: Kind.COUNT, _M.ERROR_EVENTS: Kind.COUNT, _M.CANCELLATIONS: Kind.COUNT,
+    _M.ERROR_RATE: Kind.PROPORTION, _M.CLIENT_ERROR_RATIO: Kind.PROPORTION, _M.TOP_IP_SHARE: Kind.PROPORTION,
+    _M.REVENUE: Kind.MONEY, _M.STORAGE_BYTES: Kind.AMOUNT, _M.ACTIVE_USERS: Kind.AMOUNT,
+    _M.LATENCY_P95: Kind.LATENCY, _M.ACTIVE_USER_DECLINE: Kind.LEVEL,
+}
+REL_FLOOR: Final = 0.01  # σ ≥ 1 % of |expected| in the scored space
+_ABS_FLOOR: Final = 1e-9
+_LOG_FLOOR: Final = 0.05  # log space: a 5 % move is never more than one σ
+_LOGGED: Final = frozenset({Kind.AMOUNT, Kind.LATENCY})
+
+
+def encode(kind: Kind, value: float) -> float:
+    """The value in the space the baseline learns and scores it in."""
+    if kind in _LOGGED:
+        return math.log1p(max(value, 0.0))
+    return math.sqrt(max(value, 0.0)) if kind is Kind.MONEY else value
+
+
+def decode(kind: Kind, x: float) -> float:
+    """Back from the scored space to the metric's own units."""
+    if kind in _LOGGED:
+        return math.expm1(min(x, 700.0))
+    if kind is Kind.MONEY:
+        return max(x, 0.0) ** 2
+    if kind in (Kind.COUNT, Kind.PROPORTION):
+        return max(x, 0.0) if kind is Kind.COUNT else min(max(x, 0.0), 1.0)
+    return x
+
+
+def floor_sigma(kind: Kind, expected: float, sigma: float, denominator: float | None = None) -> float:
+    """σ no smaller than the kind's own noise at `expected` (scored space; n = `denominator`)."""
+    floor = max(_ABS_FLOOR, REL_FLOOR * abs(expected))
+    if kind is Kind.COUNT:
+        floor = max(floor, math.sqrt(max(expected, 0.0) + 1.0))  # Poisson, +1 so μ = 0 still has a σ
+    elif kind is Kind.PROPORTION:
+        n = denominator if denominator is not None and denominator > 0 else 1.0
+        p = (min(max(expected, 0.0), 1.0) * n + 1.0) / (n + 2.0)
+        floor = max(floor, math.sqrt(p * (1.0 - p) / n))
+    elif kind in _LOGGED:
+        floor = max(floor, _LOG_FLOOR)
+    return max(sigma, floor)
+
+
+def base_floor(kind: Kind) -> float:
+    """The smallest σ a baseline of this kind uses when it winsorises what it learns.
+
+    Without it a stream that was flat (a count at 0) has σ = 0, clips every later value back
+    to the flat level, and never learns that the level moved.
+    """
+    if kind is Kind.COUNT:
+        return 1.0
+    if kind in _LOGGED:
+        return _LOG_FLOOR
+    return _ABS_FLOOR
+
+
+def value_sigma(kind: Kind, expected: float, sigma: float) -> float:
+    """σ in the metric's own units around `expected` (both in the scored space)."""
+    if kind not in _LOGGED and kind is not Kind.MONEY:
+        return sigma
+    return 0.5 * (decode(kind, expected + sigma) - decode(kind, expected - sigma))

@@ -161,6 +161,9 @@ class Rule(Record):
     cooldown: Annotated[int, Field(ge=0, le=1_000_000)] = 12  # points after an episode ends, no new one
     cooldown_s: Annotated[float, Field(ge=0, le=90 * 86_400)] = 3600.0  # and seconds: both must pass
     resolve_after: Annotated[int, Field(ge=1, le=1_000_000)] = 6  # K in-band points auto-resolve
+    # Also out of band when the mean score of the last `confirm_m` points passes the threshold
+    # (a lasting shift of moderate points, e.g. revenue): for streams whose points are independent.
+    sustained: bool = False
     season: Season = Season.AUTO
     history_days: Annotated[int, Field(ge=1, le=60)] = 14  # seasonal profile window (7–30 sensible)
     enabled: bool = True

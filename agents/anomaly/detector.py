@@ -9,7 +9,9 @@ For each point, in this order:
    value and σ back in the metric's own units;
 2. the point is *out of band* when its deviation passes the rule (direction, threshold σ,
    minimum %); the rule *confirms* when N of the last M points were out of band, or at once
-   when the point is beyond `DECISIVE` × the threshold (a burst shorter than a window);
+   when the point is beyond `DECISIVE` × the threshold (a burst shorter than a window); under
+   a `sustained` rule a point is also out of band when the mean score of the last M points is
+   (its z being the mean's: sum/√M), so a lasting shift of moderate points is not missed;
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
 4. episodes: a confirmation opens one anomaly (unless the stream is cooling down); further
    out-of-band points update that same anomaly (same id); `resolve_after` in-band points in a
@@ -23,6 +25,7 @@ State travels as `snapshot()` / `StreamDetector.restore` (the agent's table code
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,7 +37,7 @@ from agents.anomaly.kinds import KIND_OF, Kind, base_floor, decode, encode, floo
 from agents.anomaly.multivariate import combine
 from agents.anomaly.severity import assess, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
-from pipeline.runtime.snapshot import Fields, SnapshotError
+from pipeline.runtime.snapshot import Fields, SnapshotError, floats_to_text
 from schemas.anomaly import (
     Anomaly,
     AnomalyStatus,
@@ -60,6 +63,7 @@ _PCT_CAP = 1e6
 DECISIVE = 2.0  # a point beyond this many thresholds opens an episode without waiting for N of M
 _RECENT_BITS = 1000  # out-of-band flags remembered (rules confirm over at most this many points)
 _FLAGS_KEPT = 64
+_Z_KEPT = 16  # recent scores kept for the run test (rules confirm over at most this many of them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +170,7 @@ class StreamDetector:
         self.last_ts: float | None = None  # newest point time seen (the agent skips redeliveries)
         self._recent = 0  # bit i set: the point i steps ago was out of band
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
+        self._z: deque[float] = deque(maxlen=_Z_KEPT)  # recent scores, each clipped at ±threshold
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
         self.quiet_until_ts = 0.0  # ... nor before this time
         self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
@@ -178,6 +183,7 @@ class StreamDetector:
             "baseline": self.baseline.snapshot(),
             "n": self.n, "last_ts": self.last_ts, "recent": format(self._recent, "x"),
             "flags": [[n, ts] for n, ts in self._flag_ts], "quiet_until": self.quiet_until,
+            "z": floats_to_text(self._z),
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
             "episode": None if self.episode is None else self.episode.model_dump(mode="json"),
         }
@@ -217,6 +223,7 @@ class StreamDetector:
             pair = Fields({"n": item[0], "ts": item[1]} if isinstance(item, list) and len(item) == 2 else None,
                           f"detector.flags[{i}]")
             out._flag_ts.append((pair.integer("n"), pair.number("ts")))
+        out._z = deque(f.floats("z", _Z_KEPT) if "z" in data else (), maxlen=_Z_KEPT)  # type: ignore[operator]
         episode = f.raw("episode")
         try:
             out.episode = None if episode is None else Anomaly.model_validate(episode)
@@ -235,6 +242,34 @@ class StreamDetector:
         if (point.tenant, point.metric) != (self.tenant, self.metric):
             raise ValueError(f"{point.key} fed to the detector of {self.tenant}|{self.metric.value}")
         return self.observe(point.epoch, point.value, rule, hst_score, point.denominator)
+
+    def learn(self, ts: float, value: float) -> bool:
+        """Learn a point of the stream's history without scoring it (seeding a new stream).
+
+        History replaces the warm-up: learnt points count towards `rule.warmup`, nothing is
+        emitted, and points at or before the newest one learnt are ignored. True if learnt.
+        """
+        if self.last_ts is not None and ts <= self.last_ts:
+            return False
+        self.baseline.update(ts, encode(self.kind, value))
+        self.n += 1
+        self.last_ts = ts
+        self._recent <<= 1
+        self._recent &= (1 << _RECENT_BITS) - 1
+        return True
+
+    def _run(self, rule: Rule, z: float) -> float | None:
+        """z of the mean of the last M scores (this one included): M moderate points in a row add up.
+
+        Each score is clipped at ±threshold first, so one huge point cannot carry the points
+        after it; the test needs the whole run elevated. None while fewer than M are known.
+        """
+        m = min(rule.confirm_m, _Z_KEPT)
+        if not rule.sustained or m < 2 or len(self._z) < m - 1:
+            return None
+        limit = rule.threshold_sigma
+        total = max(-limit, min(limit, z)) + sum(self._z[i] for i in range(len(self._z) - m + 1, len(self._z)))
+        return total / math.sqrt(m)
 
     def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
         """The baseline's estimate with σ no smaller than the metric kind's own noise."""
@@ -272,6 +307,11 @@ class StreamDetector:
                 slow = est.slow_deviation(x)
                 if not out and slow is not None and _passes(rule, slow, scored.pct):
                     out, scored.z = True, slow  # the slow timescale caught it: report its z
+                run = self._run(rule, scored.z)
+                if not out and run is not None and _passes(rule, run, scored.pct):
+                    out, scored.z = True, run  # so did the run of recent points
+            limit = rule.threshold_sigma
+            self._z.append(max(-limit, min(limit, est.deviation(x))))
         self.baseline.update(ts, x)
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)

@@ -15,6 +15,9 @@ numbers are. For most metrics that is fine while the stream is busy, and wrong a
   a window whose refunds exceed its charges counts as 0;
 - a non-negative **amount** (storage, active users) moves in proportion to its size and
   cannot go below 0: it is scored as log1p(value);
+- a **change** (the churn signal: 1 − active users / their trailing mean) is a difference
+  of shares: a move of `_CHANGE_FLOOR` (5 points) is never more than one σ, however steady
+  the stream was;
 - **latency** is a skewed distribution, scored in log space too (a doubling is a doubling
   whatever the usual level).
 
@@ -40,6 +43,7 @@ class Kind(StrEnum):
     MONEY = "money"
     AMOUNT = "amount"
     LATENCY = "latency"
+    CHANGE = "change"
     LEVEL = "level"  # any real number (NAB series, derived signals): no model of its noise
 
 
@@ -48,11 +52,12 @@ KIND_OF: Final[Mapping[MetricName, Kind]] = {
     _M.REQUEST_VOLUME: Kind.COUNT, _M.ERROR_EVENTS: Kind.COUNT, _M.CANCELLATIONS: Kind.COUNT,
     _M.ERROR_RATE: Kind.PROPORTION, _M.CLIENT_ERROR_RATIO: Kind.PROPORTION, _M.TOP_IP_SHARE: Kind.PROPORTION,
     _M.REVENUE: Kind.MONEY, _M.STORAGE_BYTES: Kind.AMOUNT, _M.ACTIVE_USERS: Kind.AMOUNT,
-    _M.LATENCY_P95: Kind.LATENCY, _M.ACTIVE_USER_DECLINE: Kind.LEVEL,
+    _M.LATENCY_P95: Kind.LATENCY, _M.ACTIVE_USER_DECLINE: Kind.CHANGE,
 }
 REL_FLOOR: Final = 0.01  # σ ≥ 1 % of |expected| in the scored space
 _ABS_FLOOR: Final = 1e-9
 _LOG_FLOOR: Final = 0.05  # log space: a 5 % move is never more than one σ
+_CHANGE_FLOOR: Final = 0.05
 _LOGGED: Final = frozenset({Kind.AMOUNT, Kind.LATENCY})
 
 
@@ -85,6 +90,8 @@ def floor_sigma(kind: Kind, expected: float, sigma: float, denominator: float | 
         floor = max(floor, math.sqrt(p * (1.0 - p) / n))
     elif kind in _LOGGED:
         floor = max(floor, _LOG_FLOOR)
+    elif kind is Kind.CHANGE:
+        floor = max(floor, _CHANGE_FLOOR)
     return max(sigma, floor)
 
 
@@ -98,7 +105,7 @@ def base_floor(kind: Kind) -> float:
         return 1.0
     if kind in _LOGGED:
         return _LOG_FLOOR
-    return _ABS_FLOOR
+    return _CHANGE_FLOOR if kind is Kind.CHANGE else _ABS_FLOOR
 
 
 def value_sigma(kind: Kind, expected: float, sigma: float) -> float:

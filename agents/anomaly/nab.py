@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.anomaly.detector import StreamDetector
+from agents.anomaly.kinds import Kind
 from agents.anomaly.multivariate import TenantHST
 from schemas.anomaly import Direction, MetricName, Rule, Season
 
@@ -211,7 +212,7 @@ def read_series(path: Path) -> tuple[list[str], list[float], list[float]]:
 
 def detect_series(epochs: Sequence[float], values: Sequence[float], rule: Rule = NAB_RULE) -> list[int]:
     """Row indices where the agent's detector opens an anomaly (one series = one tenant metric)."""
-    det = StreamDetector("nab", rule.metric, rule)
+    det = StreamDetector("nab", rule.metric, rule, kind=Kind.LEVEL)  # a NAB value can be any real number
     hst = TenantHST()
     out = []
     for i, (ts, value) in enumerate(zip(epochs, values, strict=True)):

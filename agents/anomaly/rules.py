@@ -4,7 +4,7 @@ Defaults (σ is the baseline's robust σ; counts are in points of the metric str
 
 | metric               | direction | threshold | confirm | why                                           |
 |----------------------|-----------|-----------|---------|-----------------------------------------------|
-| revenue              | down      | 2.5σ      | 2 of 3  | a drop in money is what hurts; 2.5σ per issue |
+| revenue              | down      | 2.5σ      | 2 of 3  | money lost hurts; ≥ 20 % down; sustained (*) |
 | request_volume       | up        | 3σ        | 2 of 3  | usage spike (per issue)                       |
 | active_users         | down      | 3σ        | 3 of 4  | sudden loss of users; slow to confirm         |
 | error_rate           | up        | 2σ        | 2 of 3  | per issue; plus ≥ 25 % relative rise          |
@@ -20,6 +20,11 @@ Every rule waits `warmup` points (two days of hourly points by default: enough f
 level and a first daily profile; revenue 16 six-hour points = 4 days, cancellations 14 days), resolves an episode after `resolve_after` (6) in-band
 points, then stays quiet for `cooldown` points (12) *and* `cooldown_s` seconds (1 hour).
 Severity is not part of the rule: see `severity.py`.
+
+(*) `sustained`: the mean score of the last M points counts too. Revenue windows are sums of
+a few independent charges, so three windows each a little low are strong evidence together
+(a small tenant's revenue falling to 0 is 2.5σ per window, and 4σ over three). Streams whose
+residuals run in streaks (usage, latency) would raise false alarms with it, so it is off there.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ _UP, _DOWN = Direction.UP, Direction.DOWN
 DEFAULT_RULES: Mapping[MetricName, Rule] = {
     r.metric: r
     for r in (
-        Rule(metric=_M.REVENUE, direction=_DOWN, threshold_sigma=2.5, confirm_n=2, confirm_m=3, warmup=16),
+        Rule(metric=_M.REVENUE, direction=_DOWN, threshold_sigma=2.5, min_pct=20.0, confirm_n=2, confirm_m=3,
+             warmup=16, sustained=True),
         Rule(metric=_M.REQUEST_VOLUME, direction=_UP, threshold_sigma=3.0, confirm_n=2, confirm_m=3),
         Rule(metric=_M.ACTIVE_USERS, direction=_DOWN, threshold_sigma=3.0, confirm_n=3, confirm_m=4),
         Rule(metric=_M.ERROR_RATE, direction=_UP, threshold_sigma=2.0, min_pct=25.0, confirm_n=2, confirm_m=3),

@@ -1,0 +1,210 @@
+"""`tenantwatch eval scenarios`: the generator's incidents through the anomaly detector core.
+
+Each run generates a population with incidents on some tenants (revenue drops, error spikes,
+usage spikes, abusive IPs) and none on the others, derives the metric streams exactly as the
+agent does (`TenantMetrics`, fed minute rollups of the requests), seeds every stream from its
+first `--history-days` (as a new worker seeds from the owner's metric history), feeds the
+rest through `StreamDetector` with the default rules, and scores the anomalies against the
+generator's ground truth (`agents.anomaly.incidents`). Runs vary the seed, tenant sizes (peak requests
+per minute) and tenant time zones (so daily seasonality falls at different hours).
+
+No Kafka, no ClickHouse: the same pure cores the worker runs, so the figures are those of
+the detector, not of the plumbing. `--quick` runs the reduced set the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from agents.anomaly.detector import StreamDetector
+from agents.anomaly.incidents import Incident, IncidentReport, score_incidents
+from agents.anomaly.metrics import TenantMetrics
+from agents.anomaly.multivariate import TenantHST
+from agents.anomaly.rules import default_rule
+from pipeline.devstack.generator.config import AbuseBurst, ErrorSpike, GeneratorConfig, RevenueDrop, Scenarios, UsageSpike
+from pipeline.devstack.generator.engine import ground_truth, iter_records
+from schemas.anomaly import Anomaly, MetricPoint
+from schemas.events import EVENT_ADAPTER
+
+__all__ = ["SCENARIO_RUNS", "main", "run_config", "run_suite", "suite"]
+
+HISTORY_DAYS = 14  # metric history each stream is seeded from before it is scored (as a new worker is)
+
+
+@dataclass(frozen=True, slots=True)
+class _MinuteRollup:
+    """What `TenantMetrics.add_rollup` reads of a complete rollup."""
+
+    id: str
+    minute: datetime
+    requests: int
+    errors: int
+    client_errors: int
+    latency_p95_ms: float
+    latency_count: int
+
+
+def scenario_config(seed: int, peak_rpm: float, *, history_days: int = HISTORY_DAYS, days: int = 10,
+                    n_tenants: int = 12) -> GeneratorConfig:
+    """`history_days` of normal traffic, then `days` with incidents on the first six tenants, none on the rest.
+
+    Two revenue drops (to 30 % and to nothing), two error spikes (4 h and 2 h), a usage spike
+    and a burst of abusive IPs; tenants 6 and up stay clean. Needs `days` ≥ 6.
+    """
+    h, t0 = 24.0, history_days * 24.0
+    return GeneratorConfig(
+        seed=seed, days=history_days + days, n_tenants=n_tenants, peak_rpm=peak_rpm, charges_per_day=30.0,
+        scenarios=Scenarios(
+            revenue_drops=(RevenueDrop(tenant_rank=0, start_hour=t0 + 2 * h + 6, factor=0.3),
+                           RevenueDrop(tenant_rank=5, start_hour=t0 + 3 * h, factor=0.0)),
+            error_spikes=(ErrorSpike(tenant_rank=2, start_hour=t0 + 1 * h + 14, duration_hours=4.0),
+                          ErrorSpike(tenant_rank=4, start_hour=t0 + 4 * h + 3, duration_hours=2.0)),
+            usage_spikes=(UsageSpike(tenant_rank=3, start_hour=t0 + 2 * h + 9, duration_hours=8.0),),
+            abuse=(AbuseBurst(tenant_rank=1, start_hour=t0 + 15, duration_minutes=45, n_ips=3),),
+        ),
+    )
+
+
+# (seed, peak requests per minute): small, medium and busy populations.
+SCENARIO_RUNS: tuple[tuple[int, float], ...] = ((11, 1.5), (12, 5.0), (13, 20.0))
+QUICK_RUNS: tuple[tuple[int, float], ...] = ((21, 2.0),)
+
+
+def suite(quick: bool = False, history_days: int = HISTORY_DAYS) -> list[GeneratorConfig]:
+    if quick:
+        return [scenario_config(seed, rpm, history_days=history_days, days=6, n_tenants=8)
+                for seed, rpm in QUICK_RUNS]
+    return [scenario_config(seed, rpm, history_days=history_days) for seed, rpm in SCENARIO_RUNS]
+
+
+def _p95(latencies: list[float]) -> float:
+    s = sorted(latencies)
+    return s[min(len(s) - 1, math.ceil(0.95 * len(s)) - 1)]
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def metric_points(config: GeneratorConfig) -> Iterator[MetricPoint]:
+    """Every metric point the agent would derive from the generated events, per hour in time order."""
+    tenants: dict[str, TenantMetrics] = {}
+    minute: dict[str, list[object]] = {}  # tenant → [minute ts text, requests, 5xx, 4xx, latencies]
+    current_hour = ""
+
+    def flush(tenant: str) -> None:
+        m = minute.pop(tenant, None)
+        if m is None:
+            return
+        stamp, n, errors, client, lat = m
+        assert isinstance(lat, list) and isinstance(stamp, str)
+        when = datetime.fromisoformat(stamp + "00+00:00")
+        tenants[tenant].add_rollup(_MinuteRollup(f"{tenant}-{stamp}", when, n, errors, client,  # type: ignore[arg-type]
+                                                 _p95(lat), len(lat)))
+
+    def tm(tenant: str) -> TenantMetrics:
+        if tenant not in tenants:
+            tenants[tenant] = TenantMetrics(tenant)
+        return tenants[tenant]
+
+    for rec in iter_records(config):
+        ts = rec["ts"]
+        hour = ts[:13]
+        if hour != current_hour:
+            for t in list(minute):
+                flush(t)
+            if current_hour:
+                mark = datetime.fromisoformat(hour + ":00:00+00:00").timestamp()
+                for t in sorted(tenants):
+                    yield from tenants[t].close(mark)
+            current_hour = hour
+        tenant = rec["tenant_id"]
+        if rec["kind"] == "request":
+            stamp = ts[:17]
+            m = minute.get(tenant)
+            if m is None or m[0] != stamp:
+                if m is not None:
+                    flush(tenant)
+                tm(tenant)
+                m = minute[tenant] = [stamp, 0, 0, 0, []]
+            m[1] += 1  # type: ignore[operator]
+            status = rec["status"]
+            m[2] += status >= 500  # type: ignore[operator]
+            m[3] += 400 <= status < 500  # type: ignore[operator]
+            m[4].append(rec["latency_ms"])  # type: ignore[attr-defined]
+        else:
+            tm(tenant).add([EVENT_ADAPTER.validate_python(rec)])
+    for t in list(minute):
+        flush(t)
+    end = config.end.timestamp()
+    for t in sorted(tenants):
+        yield from tenants[t].close(end)
+
+
+def detect(points: Iterator[MetricPoint], scored_from: float = -math.inf) -> list[Anomaly]:
+    """Every anomaly record the detector core emits over the points (with the default rules).
+
+    Points before `scored_from` are history: learnt (`StreamDetector.learn`), never scored.
+    """
+    dets: dict[str, StreamDetector] = {}
+    hsts: dict[str, TenantHST] = defaultdict(TenantHST)
+    out = []
+    for p in points:
+        rule = default_rule(p.metric)
+        det = dets.get(p.key)
+        if det is None:
+            det = dets[p.key] = StreamDetector.for_point(p, rule)
+        hst = hsts[p.tenant].score_and_learn(p.metric.value, p.value)
+        if p.epoch < scored_from:
+            det.learn(p.epoch, p.value)
+            continue
+        step = det.observe_point(p, rule, hst)
+        if step.anomaly is not None:
+            out.append(step.anomaly)
+    return out
+
+
+def run_config(config: GeneratorConfig, history_days: int = HISTORY_DAYS) -> IncidentReport:
+    truth = ground_truth(config)
+    incidents = [Incident(s["id"], s["kind"], s["tenant_id"], _epoch(s["start"]), _epoch(s["end"]))
+                 for s in truth["scenarios"] if s["kind"] != "trial_cohort"]
+    dirty = {i.tenant for i in incidents}
+    clean = sum(1 for t in truth["tenants"] if t["tenant_id"] not in dirty)
+    scored_from = config.start.timestamp() + history_days * 86_400.0
+    anomalies = detect(metric_points(config), scored_from)
+    return score_incidents(anomalies, incidents, clean * (config.days - history_days))
+
+
+def run_suite(configs: Sequence[GeneratorConfig], history_days: int = HISTORY_DAYS,
+              verbose: bool = False) -> IncidentReport:
+    total = IncidentReport()
+    for config in configs:
+        report = run_config(config, history_days)
+        if verbose:
+            print(f"-- seed {config.seed}, {config.n_tenants} tenants, peak {config.peak_rpm:g} rpm:"
+                  f" {history_days} days of history, then {config.days - history_days} days scored")
+            print(report.format())
+        total.merge(report)
+    return total
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tenantwatch eval scenarios", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the reduced set the tests run (one small run)")
+    parser.add_argument("--history-days", type=int, default=HISTORY_DAYS,
+                        help=f"days of metric history each stream learns before it is scored (default {HISTORY_DAYS})")
+    args = parser.parse_args(argv)
+    total = run_suite(suite(args.quick, args.history_days), args.history_days, verbose=True)
+    print("== all runs")
+    print(total.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.anomaly.baseline import Estimate, SeasonalBaseline
-from agents.anomaly.kinds import KIND_OF, Kind, base_floor, decode, encode, floor_sigma, value_sigma
+from agents.anomaly.kinds import KIND_OF, Kind, base_floor, binomial_z, decode, encode, floor_sigma, value_sigma
 from agents.anomaly.multivariate import combine
 from agents.anomaly.severity import assess, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
@@ -291,6 +291,10 @@ class StreamDetector:
         expected = decode(kind, mu)
         sigma = value_sigma(kind, mu, sd)
         z = est.deviation(encode(kind, value))
+        if kind is Kind.PROPORTION and denominator and sd == floor_sigma(kind, mu, 0.0, denominator):
+            exact = binomial_z(value, mu, denominator)  # σ is the binomial floor: use the exact tail
+            if exact is not None:
+                z = exact
         return _Scored(ts, value, est, z, _pct(value, expected), hst_score, expected, sigma, denominator)
 
     def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None,

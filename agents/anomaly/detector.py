@@ -10,8 +10,8 @@ For each point, in this order:
 2. the point is *out of band* when its deviation passes the rule (direction, threshold σ,
    minimum %); the rule *confirms* when N of the last M points were out of band, or at once
    when the point is beyond `DECISIVE` × the threshold (a burst shorter than a window); under
-   a `sustained` rule a point is also out of band when the mean score of the last M points is
-   (its z being the mean's: sum/√M), so a lasting shift of moderate points is not missed;
+   a `sustained` rule a point is also out of band when a run of the last 2..M scores is (its
+   z being the run's: sum/√m), so a lasting shift of moderate points is not missed;
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
 4. episodes: a confirmation opens one anomaly (unless the stream is cooling down); further
    out-of-band points update that same anomaly (same id); `resolve_after` in-band points in a
@@ -60,7 +60,7 @@ from schemas.commands import Action
 __all__ = ["Step", "StreamDetector"]
 
 _PCT_CAP = 1e6
-DECISIVE = 2.0  # a point beyond this many thresholds opens an episode without waiting for N of M
+DECISIVE = 1.5  # a point beyond this many thresholds opens an episode without waiting for N of M
 _RECENT_BITS = 1000  # out-of-band flags remembered (rules confirm over at most this many points)
 _FLAGS_KEPT = 64
 _Z_KEPT = 16  # recent scores kept for the run test (rules confirm over at most this many of them)
@@ -259,17 +259,24 @@ class StreamDetector:
         return True
 
     def _run(self, rule: Rule, z: float) -> float | None:
-        """z of the mean of the last M scores (this one included): M moderate points in a row add up.
+        """The strongest run ending here: max over m = 2..M of |Σ last m scores| / √m, signed.
 
-        Each score is clipped at ±threshold first, so one huge point cannot carry the points
-        after it; the test needs the whole run elevated. None while fewer than M are known.
+        M moderate points in a row add up (a shift is caught by its second point when both
+        are clearly low). Each score is clipped at ±threshold first, so one huge point cannot
+        carry the points after it. None unless the rule is `sustained`.
         """
-        m = min(rule.confirm_m, _Z_KEPT)
-        if not rule.sustained or m < 2 or len(self._z) < m - 1:
+        m_max = min(rule.confirm_m, _Z_KEPT, len(self._z) + 1)
+        if not rule.sustained or m_max < 2:
             return None
         limit = rule.threshold_sigma
-        total = max(-limit, min(limit, z)) + sum(self._z[i] for i in range(len(self._z) - m + 1, len(self._z)))
-        return total / math.sqrt(m)
+        total = max(-limit, min(limit, z))
+        best = 0.0
+        for m in range(2, m_max + 1):
+            total += self._z[-(m - 1)]
+            run = total / math.sqrt(m)
+            if abs(run) > abs(best):
+                best = run
+        return best
 
     def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
         """The baseline's estimate with σ no smaller than the metric kind's own noise."""
@@ -306,16 +313,17 @@ class StreamDetector:
         out = False
         if est is not None:
             scored = self._scored(ts, value, est, hst_score, denominator)
+            own = scored.z
             if self.n >= rule.warmup and rule.enabled:
                 out = _passes(rule, scored.z, scored.pct)
                 slow = est.slow_deviation(x)
                 if not out and slow is not None and _passes(rule, slow, scored.pct):
                     out, scored.z = True, slow  # the slow timescale caught it: report its z
-                run = self._run(rule, scored.z)
+                run = self._run(rule, own)
                 if not out and run is not None and _passes(rule, run, scored.pct):
                     out, scored.z = True, run  # so did the run of recent points
             limit = rule.threshold_sigma
-            self._z.append(max(-limit, min(limit, est.deviation(x))))
+            self._z.append(max(-limit, min(limit, own)))
         self.baseline.update(ts, x)
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)

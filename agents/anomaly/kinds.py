@@ -18,7 +18,8 @@ numbers are. For most metrics that is fine while the stream is busy, and wrong a
   fail is a one-in-250,000 event, not 3.4σ): the point is scored by the exact binomial
   tail instead (`binomial_z`), for up to `EXACT_MAX_N` requests;
 - a non-negative **amount** (storage, active users) moves in proportion to its size and
-  cannot go below 0: it is scored as log1p(value);
+  cannot go below 0: it is scored as log1p(value), with at least the Poisson noise of a
+  count of that size (2 active users falling to 1 is not news);
 - a **change** (the churn signal: 1 − active users / their trailing mean) is a difference
   of shares: a move of `_CHANGE_FLOOR` (5 points) is never more than one σ, however steady
   the stream was;
@@ -94,7 +95,10 @@ def floor_sigma(kind: Kind, expected: float, sigma: float, denominator: float | 
         n = denominator if denominator is not None and denominator > 0 else 1.0
         p = (min(max(expected, 0.0), 1.0) * n + 1.0) / (n + 2.0)
         floor = max(floor, math.sqrt(p * (1.0 - p) / n))
-    elif kind in _LOGGED:
+    elif kind is Kind.AMOUNT:  # a count of users is a count: √c noise, i.e. √c/(c + 1) in log space
+        level = decode(kind, expected)
+        floor = max(floor, _LOG_FLOOR, math.sqrt(level) / (level + 1.0))
+    elif kind is Kind.LATENCY:
         floor = max(floor, _LOG_FLOOR)
     elif kind is Kind.CHANGE:
         floor = max(floor, _CHANGE_FLOOR)
@@ -122,12 +126,13 @@ def value_sigma(kind: Kind, expected: float, sigma: float) -> float:
 
 
 EXACT_MAX_N: Final = 500  # above this many requests the normal approximation is good
-_MIN_RATE: Final = 1e-4  # a usual rate below 1 in 10,000 is taken as 1 in 10,000
+_EVENTS_PER_DAY: Final = 1.0  # the rarest usual rate trusted: one event a day at this window's traffic
 _NORMAL = NormalDist()
 
 
 def binomial_z(value: float, expected: float, n: float) -> float | None:
-    """z of P(X ≥ k) for X ~ Binomial(n, expected), k = value·n; None when n is out of range.
+    """z of P(X ≥ k) for X ~ Binomial(n, p), k = value·n, p = `expected` (at least one event a
+    day at n per hour); None when n is out of range or k is not above the expected count.
 
     The normal quantile of the exact upper tail, so it reads like any other score.
     """
@@ -135,7 +140,9 @@ def binomial_z(value: float, expected: float, n: float) -> float | None:
     if trials < 1 or trials > EXACT_MAX_N:
         return None
     k = round(value * trials)
-    p = min(max(expected, _MIN_RATE), 1.0 - 1e-9)
+    # A rate far below one event a day at this traffic cannot be known from the history an
+    # hourly baseline keeps; taking it at face value makes one stray 4xx a 4σ event.
+    p = min(max(expected, _EVENTS_PER_DAY / (24.0 * trials)), 1.0 - 1e-9)
     if k <= p * trials:
         return None
     log_p, log_q = math.log(p), math.log1p(-p)

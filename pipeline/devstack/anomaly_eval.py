@@ -73,12 +73,12 @@ def scenario_config(seed: int, peak_rpm: float, *, history_days: int = HISTORY_D
 
 # (seed, peak requests per minute): small, medium and busy populations.
 SCENARIO_RUNS: tuple[tuple[int, float], ...] = ((11, 1.5), (12, 5.0), (13, 20.0))
-QUICK_RUNS: tuple[tuple[int, float], ...] = ((21, 2.0),)
+QUICK_RUNS: tuple[tuple[int, float], ...] = ((21, 5.0),)
 
 
 def suite(quick: bool = False, history_days: int = HISTORY_DAYS) -> list[GeneratorConfig]:
     if quick:
-        return [scenario_config(seed, rpm, history_days=history_days, days=6, n_tenants=8)
+        return [scenario_config(seed, rpm, history_days=history_days, days=6, n_tenants=10)
                 for seed, rpm in QUICK_RUNS]
     return [scenario_config(seed, rpm, history_days=history_days) for seed, rpm in SCENARIO_RUNS]
 

@@ -19,7 +19,7 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from agents.anomaly.detector import StreamDetector
@@ -27,7 +27,14 @@ from agents.anomaly.incidents import Incident, IncidentReport, score_incidents
 from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.multivariate import TenantHST
 from agents.anomaly.rules import default_rule
-from pipeline.devstack.generator.config import AbuseBurst, ErrorSpike, GeneratorConfig, RevenueDrop, Scenarios, UsageSpike
+from pipeline.devstack.generator.config import (
+    AbuseBurst,
+    ErrorSpike,
+    GeneratorConfig,
+    RevenueDrop,
+    Scenarios,
+    UsageSpike,
+)
 from pipeline.devstack.generator.engine import ground_truth, iter_records
 from schemas.anomaly import Anomaly, MetricPoint
 from schemas.events import EVENT_ADAPTER
@@ -92,56 +99,65 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+@dataclass(slots=True)
+class _Minute:
+    """One tenant-minute of requests being added up."""
+
+    stamp: str  # "YYYY-MM-DDTHH:MM:"
+    requests: int = 0
+    errors: int = 0
+    client_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def rollup(self, tenant: str) -> _MinuteRollup:
+        when = datetime.fromisoformat(self.stamp + "00+00:00")
+        return _MinuteRollup(f"{tenant}-{self.stamp}", when, self.requests, self.errors, self.client_errors,
+                             _p95(self.latencies), len(self.latencies))
+
+
 def metric_points(config: GeneratorConfig) -> Iterator[MetricPoint]:
     """Every metric point the agent would derive from the generated events, per hour in time order."""
     tenants: dict[str, TenantMetrics] = {}
-    minute: dict[str, list[object]] = {}  # tenant → [minute ts text, requests, 5xx, 4xx, latencies]
+    minutes: dict[str, _Minute] = {}
     current_hour = ""
-
-    def flush(tenant: str) -> None:
-        m = minute.pop(tenant, None)
-        if m is None:
-            return
-        stamp, n, errors, client, lat = m
-        assert isinstance(lat, list) and isinstance(stamp, str)
-        when = datetime.fromisoformat(stamp + "00+00:00")
-        tenants[tenant].add_rollup(_MinuteRollup(f"{tenant}-{stamp}", when, n, errors, client,  # type: ignore[arg-type]
-                                                 _p95(lat), len(lat)))
 
     def tm(tenant: str) -> TenantMetrics:
         if tenant not in tenants:
             tenants[tenant] = TenantMetrics(tenant)
         return tenants[tenant]
 
+    def flush_minutes() -> None:
+        for tenant, minute in minutes.items():
+            tenants[tenant].add_rollup(minute.rollup(tenant))
+        minutes.clear()
+
     for rec in iter_records(config):
         ts = rec["ts"]
         hour = ts[:13]
         if hour != current_hour:
-            for t in list(minute):
-                flush(t)
+            flush_minutes()
             if current_hour:
                 mark = datetime.fromisoformat(hour + ":00:00+00:00").timestamp()
                 for t in sorted(tenants):
                     yield from tenants[t].close(mark)
             current_hour = hour
         tenant = rec["tenant_id"]
-        if rec["kind"] == "request":
-            stamp = ts[:17]
-            m = minute.get(tenant)
-            if m is None or m[0] != stamp:
-                if m is not None:
-                    flush(tenant)
-                tm(tenant)
-                m = minute[tenant] = [stamp, 0, 0, 0, []]
-            m[1] += 1  # type: ignore[operator]
-            status = rec["status"]
-            m[2] += status >= 500  # type: ignore[operator]
-            m[3] += 400 <= status < 500  # type: ignore[operator]
-            m[4].append(rec["latency_ms"])  # type: ignore[attr-defined]
-        else:
+        if rec["kind"] != "request":
             tm(tenant).add([EVENT_ADAPTER.validate_python(rec)])
-    for t in list(minute):
-        flush(t)
+            continue
+        stamp = ts[:17]
+        minute = minutes.get(tenant)
+        if minute is None or minute.stamp != stamp:
+            if minute is not None:
+                tenants[tenant].add_rollup(minute.rollup(tenant))
+            tm(tenant)
+            minute = minutes[tenant] = _Minute(stamp)
+        status = rec["status"]
+        minute.requests += 1
+        minute.errors += status >= 500
+        minute.client_errors += 400 <= status < 500
+        minute.latencies.append(rec["latency_ms"])
+    flush_minutes()
     end = config.end.timestamp()
     for t in sorted(tenants):
         yield from tenants[t].close(end)

@@ -105,7 +105,8 @@ def test_confirmation_needs_n_of_m() -> None:
     _feed(det, RULE, _flat(300))
     single = _feed(det, RULE, [(T0 + 300 * 60.0, 160.0), *_flat(10, start=301)])
     assert single[0].out_of_band
-    assert single[0].deviation_sigma is not None and single[0].deviation_sigma < DECISIVE * RULE.threshold_sigma
+    assert single[0].deviation_sigma is not None
+    assert single[0].deviation_sigma < DECISIVE * RULE.threshold_sigma
     assert not any(s.opened for s in single)
     pair = _feed(det, RULE, [(T0 + 311 * 60.0, 160.0), (T0 + 312 * 60.0, 100.0), (T0 + 313 * 60.0, 160.0)])
     assert [s.opened for s in pair] == [False, False, True]
@@ -154,7 +155,8 @@ def test_decisive_point_confirms_alone() -> None:
     _feed(det, RULE, _flat(300))
     step = det.observe(T0 + 300 * 60.0, 400.0, RULE)
     assert step.opened
-    assert step.anomaly is not None and step.anomaly.points == 1
+    assert step.anomaly is not None
+    assert step.anomaly.points == 1
 
 
 def test_constant_metric_then_change_alerts() -> None:
@@ -176,7 +178,8 @@ def test_one_event_where_none_is_usual_is_not_an_anomaly() -> None:
     _feed(det, rule, [(T0 + i * 3600.0, 0.0) for i in range(200)])
     one = det.observe(T0 + 200 * 3600.0, 1.0, rule)
     assert not one.out_of_band
-    assert one.deviation_sigma is not None and 0 < one.deviation_sigma < 1.5
+    assert one.deviation_sigma is not None
+    assert 0 < one.deviation_sigma < 1.5
     many = det.observe(T0 + 201 * 3600.0, 40.0, rule)
     assert many.opened  # a real pile-up still is one
 
@@ -188,7 +191,8 @@ def test_one_error_in_80_requests_is_about_one_sigma() -> None:
     for i in range(200):
         det.observe(T0 + i * 3600.0, 0.0, rule, denominator=80.0)
     one = det.observe(T0 + 200 * 3600.0, 1 / 80, rule, denominator=80.0)
-    assert one.deviation_sigma is not None and one.deviation_sigma < 3
+    assert one.deviation_sigma is not None
+    assert one.deviation_sigma < 3
     assert not one.out_of_band
     storm = det.observe(T0 + 201 * 3600.0, 20 / 80, rule, denominator=80.0)
     assert storm.opened
@@ -204,7 +208,8 @@ def test_revenue_drop_to_zero_is_far_out_of_band_and_band_stays_non_negative() -
     assert all(s.band is None or s.band.lower >= 0 for s in steps)
     drop = [det.observe(T0 + (60 + i) * six_h, 0.0, rule) for i in range(2)]
     assert any(s.opened for s in drop)
-    assert drop[0].deviation_sigma is not None and drop[0].deviation_sigma < -rule.threshold_sigma
+    assert drop[0].deviation_sigma is not None
+    assert drop[0].deviation_sigma < -rule.threshold_sigma
 
 
 def test_min_pct_filters_tiny_relative_moves() -> None:

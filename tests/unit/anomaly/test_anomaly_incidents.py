@@ -11,7 +11,7 @@ H = 3600.0
 T0 = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
 
 
-def _anomaly(tenant: str, metric: MetricName, start_h: float, detected_h: float,
+def _anomaly(tenant: str, metric: MetricName, start_h: float, detected_h: float, *,
              severity: Severity = Severity.HIGH, points: int = 1) -> Anomaly:
     def ts(h: float) -> datetime:
         return datetime.fromtimestamp(T0 + h * H, UTC)
@@ -35,15 +35,18 @@ def test_precision_recall_delay_and_clean_alerts() -> None:
         _anomaly("acme", MetricName.ERROR_RATE, 10, 10),  # right metric, first window: delay 1 h = 1 window
         _anomaly("acme", MetricName.LATENCY_P95, 11, 12),  # a consequence: true, but not the right metric
         _anomaly("bluth", MetricName.REQUEST_VOLUME, 30, 30),  # during the drop, wrong metric: true, no recall
-        _anomaly("wayne", MetricName.ERROR_RATE, 50, 51, Severity.CRITICAL),  # clean tenant: false
+        _anomaly("wayne", MetricName.ERROR_RATE, 50, 51, severity=Severity.CRITICAL),  # clean tenant: false
         _anomaly("acme", MetricName.ERROR_RATE, 40, 40),  # long after the spike: false, not clean
     ]
     r = score_incidents(anomalies, INCIDENTS, clean_tenant_days=10.0)
     assert (r.anomalies, r.true_anomalies, r.incidents, r.caught) == (5, 3, 2, 1)
     assert r.missed == ["revenue_drop-0"]
-    assert r.precision == 0.6 and r.recall == 0.5
-    assert r.delays_h == {"error_spike": [1.0]} and r.delays_windows == {"error_spike": [1.0]}
-    assert r.clean_alerts == 1 and r.false_per_clean_day == 0.1
+    assert r.precision == 0.6
+    assert r.recall == 0.5
+    assert r.delays_h == {"error_spike": [1.0]}
+    assert r.delays_windows == {"error_spike": [1.0]}
+    assert r.clean_alerts == 1
+    assert r.false_per_clean_day == 0.1
     assert r.severity["critical"] == 1
     assert "precision 0.60" in r.format()
 
@@ -53,7 +56,8 @@ def test_latest_version_of_an_episode_counts_once_and_reports_merge() -> None:
     first = _anomaly("acme", MetricName.ERROR_RATE, 10, 10)
     grown = first.model_copy(update={"points": 3})
     r = score_incidents([first, grown], INCIDENTS[:1], clean_tenant_days=5.0)
-    assert r.anomalies == 1 and r.caught == 1
+    assert r.anomalies == 1
+    assert r.caught == 1
     total = r.merge(score_incidents([], INCIDENTS[1:], clean_tenant_days=5.0))
     assert (total.anomalies, total.incidents, total.caught, total.clean_tenant_days) == (1, 2, 1, 10.0)
     assert total.recall == 0.5

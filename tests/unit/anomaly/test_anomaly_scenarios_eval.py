@@ -39,9 +39,11 @@ def test_every_incident_is_caught_on_its_right_metric(quick: IncidentReport) -> 
 
 def test_alerts_are_mostly_true_and_clean_tenants_stay_quiet(quick: IncidentReport) -> None:
     """Precision ≥ 0.8 and ≤ 0.05 false alerts per clean tenant-day."""
-    assert quick.precision is not None and quick.precision >= 0.8, quick.format()
+    assert quick.precision is not None, quick.format()
+    assert quick.precision >= 0.8, quick.format()
     assert quick.clean_tenant_days > 0
-    assert quick.false_per_clean_day is not None and quick.false_per_clean_day <= 0.05, quick.format()
+    assert quick.false_per_clean_day is not None, quick.format()
+    assert quick.false_per_clean_day <= 0.05, quick.format()
 
 
 def test_detection_delays(quick: IncidentReport) -> None:

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from agents.anomaly.severity import assess, confidence_level, impact_level, worst
 from schemas.anomaly import Direction, MetricName, MetricPoint, Rule, Severity, anomaly_id
 
-
 _M = MetricName
 
 
@@ -33,8 +32,8 @@ _M = MetricName
         (_M.ERROR_EVENTS, 50.0, 3.0, 0.0, None, Severity.HIGH),  # from none: large ratio, never critical
     ],
 )
-def test_severity_table(metric: MetricName, sigma: float, value: float, expected: float, den: float | None,
-                        severity: Severity) -> None:
+def test_severity_table(metric: MetricName, sigma: float, value: float, expected: float,  # noqa: PLR0917  # a table row
+                        den: float | None, severity: Severity) -> None:
     """Severity is the lower of the documented impact and confidence levels."""
     assert assess(metric, sigma, value, expected, den) is severity
 

@@ -33,7 +33,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents.anomaly.baseline import Estimate, SeasonalBaseline
-from agents.anomaly.kinds import KIND_OF, Kind, base_floor, binomial_z, decode, encode, floor_sigma, value_sigma
+from agents.anomaly.kinds import (
+    KIND_OF,
+    Kind,
+    base_floor,
+    binomial_z,
+    decode,
+    encode,
+    floor_sigma,
+    scored_raw,
+    value_sigma,
+)
 from agents.anomaly.multivariate import combine
 from agents.anomaly.severity import assess, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
@@ -205,11 +215,12 @@ class StreamDetector:
                 out.kind = Kind(f.text("kind", 16))
             except ValueError:
                 raise f.fail("kind", "unknown kind") from None
-        else:  # saved before kinds: its baseline learnt raw values, so it starts again in the kind's space
+        else:  # saved before kinds: its baseline learnt raw values
             out.kind = KIND_OF[out.metric]
-            out.baseline = SeasonalBaseline(season=out.baseline.season, history_days=out.baseline.history_days,
-                                            sigma_floor=base_floor(out.kind))
-            out.n = 0
+            if not scored_raw(out.kind):  # ... so it starts again in the kind's space
+                out.baseline = SeasonalBaseline(season=out.baseline.season, history_days=out.baseline.history_days,
+                                                sigma_floor=base_floor(out.kind))
+                out.n = 0
         out.last_ts = f.opt_number("last_ts")
         out.quiet_until_ts = f.number("quiet_until_ts")
         recent = f.text("recent", _RECENT_BITS // 4 + 1)

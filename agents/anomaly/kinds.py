@@ -15,7 +15,7 @@ numbers are. For most metrics that is fine while the stream is busy, and wrong a
   a window whose refunds exceed its charges counts as 0;
   When that binomial floor is what bounds σ and the rate is above its usual level, the
   normal approximation understates rare events (3 failures in 7 requests where 1 in 200
-  fail is a one-in-250,000 event, not 3.4σ): the point is scored by the exact binomial
+  fail is rarer than one in 100,000, not 3.4σ): the point is scored by the exact binomial
   tail instead (`binomial_z`), for up to `EXACT_MAX_N` requests;
 - a non-negative **amount** (storage, active users) moves in proportion to its size and
   cannot go below 0: it is scored as log1p(value), with at least the Poisson noise of a
@@ -41,7 +41,7 @@ from typing import Final
 from schemas.anomaly import MetricName
 
 __all__ = ["KIND_OF", "REL_FLOOR", "Kind", "base_floor", "binomial_z", "decode", "encode", "floor_sigma",
-           "value_sigma"]
+           "scored_raw", "value_sigma"]
 
 
 class Kind(StrEnum):
@@ -66,6 +66,11 @@ _ABS_FLOOR: Final = 1e-9
 _LOG_FLOOR: Final = 0.05  # log space: a 5 % move is never more than one σ
 _CHANGE_FLOOR: Final = 0.05
 _LOGGED: Final = frozenset({Kind.AMOUNT, Kind.LATENCY})
+
+
+def scored_raw(kind: Kind) -> bool:
+    """Whether the kind is scored on the value itself (no √ or log): its baselines need no change."""
+    return kind not in _LOGGED and kind is not Kind.MONEY
 
 
 def encode(kind: Kind, value: float) -> float:
@@ -96,7 +101,7 @@ def floor_sigma(kind: Kind, expected: float, sigma: float, denominator: float | 
         p = (min(max(expected, 0.0), 1.0) * n + 1.0) / (n + 2.0)
         floor = max(floor, math.sqrt(p * (1.0 - p) / n))
     elif kind is Kind.AMOUNT:  # a count of users is a count: √c noise, i.e. √c/(c + 1) in log space
-        level = decode(kind, expected)
+        level = max(decode(kind, expected), 0.0)
         floor = max(floor, _LOG_FLOOR, math.sqrt(level) / (level + 1.0))
     elif kind is Kind.LATENCY:
         floor = max(floor, _LOG_FLOOR)

@@ -68,9 +68,13 @@ def test_money_drop_to_zero_in_sqrt_space() -> None:
 
 @given(st.integers(1, 200), st.data(), st.floats(1e-4, 0.5))
 def test_binomial_z_matches_the_exact_tail(n: int, data: st.DataObject, p: float) -> None:
-    """binomial_z is the normal quantile of the exact upper tail (oracle: exact rational sum)."""
+    """binomial_z is the normal quantile of the exact upper tail (oracle: exact rational sum).
+
+    The rate is taken as at least one event a day at n per hour, as documented.
+    """
     k = data.draw(st.integers(0, n))
     z = binomial_z(k / n, p, n)
+    p = max(p, 1 / (24 * n))
     if k <= p * n:
         assert z is None
         return
@@ -80,11 +84,11 @@ def test_binomial_z_matches_the_exact_tail(n: int, data: st.DataObject, p: float
 
 
 def test_binomial_z_regressions() -> None:
-    """3 failures in 7 where 1 in 200 fail is ~4.5σ, not 3.4σ; one in 80 where none fail is < 3σ."""
+    """3 failures in 7 where 1 in 200 fail is ~4.3σ, not 3.4σ; one in 80 where none fail is < 2σ."""
     z = binomial_z(3 / 7, 0.0046, 7)
     assert z is not None
-    assert z == pytest.approx(4.5, abs=0.05)
+    assert z == pytest.approx(4.34, abs=0.01)
     one = binomial_z(1 / 80, 0.0, 80)
     assert one is not None
-    assert one < 3
+    assert one < 2
     assert binomial_z(0.5, 0.01, 10_000) is None  # large n: the normal approximation is used

@@ -2,7 +2,7 @@
 
 Each run generates a population with incidents on some tenants (revenue drops, error spikes,
 usage spikes, abusive IPs) and none on the others, derives the metric streams exactly as the
-agent does (`TenantMetrics`, fed minute rollups of the requests), seeds every stream from its
+agent does (`TenantMetrics`, fed the rate limiter's minute rollups of the requests), seeds every stream from its
 first `--history-days` (as a new worker seeds from the owner's metric history), feeds the
 rest through `StreamDetector` with the default rules, and scores the anomalies against the
 generator's ground truth (`agents.anomaly.incidents`). Runs vary the seed, tenant sizes (peak requests
@@ -19,7 +19,6 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from agents.anomaly.detector import StreamDetector
@@ -27,6 +26,7 @@ from agents.anomaly.incidents import Incident, IncidentReport, score_incidents
 from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.multivariate import TenantHST
 from agents.anomaly.rules import default_rule
+from agents.ratelimit.rollup import MinuteRollups
 from pipeline.devstack.generator.config import (
     AbuseBurst,
     ErrorSpike,
@@ -42,19 +42,6 @@ from schemas.events import EVENT_ADAPTER
 __all__ = ["SCENARIO_RUNS", "main", "run_config", "run_suite", "suite"]
 
 HISTORY_DAYS = 14  # metric history each stream is seeded from before it is scored (as a new worker is)
-
-
-@dataclass(frozen=True, slots=True)
-class _MinuteRollup:
-    """What `TenantMetrics.add_rollup` reads of a complete rollup."""
-
-    id: str
-    minute: datetime
-    requests: int
-    errors: int
-    client_errors: int
-    latency_p95_ms: float
-    latency_count: int
 
 
 def scenario_config(seed: int, peak_rpm: float, *, history_days: int = HISTORY_DAYS, days: int = 10,
@@ -90,35 +77,17 @@ def suite(quick: bool = False, history_days: int = HISTORY_DAYS) -> list[Generat
     return [scenario_config(seed, rpm, history_days=history_days) for seed, rpm in SCENARIO_RUNS]
 
 
-def _p95(latencies: list[float]) -> float:
-    s = sorted(latencies)
-    return s[min(len(s) - 1, math.ceil(0.95 * len(s)) - 1)]
-
-
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-@dataclass(slots=True)
-class _Minute:
-    """One tenant-minute of requests being added up."""
-
-    stamp: str  # "YYYY-MM-DDTHH:MM:"
-    requests: int = 0
-    errors: int = 0
-    client_errors: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-    def rollup(self, tenant: str) -> _MinuteRollup:
-        when = datetime.fromisoformat(self.stamp + "00+00:00")
-        return _MinuteRollup(f"{tenant}-{self.stamp}", when, self.requests, self.errors, self.client_errors,
-                             _p95(self.latencies), len(self.latencies))
-
-
 def metric_points(config: GeneratorConfig) -> Iterator[MetricPoint]:
-    """Every metric point the agent would derive from the generated events, per hour in time order."""
+    """Every metric point the agent would derive from the generated events, per hour in time order.
+
+    Requests go through the rate limiter's own minute rollups (one part: complete rollups).
+    """
     tenants: dict[str, TenantMetrics] = {}
-    minutes: dict[str, _Minute] = {}
+    minutes = MinuteRollups()
     current_hour = ""
 
     def tm(tenant: str) -> TenantMetrics:
@@ -126,41 +95,24 @@ def metric_points(config: GeneratorConfig) -> Iterator[MetricPoint]:
             tenants[tenant] = TenantMetrics(tenant)
         return tenants[tenant]
 
-    def flush_minutes() -> None:
-        for tenant, minute in minutes.items():
-            tenants[tenant].add_rollup(minute.rollup(tenant))
-        minutes.clear()
+    def close(mark: float) -> Iterator[MetricPoint]:
+        for rollup in minutes.close(mark):
+            tm(rollup.tenant_id).add_rollup(rollup)
+        for t in sorted(tenants):
+            yield from tenants[t].close(mark)
 
     for rec in iter_records(config):
         ts = rec["ts"]
         hour = ts[:13]
         if hour != current_hour:
-            flush_minutes()
             if current_hour:
-                mark = datetime.fromisoformat(hour + ":00:00+00:00").timestamp()
-                for t in sorted(tenants):
-                    yield from tenants[t].close(mark)
+                yield from close(_epoch(hour + ":00:00Z"))
             current_hour = hour
-        tenant = rec["tenant_id"]
-        if rec["kind"] != "request":
-            tm(tenant).add([EVENT_ADAPTER.validate_python(rec)])
-            continue
-        stamp = ts[:17]
-        minute = minutes.get(tenant)
-        if minute is None or minute.stamp != stamp:
-            if minute is not None:
-                tenants[tenant].add_rollup(minute.rollup(tenant))
-            tm(tenant)
-            minute = minutes[tenant] = _Minute(stamp)
-        status = rec["status"]
-        minute.requests += 1
-        minute.errors += status >= 500
-        minute.client_errors += 400 <= status < 500
-        minute.latencies.append(rec["latency_ms"])
-    flush_minutes()
-    end = config.end.timestamp()
-    for t in sorted(tenants):
-        yield from tenants[t].close(end)
+        if rec["kind"] == "request":
+            minutes.add(rec["tenant_id"], rec["ip"], _epoch(ts), status=rec["status"], latency_ms=rec["latency_ms"])
+        else:
+            tm(rec["tenant_id"]).add([EVENT_ADAPTER.validate_python(rec)])
+    yield from close(config.end.timestamp())
 
 
 def detect(points: Iterator[MetricPoint], scored_from: float = -math.inf) -> list[Anomaly]:

@@ -96,8 +96,8 @@ def floor_sigma(kind: Kind, expected: float, sigma: float, denominator: float | 
     floor = max(_ABS_FLOOR, REL_FLOOR * abs(expected))
     if kind is Kind.COUNT:
         floor = max(floor, math.sqrt(max(expected, 0.0) + 1.0))  # Poisson, +1 so μ = 0 still has a σ
-    elif kind is Kind.PROPORTION:
-        n = denominator if denominator is not None and denominator > 0 else 1.0
+    elif kind is Kind.PROPORTION and denominator is not None and denominator > 0:  # unknown n: no model
+        n = denominator
         p = (min(max(expected, 0.0), 1.0) * n + 1.0) / (n + 2.0)
         floor = max(floor, math.sqrt(p * (1.0 - p) / n))
     elif kind is Kind.AMOUNT:  # a count of users is a count: √c noise, i.e. √c/(c + 1) in log space

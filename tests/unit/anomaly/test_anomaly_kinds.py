@@ -92,3 +92,8 @@ def test_binomial_z_regressions() -> None:
     assert one is not None
     assert one < 2
     assert binomial_z(0.5, 0.01, 10_000) is None  # large n: the normal approximation is used
+
+
+def test_proportion_without_its_denominator_gets_no_binomial_floor() -> None:
+    """Regression: an unknown n was taken as 1, so σ of a 2 % rate became 0.47 and nothing was ever out of band."""
+    assert floor_sigma(Kind.PROPORTION, 0.02, 0.003, None) == 0.003

@@ -155,7 +155,9 @@ class Rule(Record):
     direction: Direction
     threshold_sigma: Annotated[float, Field(gt=0, le=100)]
     min_pct: Annotated[float, Field(ge=0, le=10_000)] = 0.0  # and |deviation| ≥ this % of expected
-    warmup: Annotated[int, Field(ge=0, le=1_000_000)] = 48  # points seen before any alert
+    warmup: Annotated[int, Field(ge=0, le=1_000_000)] = 48  # points seen before any alert ...
+    # ... spanning at least this many seconds (the defaults: two days, so the day's cycle was seen)
+    warmup_s: Annotated[float, Field(ge=0, le=90 * 86_400)] = 0.0
     confirm_n: Annotated[int, Field(ge=1, le=1000)] = 1  # N of the last M points exceed ...
     confirm_m: Annotated[int, Field(ge=1, le=1000)] = 1
     cooldown: Annotated[int, Field(ge=0, le=1_000_000)] = 12  # points after an episode ends, no new one

@@ -178,6 +178,7 @@ class StreamDetector:
         )
         self.n = 0  # points seen
         self.last_ts: float | None = None  # newest point time seen (the agent skips redeliveries)
+        self.first_ts: float | None = None  # oldest point learnt (warm-up spans `rule.warmup_s` from it)
         self._recent = 0  # bit i set: the point i steps ago was out of band
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
         self._z: deque[float] = deque(maxlen=_Z_KEPT)  # recent scores, each clipped at ±threshold
@@ -191,7 +192,7 @@ class StreamDetector:
         return {
             "tenant": self.tenant, "metric": self.metric.value, "kind": self.kind.value,
             "baseline": self.baseline.snapshot(),
-            "n": self.n, "last_ts": self.last_ts, "recent": format(self._recent, "x"),
+            "n": self.n, "last_ts": self.last_ts, "first_ts": self.first_ts, "recent": format(self._recent, "x"),
             "flags": [[n, ts] for n, ts in self._flag_ts], "quiet_until": self.quiet_until,
             "z": floats_to_text(self._z),
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
@@ -222,6 +223,9 @@ class StreamDetector:
                                                 sigma_floor=base_floor(out.kind))
                 out.n = 0
         out.last_ts = f.opt_number("last_ts")
+        # Saved before the warm-up span was kept: its warm-up, if over, stays over.
+        out.first_ts = f.opt_number("first_ts") if "first_ts" in data else (  # type: ignore[operator]
+            None if out.last_ts is None else -1e12)
         out.quiet_until_ts = f.number("quiet_until_ts")
         recent = f.text("recent", _RECENT_BITS // 4 + 1)
         try:
@@ -265,9 +269,15 @@ class StreamDetector:
         self.baseline.update(ts, encode(self.kind, value))
         self.n += 1
         self.last_ts = ts
+        if self.first_ts is None:
+            self.first_ts = ts
         self._recent <<= 1
         self._recent &= (1 << _RECENT_BITS) - 1
         return True
+
+    def _warm(self, rule: Rule, ts: float) -> bool:
+        """Past the warm-up: `rule.warmup` points learnt, over at least `rule.warmup_s`."""
+        return self.n >= rule.warmup and self.first_ts is not None and ts - self.first_ts >= rule.warmup_s
 
     def _run(self, rule: Rule, z: float) -> float | None:
         """The strongest run ending here: max over m = 2..M of |Σ last m scores| / √m, signed.
@@ -325,7 +335,7 @@ class StreamDetector:
         if est is not None:
             scored = self._scored(ts, value, est, hst_score, denominator)
             own = scored.z
-            if self.n >= rule.warmup and rule.enabled:
+            if self._warm(rule, ts) and rule.enabled:
                 out = _passes(rule, scored.z, scored.pct)
                 slow = est.slow_deviation(x)
                 if not out and slow is not None and _passes(rule, slow, scored.pct):
@@ -338,6 +348,8 @@ class StreamDetector:
         self.baseline.update(ts, x)
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if self.first_ts is None:
+            self.first_ts = ts
         self._recent = ((self._recent << 1) | int(out)) & ((1 << _RECENT_BITS) - 1)
         if out:
             self._flag_ts.append((self.n, ts))

@@ -20,8 +20,9 @@ alerts per clean tenant-day in `tenantwatch eval scenarios`, at 3σ 0.01 with th
 | error_events         | up        | 3σ        | 2 of 3  | the app's own error reports piling up         |
 
 Every rule waits `warmup` points (two days of hourly points by default: enough for the
-level and a first daily profile; revenue 16 six-hour points = 4 days, cancellations 14 days;
-a stream seeded from history has them already), resolves an episode after `resolve_after` (6) in-band
+level and a first daily profile; revenue 16 six-hour points = 4 days, cancellations 14 days)
+spanning at least `warmup_s` (two days, whatever the resolution; a stream seeded from
+history has both already), resolves an episode after `resolve_after` (6) in-band
 points, then stays quiet for `cooldown` points (12) *and* `cooldown_s` seconds (1 hour);
 revenue's points are 6 hours long, so it resolves and cools down after 4 (a day), else one
 false alarm would hide a real drop for three days.
@@ -47,8 +48,9 @@ __all__ = ["DEFAULT_RULES", "RuleBook", "default_rule", "edit_rule"]
 _M = MetricName
 _UP, _DOWN = Direction.UP, Direction.DOWN
 
+_TWO_DAYS = 2 * 86_400.0
 DEFAULT_RULES: Mapping[MetricName, Rule] = {
-    r.metric: r
+    r.metric: r.model_copy(update={"warmup_s": _TWO_DAYS})
     for r in (
         Rule(metric=_M.REVENUE, direction=_DOWN, threshold_sigma=3.0, min_pct=20.0, confirm_n=2, confirm_m=3,
              warmup=16, sustained=True, resolve_after=4, cooldown=4),

@@ -297,3 +297,19 @@ def test_edit_rule_applies_params_or_explains_refusal() -> None:
     assert isinstance(edit_rule(base, {"threshold_sigma": -1}), str)
     assert isinstance(edit_rule(base, {"confirm_n": 5, "confirm_m": 2}), str)
     assert isinstance(edit_rule(base, {"metric": "storage_bytes"}), str)
+
+
+def test_default_rules_wait_two_days_whatever_the_resolution() -> None:
+    """Revenue waits 16 points; fed hourly, those are 16 hours: no score counts before two days have passed."""
+    rule = default_rule(MetricName.REVENUE)
+    assert rule.warmup == 16
+    assert rule.warmup_s == 2 * DAY
+    det = StreamDetector("acme", MetricName.REVENUE, rule)
+    rng = np.random.default_rng(4)
+    level = [5000.0 * float(rng.normal(1, 0.03)) for _ in range(60)]
+    early = [det.observe(T0 + i * 3600.0, 0.0 if i in {20, 21} else level[i], rule) for i in range(48)]
+    assert early[20].deviation_sigma is not None
+    assert early[20].deviation_sigma < -rule.threshold_sigma  # scored far out ...
+    assert not any(s.out_of_band for s in early)  # ... but not judged before two days
+    later = [det.observe(T0 + i * 3600.0, 0.0, rule) for i in range(48, 50)]
+    assert all(s.out_of_band for s in later)

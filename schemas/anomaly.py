@@ -166,6 +166,9 @@ class Rule(Record):
     # Also out of band when the mean score of the last `confirm_m` points passes the threshold
     # (a lasting shift of moderate points, e.g. revenue): for streams whose points are independent.
     sustained: bool = False
+    # > 0: a point is out of band only if the recent scores are also this unusual for the stream
+    # (agents.anomaly.likelihood); 0: off. Costs ~16 kB of state per stream.
+    likelihood_sigma: Annotated[float, Field(ge=0, le=100)] = 0.0
     season: Season = Season.AUTO
     history_days: Annotated[int, Field(ge=1, le=60)] = 14  # seasonal profile window (7–30 sensible)
     enabled: bool = True

@@ -44,6 +44,7 @@ from agents.anomaly.kinds import (
     scored_raw,
     value_sigma,
 )
+from agents.anomaly.likelihood import Likelihood
 from agents.anomaly.multivariate import combine
 from agents.anomaly.severity import assess, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
@@ -182,6 +183,7 @@ class StreamDetector:
         self._recent = 0  # bit i set: the point i steps ago was out of band
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
         self._z: deque[float] = deque(maxlen=_Z_KEPT)  # recent scores, each clipped at ±threshold
+        self._likelihood: Likelihood | None = None  # only under a rule with likelihood_sigma > 0
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
         self.quiet_until_ts = 0.0  # ... nor before this time
         self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
@@ -195,6 +197,7 @@ class StreamDetector:
             "n": self.n, "last_ts": self.last_ts, "first_ts": self.first_ts, "recent": format(self._recent, "x"),
             "flags": [[n, ts] for n, ts in self._flag_ts], "quiet_until": self.quiet_until,
             "z": floats_to_text(self._z),
+            "likelihood": None if self._likelihood is None else self._likelihood.snapshot(),
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
             "episode": None if self.episode is None else self.episode.model_dump(mode="json"),
         }
@@ -239,6 +242,8 @@ class StreamDetector:
                           f"detector.flags[{i}]")
             out._flag_ts.append((pair.integer("n"), pair.number("ts")))
         out._z = deque(f.floats("z", _Z_KEPT) if "z" in data else (), maxlen=_Z_KEPT)  # type: ignore[operator]
+        raw = f.raw("likelihood") if "likelihood" in data else None  # type: ignore[operator]
+        out._likelihood = None if raw is None else Likelihood.restore(raw)
         episode = f.raw("episode")
         try:
             out.episode = None if episode is None else Anomaly.model_validate(episode)
@@ -343,6 +348,13 @@ class StreamDetector:
                 run = self._run(rule, own)
                 if not out and run is not None and _passes(rule, run, scored.pct):
                     out, scored.z = True, run  # so did the run of recent points
+            if rule.likelihood_sigma > 0:
+                if self._likelihood is None:
+                    self._likelihood = Likelihood()
+                lik = self._likelihood.z(own)
+                if out and lik is not None and lik < rule.likelihood_sigma:
+                    out = False  # beyond the threshold, but not unusual for this stream lately
+                self._likelihood.update(own)
             limit = rule.threshold_sigma
             self._z.append(max(-limit, min(limit, own)))
         self.baseline.update(ts, x)

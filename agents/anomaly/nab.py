@@ -272,14 +272,14 @@ def evaluate(nab_dir: Path, detections_out: Path | None = None, rule: Rule = NAB
 # The settings cross-validation chooses among: one rule for every series, varied in how far
 # out a point must be and how long a stream stays quiet after an episode. Small on purpose:
 # each setting is one pass over the corpus.
-GRID: tuple[tuple[float, float], ...] = tuple(
-    (threshold, quiet_h) for threshold in (3.0, 3.5, 4.0) for quiet_h in (12.0, 24.0, 48.0)
+GRID: tuple[tuple[float, float, float], ...] = tuple(
+    (threshold, quiet_h, lik) for threshold in (3.0, 3.5, 4.0) for quiet_h in (12.0, 24.0) for lik in (0.0, 2.0)
 )
 
 
-def grid_rule(threshold: float, quiet_h: float) -> Rule:
+def grid_rule(threshold: float, quiet_h: float, likelihood: float) -> Rule:
     return NAB_RULE.model_copy(update={"threshold_sigma": threshold, "cooldown_s": quiet_h * 3600.0,
-                                       "cooldown": max(1, round(quiet_h))})
+                                       "cooldown": max(1, round(quiet_h)), "likelihood_sigma": likelihood})
 
 
 @dataclass(slots=True)
@@ -287,38 +287,46 @@ class CrossValidation:
     """Leave-one-category-out: each category scored with the setting best on the others."""
 
     profile: str
-    chosen: dict[str, tuple[float, float]]  # held-out category → setting chosen without it
+    chosen: dict[str, tuple[float, float, float]]  # held-out category → setting chosen without it
     held_out: Report  # every series, each scored under its fold's setting
-    in_sample: dict[tuple[float, float], float | None]  # setting → score on every category
+    in_sample: dict[tuple[float, float, float], float | None]  # setting → score on every category
 
     def format(self) -> str:
         lines = [f"leave-one-category-out ({self.profile} profile): settings chosen on the other categories"]
-        for cat, (threshold, quiet_h) in sorted(self.chosen.items()):
+        for cat, setting in sorted(self.chosen.items()):
             score = self.held_out.total(self.profile, cat + "/")
             text = "n/a" if score is None else f"{score:.1f}"
-            lines.append(f"  {cat:28} threshold {threshold:g}σ, quiet {quiet_h:g} h → held-out {text}")
+            lines.append(f"  {cat:28} {_describe(setting)} → held-out {text}")
         loco = self.held_out.total(self.profile)
         best = max(self.in_sample.items(), key=lambda kv: -math.inf if kv[1] is None else kv[1])
+        lines.append("in sample, every setting:")
+        for setting, score in self.in_sample.items():
+            lines.append(f"  {_describe(setting):52} {'n/a' if score is None else f'{score:.1f}'}")
         lines.append(f"LOCO score (cross-validated) {'n/a' if loco is None else f'{loco:.1f}'}")
-        lines.append(f"in-sample best {best[1]:.1f} (threshold {best[0][0]:g}σ, quiet {best[0][1]:g} h);"
+        lines.append(f"in-sample best {best[1]:.1f} ({_describe(best[0])});"
                      f" NAB_RULE in sample {self.in_sample.get(_nab_setting(), float('nan')):.1f}")
         return "\n".join(lines)
 
 
-def _nab_setting() -> tuple[float, float]:
-    return NAB_RULE.threshold_sigma, NAB_RULE.cooldown_s / 3600.0
+def _nab_setting() -> tuple[float, float, float]:
+    return NAB_RULE.threshold_sigma, NAB_RULE.cooldown_s / 3600.0, NAB_RULE.likelihood_sigma
+
+
+def _describe(setting: tuple[float, float, float]) -> str:
+    threshold, quiet_h, lik = setting
+    return f"threshold {threshold:g}σ, quiet {quiet_h:g} h, likelihood {f'{lik:g}σ' if lik else 'off'}"
 
 
 def cross_validate(nab_dir: Path, profile: str = "standard",
-                   grid: Sequence[tuple[float, float]] = GRID) -> CrossValidation:
+                   grid: Sequence[tuple[float, float, float]] = GRID) -> CrossValidation:
     """Score every grid setting once, then choose per held-out category on the others' total."""
     reports = {setting: evaluate(nab_dir, rule=grid_rule(*setting)) for setting in grid}
     first = next(iter(reports.values()))
     cats = first.categories()
-    chosen: dict[str, tuple[float, float]] = {}
+    chosen: dict[str, tuple[float, float, float]] = {}
     series: list[SeriesScore] = []
     for cat in cats:
-        def others(setting: tuple[float, float], cat: str = cat) -> float:
+        def others(setting: tuple[float, float, float], cat: str = cat) -> float:
             rows = [s for s in reports[setting].series if not s.name.startswith(cat + "/")]
             value = normalised(sum(s.raw[profile] for s in rows), sum(s.null[profile] for s in rows),
                                sum(s.perfect[profile] for s in rows))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -262,6 +263,10 @@ class StreamDetector:
         if (point.tenant, point.metric) != (self.tenant, self.metric):
             raise ValueError(f"{point.key} fed to the detector of {self.tenant}|{self.metric.value}")
         return self.observe(point.epoch, point.value, rule, hst_score, point.denominator)
+
+    def seed(self, history: Iterable[tuple[float, float]]) -> int:
+        """Learn a stream's history, oldest first (see `learn`); how many points were learnt."""
+        return sum(self.learn(ts, value) for ts, value in history)
 
     def learn(self, ts: float, value: float) -> bool:
         """Learn a point of the stream's history without scoring it (seeding a new stream).

@@ -28,7 +28,8 @@ def _eval_scenarios(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.devstack.anomaly_eval import main
 
     history = [] if args.history_days is None else ["--history-days", str(args.history_days)]
-    return main((["--quick"] if args.quick else []) + history)
+    preset = [] if args.preset is None else ["--preset", args.preset]
+    return main((["--quick"] if args.quick else []) + history + preset)
 
 
 def _query(settings: Settings, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -144,7 +145,8 @@ def add_commands(sub: Any) -> None:
                                         " recall, delays, false alerts per clean tenant-day, severity mix")
     q.add_argument("--quick", action="store_true", help="one small run (what the tests guard)")
     q.add_argument("--history-days", type=int, default=None,
-                   help="days of history each stream is seeded from (default 14)")
+                   help="days of history each stream is seeded from (default 14; with --preset 0)")
+    q.add_argument("--preset", default=None, help="score a generator preset's own incidents (e.g. demo)")
     q.set_defaults(func=_eval_scenarios)
 
     p = sub.add_parser("anomalies", help="list anomalies; acknowledge, resolve or dismiss one")

@@ -165,10 +165,21 @@ def run_suite(configs: Sequence[GeneratorConfig], history_days: int = HISTORY_DA
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tenantwatch eval scenarios", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the reduced set the tests run (one small run)")
-    parser.add_argument("--history-days", type=int, default=HISTORY_DAYS,
-                        help=f"days of metric history each stream learns before it is scored (default {HISTORY_DAYS})")
+    parser.add_argument("--history-days", type=int, default=None,
+                        help=f"days of metric history each stream learns before it is scored (default {HISTORY_DAYS};"
+                             " with --preset 0: the demo's streams warm up live)")
+    parser.add_argument("--preset", default=None,
+                        help="score a generator preset's own incidents instead (e.g. demo: what `make demo` plays)")
     args = parser.parse_args(argv)
-    total = run_suite(suite(args.quick, args.history_days), args.history_days, verbose=True)
+    if args.preset is not None:
+        from pipeline.devstack.generator import preset
+
+        history = args.history_days or 0
+        print(f"-- preset {args.preset}: {history} days of history")
+        print(run_config(preset(args.preset), history).format())
+        return 0
+    history = HISTORY_DAYS if args.history_days is None else args.history_days
+    total = run_suite(suite(args.quick, history), history, verbose=True)
     print("== all runs")
     print(total.format())
     return 0

@@ -68,3 +68,11 @@ def test_the_run_prints_the_figures(run: tuple[IncidentReport, str]) -> None:
     assert "10 tenants, peak 5 rpm: 14 days of history, then 6 days scored" in out
     for text in ("precision", "recall", "delay revenue_drop", "false alerts per clean tenant-day", "severity mix"):
         assert text in out
+
+
+def test_a_preset_is_scored_on_its_own_incidents(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--preset tiny`: the demo preset's four incidents, streams warming up live (two days: none judged yet)."""
+    assert anomaly_eval.main(["--preset", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "-- preset tiny: 0 days of history" in out
+    assert "incidents 4" in out

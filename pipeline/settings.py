@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # a chDB path admits; no group rebalance can strand it), `group` (a consumer-group member:
     # several writers on a ClickHouse server), or `auto` (manual for chDB, group otherwise).
     writer_assignment: Literal["auto", "manual", "group"] = "auto"
+    # Days of metric history a new anomaly stream learns from ClickHouse before it scores
+    # (ClickHouse server only; 0: warm up live). `TW_ANOMALY_SEED_DAYS`.
+    anomaly_seed_days: float = Field(default=14.0, ge=0, le=30)
 
     # SMTP
     smtp_host: str = "127.0.0.1"

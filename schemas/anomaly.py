@@ -132,6 +132,8 @@ class MetricPoint(Record):
     metric: MetricName
     ts: Timestamp
     value: Finite
+    # A proportion's denominator (requests in the window): what its binomial noise depends on.
+    denominator: NonNegative | None = None
 
     @property
     def key(self) -> str:
@@ -153,12 +155,20 @@ class Rule(Record):
     direction: Direction
     threshold_sigma: Annotated[float, Field(gt=0, le=100)]
     min_pct: Annotated[float, Field(ge=0, le=10_000)] = 0.0  # and |deviation| ≥ this % of expected
-    warmup: Annotated[int, Field(ge=0, le=1_000_000)] = 48  # points seen before any alert
+    warmup: Annotated[int, Field(ge=0, le=1_000_000)] = 48  # points seen before any alert ...
+    # ... spanning at least this many seconds (the defaults: two days, so the day's cycle was seen)
+    warmup_s: Annotated[float, Field(ge=0, le=90 * 86_400)] = 0.0
     confirm_n: Annotated[int, Field(ge=1, le=1000)] = 1  # N of the last M points exceed ...
     confirm_m: Annotated[int, Field(ge=1, le=1000)] = 1
     cooldown: Annotated[int, Field(ge=0, le=1_000_000)] = 12  # points after an episode ends, no new one
     cooldown_s: Annotated[float, Field(ge=0, le=90 * 86_400)] = 3600.0  # and seconds: both must pass
     resolve_after: Annotated[int, Field(ge=1, le=1_000_000)] = 6  # K in-band points auto-resolve
+    # Also out of band when the mean score of the last `confirm_m` points passes the threshold
+    # (a lasting shift of moderate points, e.g. revenue): for streams whose points are independent.
+    sustained: bool = False
+    # > 0: a point is out of band only if the recent scores are also this unusual for the stream
+    # (agents.anomaly.likelihood); 0: off. Costs ~16 kB of state per stream.
+    likelihood_sigma: Annotated[float, Field(ge=0, le=100)] = 0.0
     season: Season = Season.AUTO
     history_days: Annotated[int, Field(ge=1, le=60)] = 14  # seasonal profile window (7–30 sensible)
     enabled: bool = True

@@ -7,7 +7,7 @@ from agents.anomaly.detector import Step, StreamDetector
 from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.multivariate import CORROBORATE_AT, TenantHST, combine
 from agents.anomaly.rules import DEFAULT_RULES, RuleBook, default_rule
-from agents.anomaly.severity import classify
+from agents.anomaly.severity import assess
 from agents.anomaly.workflow import Rejected, Transition, apply_action, transition
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "Transition",
     "alert_for",
     "apply_action",
-    "classify",
+    "assess",
     "combine",
     "default_rule",
     "should_alert",

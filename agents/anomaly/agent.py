@@ -28,9 +28,10 @@ tenant's detectors. Alerts go to `TW_OWNER_EMAIL` (settings `owner_email`, defau
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,13 +69,14 @@ from schemas.commands import Action, AdminCommand
 from schemas.notify import Notification
 from schemas.ratelimit import Rollup
 
-__all__ = ["DEFAULT_RECIPIENT", "AnomalyAgent", "RollupIn", "register"]
+__all__ = ["DEFAULT_RECIPIENT", "AnomalyAgent", "History", "RollupIn", "history_source", "register"]
 
 log = logging.getLogger(__name__)
 DEFAULT_RECIPIENT = DEFAULT_OWNER_EMAIL
 _OUT: dict[type[BaseModel], Topic] = {
     BaselineBand: Topic.BASELINES, Anomaly: Topic.ANOMALIES, AnomalyStatusChange: Topic.ANOMALY_STATUS,
 }
+History = Callable[[str, MetricName, float], list[tuple[float, float]]]  # (tenant, metric, before) → points
 _ALERTS_PER_RECORD = 32  # an alert with its chart series is ~17 kB: keep Kafka records well under 1 MB
 _SOURCE = {Topic.ROLLUPS: "rollups", Topic.BILLING: "billing", Topic.USAGE: "usage", Topic.ERRORS: "errors"}
 WORKFLOW = (Action.ANOMALY_ACK, Action.ANOMALY_RESOLVE, Action.ANOMALY_FALSE_POSITIVE)
@@ -91,8 +93,9 @@ class RollupIn(Rollup):
 class AnomalyAgent:
     """State and handlers of the anomaly capability in one worker."""
 
-    def __init__(self, runtime: Runtime, recipient: str = DEFAULT_RECIPIENT) -> None:
+    def __init__(self, runtime: Runtime, recipient: str = DEFAULT_RECIPIENT, history: History | None = None) -> None:
         self.runtime = runtime
+        self.history = history  # seeds a stream met for the first time (None: it warms up live)
         self.recipient = recipient
         self.webhooks = WebhookTarget().enabled  # critical alerts also go to the webhook
         s = runtime.settings
@@ -178,7 +181,7 @@ class AnomalyAgent:
                 rule = self.rule(p.tenant, p.metric)
                 det = dets.get(p.key) or self.streams.get(p.key)
                 if det is None or (det.tenant, det.metric) != (p.tenant, p.metric):  # absent, or not this stream's
-                    det = StreamDetector.for_point(p, rule)
+                    det = await self._new_stream(p, rule)
                 if det.last_ts is not None and p.epoch <= det.last_ts:
                     self.counts["points_skipped"] += 1  # a redelivery, or out of order
                     continue
@@ -200,6 +203,21 @@ class AnomalyAgent:
                 size = _ALERTS_PER_RECORD if topic is Topic.NOTIFICATIONS else len(records)
                 for i in range(0, len(records), size):
                     await self.runtime.send_batch(topic, records[i:i + size], key=key)
+
+    async def _new_stream(self, p: MetricPoint, rule: Rule) -> StreamDetector:
+        """A detector for a stream met for the first time, seeded from its history when there is one."""
+        det = StreamDetector.for_point(p, rule)
+        if self.history is None:
+            return det
+        try:
+            past = await asyncio.get_running_loop().run_in_executor(None, self.history, p.tenant, p.metric, p.epoch)
+        except Exception as exc:  # history is a bonus: a stream warms up live without it
+            self.counts["seed_failures"] += 1
+            log.warning("no history for %s: %s", p.key, str(exc).splitlines()[0][:200] if str(exc) else type(exc))
+            return det
+        self.counts["points_seeded"] += det.seed(past)
+        self.counts["streams_seeded"] += 1
+        return det
 
     def _alert(self, p: MetricPoint, step: Step, before: Severity | None,
                rings: dict[str, SeriesRing]) -> Notification | None:
@@ -277,8 +295,27 @@ class AnomalyAgent:
         return dict(self.counts)
 
 
+def history_source(settings: Any) -> History | None:
+    """The metric history new streams seed from: ClickHouse server only (chDB is the writer's)."""
+    days = settings.anomaly_seed_days
+    if not days or not settings.clickhouse_dsn or settings.clickhouse_dsn.startswith("chdb://"):
+        return None
+    from pipeline.adapters.clickhouse.client import connect
+    from pipeline.adapters.clickhouse.metric_history import MetricHistory
+
+    dsn = settings.clickhouse_dsn
+    reader: list[MetricHistory] = []  # connected at the first new stream, so a server down at start costs nothing
+
+    def points(tenant: str, metric: MetricName, before: float) -> list[tuple[float, float]]:
+        if not reader:
+            reader.append(MetricHistory(connect(dsn), days))
+        return reader[0].points(tenant, metric, before)
+
+    return points
+
+
 def register(runtime: Runtime) -> None:
-    agent = AnomalyAgent(runtime, runtime.settings.owner_email)
+    agent = AnomalyAgent(runtime, runtime.settings.owner_email, history_source(runtime.settings))
     runtime.add_input(Topic.ROLLUPS, RollupIn)
     runtime.add_input(Topic.METRICS, MetricPoint)
     for topic in _SOURCE:

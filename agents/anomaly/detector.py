@@ -3,9 +3,15 @@
 One `StreamDetector` per stream lives in the agent's Faust table under `"tenant|metric"`.
 For each point, in this order:
 
-1. score it against the baseline as it stood *before* the point (warm-up: no score);
+1. score it against the baseline as it stood *before* the point (warm-up: no score), in the
+   space and with the σ floor of the metric's kind (`kinds`: counts, proportions with their
+   denominator, amounts and latency in log space); bands and anomalies report the expected
+   value and σ back in the metric's own units;
 2. the point is *out of band* when its deviation passes the rule (direction, threshold σ,
-   minimum %); the rule *confirms* when N of the last M points were out of band;
+   minimum %); the rule *confirms* when N of the last M points were out of band, or at once
+   when the point is beyond `DECISIVE` × the threshold (a burst shorter than a window); under
+   a `sustained` rule a point is also out of band when a run of the last 2..M scores is (its
+   z being the run's: sum/√m), so a lasting shift of moderate points is not missed;
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
 4. episodes: a confirmation opens one anomaly (unless the stream is cooling down); further
    out-of-band points update that same anomaly (same id); `resolve_after` in-band points in a
@@ -19,17 +25,31 @@ State travels as `snapshot()` / `StreamDetector.restore` (the agent's table code
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from agents.anomaly.baseline import Estimate, SeasonalBaseline
+from agents.anomaly.kinds import (
+    KIND_OF,
+    Kind,
+    base_floor,
+    binomial_z,
+    decode,
+    encode,
+    floor_sigma,
+    scored_raw,
+    value_sigma,
+)
+from agents.anomaly.likelihood import Likelihood
 from agents.anomaly.multivariate import combine
-from agents.anomaly.severity import classify, worst
+from agents.anomaly.severity import assess, worst
 from agents.anomaly.workflow import SYSTEM_ACTOR, TERMINAL, Rejected, Transition, apply_action, transition
-from pipeline.runtime.snapshot import Fields, SnapshotError
+from pipeline.runtime.snapshot import Fields, SnapshotError, floats_to_text
 from schemas.anomaly import (
     Anomaly,
     AnomalyStatus,
@@ -40,6 +60,7 @@ from schemas.anomaly import (
     MetricPoint,
     Rule,
     Season,
+    Severity,
     Verdict,
     anomaly_id,
     band_id,
@@ -51,8 +72,10 @@ from schemas.commands import Action
 __all__ = ["Step", "StreamDetector"]
 
 _PCT_CAP = 1e6
+DECISIVE = 1.5  # a point beyond this many thresholds opens an episode without waiting for N of M
 _RECENT_BITS = 1000  # out-of-band flags remembered (rules confirm over at most this many points)
 _FLAGS_KEPT = 64
+_Z_KEPT = 16  # recent scores kept for the run test (rules confirm over at most this many of them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +108,7 @@ def _pct(value: float, expected: float) -> float | None:
 
 @dataclass(slots=True)
 class _Scored:
-    """A point as the rule sees it."""
+    """A point as the rule sees it: `est` in the scored space, `expected`/`sigma` in the metric's units."""
 
     ts: float
     value: float
@@ -93,6 +116,9 @@ class _Scored:
     z: float
     pct: float | None
     hst_score: float | None
+    expected: float
+    sigma: float
+    denominator: float | None
 
 
 def _grow(episode: Anomaly, p: _Scored) -> Anomaly:
@@ -104,17 +130,26 @@ def _grow(episode: Anomaly, p: _Scored) -> Anomaly:
         update={
             "last_ts": to_datetime(p.ts),
             "value": p.value,
-            "expected": p.est.expected,
-            "sigma": p.est.sigma,
+            "expected": p.expected,
+            "sigma": p.sigma,
             "deviation_sigma": p.z,
             "deviation_pct": p.pct,
             "peak_sigma": max(episode.peak_sigma, abs(p.z)),
-            "severity": worst(episode.severity, classify(p.z, p.pct)),
+            "severity": worst(episode.severity, _severity(episode.metric, p)),
             "points": episode.points + 1,
             "hst_score": p.hst_score if p.hst_score is not None else episode.hst_score,
             "verdict": verdict,
         }
     )
+
+
+def _severity(metric: MetricName, p: _Scored) -> Severity:
+    return assess(metric, p.z, p.value, p.expected, p.denominator)
+
+
+def _decisive(rule: Rule, z: float) -> bool:
+    """A point this far out confirms on its own: a burst that fits in one window is still seen."""
+    return abs(z) >= DECISIVE * rule.threshold_sigma
 
 
 def _passes(rule: Rule, z: float, pct: float | None) -> bool:
@@ -132,9 +167,12 @@ def _passes(rule: Rule, z: float, pct: float | None) -> bool:
 class StreamDetector:
     """Detector state of one tenant metric; `snapshot` / `restore` carry it through its table."""
 
-    def __init__(self, tenant: str, metric: MetricName, rule: Rule, **baseline_kw: float) -> None:
+    def __init__(self, tenant: str, metric: MetricName, rule: Rule, kind: Kind | None = None,
+                 **baseline_kw: float) -> None:
         self.tenant = tenant
         self.metric = metric
+        self.kind = KIND_OF[metric] if kind is None else kind
+        baseline_kw.setdefault("sigma_floor", base_floor(self.kind))  # lets winsorising adapt off a flat 0
         self.baseline = SeasonalBaseline(
             season=rule.season,
             history_days=rule.history_days,
@@ -142,8 +180,11 @@ class StreamDetector:
         )
         self.n = 0  # points seen
         self.last_ts: float | None = None  # newest point time seen (the agent skips redeliveries)
+        self.first_ts: float | None = None  # oldest point learnt (warm-up spans `rule.warmup_s` from it)
         self._recent = 0  # bit i set: the point i steps ago was out of band
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
+        self._z: deque[float] = deque(maxlen=_Z_KEPT)  # recent scores, each clipped at ±threshold
+        self._likelihood: Likelihood | None = None  # only under a rule with likelihood_sigma > 0
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
         self.quiet_until_ts = 0.0  # ... nor before this time
         self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
@@ -152,9 +193,12 @@ class StreamDetector:
     def snapshot(self) -> dict[str, Any]:
         """Everything the detector knows, JSON-ready (see `restore`)."""
         return {
-            "tenant": self.tenant, "metric": self.metric.value, "baseline": self.baseline.snapshot(),
-            "n": self.n, "last_ts": self.last_ts, "recent": format(self._recent, "x"),
+            "tenant": self.tenant, "metric": self.metric.value, "kind": self.kind.value,
+            "baseline": self.baseline.snapshot(),
+            "n": self.n, "last_ts": self.last_ts, "first_ts": self.first_ts, "recent": format(self._recent, "x"),
             "flags": [[n, ts] for n, ts in self._flag_ts], "quiet_until": self.quiet_until,
+            "z": floats_to_text(self._z),
+            "likelihood": None if self._likelihood is None else self._likelihood.snapshot(),
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
             "episode": None if self.episode is None else self.episode.model_dump(mode="json"),
         }
@@ -171,7 +215,21 @@ class StreamDetector:
             raise f.fail("metric", "unknown metric") from None
         out.baseline = SeasonalBaseline.restore(f.raw("baseline"))
         out.n, out.quiet_until, out._in_band = f.integer("n"), f.integer("quiet_until"), f.integer("in_band")
+        if "kind" in data:  # type: ignore[operator]  # Fields checked it is a mapping
+            try:
+                out.kind = Kind(f.text("kind", 16))
+            except ValueError:
+                raise f.fail("kind", "unknown kind") from None
+        else:  # saved before kinds: its baseline learnt raw values
+            out.kind = KIND_OF[out.metric]
+            if not scored_raw(out.kind):  # ... so it starts again in the kind's space
+                out.baseline = SeasonalBaseline(season=out.baseline.season, history_days=out.baseline.history_days,
+                                                sigma_floor=base_floor(out.kind))
+                out.n = 0
         out.last_ts = f.opt_number("last_ts")
+        # Saved before the warm-up span was kept: its warm-up, if over, stays over.
+        out.first_ts = f.opt_number("first_ts") if "first_ts" in data else (  # type: ignore[operator]
+            None if out.last_ts is None else -1e12)
         out.quiet_until_ts = f.number("quiet_until_ts")
         recent = f.text("recent", _RECENT_BITS // 4 + 1)
         try:
@@ -184,6 +242,9 @@ class StreamDetector:
             pair = Fields({"n": item[0], "ts": item[1]} if isinstance(item, list) and len(item) == 2 else None,
                           f"detector.flags[{i}]")
             out._flag_ts.append((pair.integer("n"), pair.number("ts")))
+        out._z = deque(f.floats("z", _Z_KEPT) if "z" in data else (), maxlen=_Z_KEPT)  # type: ignore[operator]
+        raw = f.raw("likelihood") if "likelihood" in data else None  # type: ignore[operator]
+        out._likelihood = None if raw is None else Likelihood.restore(raw)
         episode = f.raw("episode")
         try:
             out.episode = None if episode is None else Anomaly.model_validate(episode)
@@ -201,23 +262,111 @@ class StreamDetector:
         """`observe` for a metric-topic record; it must belong to this stream."""
         if (point.tenant, point.metric) != (self.tenant, self.metric):
             raise ValueError(f"{point.key} fed to the detector of {self.tenant}|{self.metric.value}")
-        return self.observe(point.epoch, point.value, rule, hst_score)
+        return self.observe(point.epoch, point.value, rule, hst_score, point.denominator)
 
-    def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None) -> Step:
-        """Score, learn and track one point (`ts` in epoch seconds)."""
+    def seed(self, history: Iterable[tuple[float, float]]) -> int:
+        """Learn a stream's history, oldest first (see `learn`); how many points were learnt."""
+        return sum(self.learn(ts, value) for ts, value in history)
+
+    def learn(self, ts: float, value: float) -> bool:
+        """Learn a point of the stream's history without scoring it (seeding a new stream).
+
+        History replaces the warm-up: learnt points count towards `rule.warmup`, nothing is
+        emitted, and points at or before the newest one learnt are ignored. True if learnt.
+        """
+        if self.last_ts is not None and ts <= self.last_ts:
+            return False
+        self.baseline.update(ts, encode(self.kind, value))
+        self.n += 1
+        self.last_ts = ts
+        if self.first_ts is None:
+            self.first_ts = ts
+        self._recent <<= 1
+        self._recent &= (1 << _RECENT_BITS) - 1
+        return True
+
+    def _warm(self, rule: Rule, ts: float) -> bool:
+        """Past the warm-up: `rule.warmup` points learnt, over at least `rule.warmup_s`."""
+        return self.n >= rule.warmup and self.first_ts is not None and ts - self.first_ts >= rule.warmup_s
+
+    def _run(self, rule: Rule, z: float) -> float | None:
+        """The strongest run ending here: max over m = 2..M of |Σ last m scores| / √m, signed.
+
+        M moderate points in a row add up (a shift is caught by its second point when both
+        are clearly low). Each score is clipped at ±threshold first, so one huge point cannot
+        carry the points after it. None unless the rule is `sustained`.
+        """
+        m_max = min(rule.confirm_m, _Z_KEPT, len(self._z) + 1)
+        if not rule.sustained or m_max < 2:
+            return None
+        limit = rule.threshold_sigma
+        total = max(-limit, min(limit, z))
+        best = 0.0
+        for m in range(2, m_max + 1):
+            total += self._z[-(m - 1)]
+            run = total / math.sqrt(m)
+            if abs(run) > abs(best):
+                best = run
+        return best
+
+    def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
+        """The baseline's estimate with σ no smaller than the metric kind's own noise."""
         est = self.baseline.estimate(ts)
+        if est is None:
+            return None
+        kind = self.kind
+        sigma = floor_sigma(kind, est.expected, est.sigma, denominator)
+        slow = est.bucket_sigma
+        if slow is not None:
+            slow = max(slow, floor_sigma(kind, est.expected, 0.0, denominator) / est.per_bucket ** 0.5)
+        if sigma == est.sigma and slow == est.bucket_sigma:
+            return est
+        return replace(est, sigma=sigma, bucket_sigma=slow)
+
+    def _scored(self, ts: float, value: float, est: Estimate, hst_score: float | None,
+                denominator: float | None) -> _Scored:
+        kind, mu, sd = self.kind, est.expected, est.sigma
+        expected = decode(kind, mu)
+        sigma = value_sigma(kind, mu, sd)
+        z = est.deviation(encode(kind, value))
+        if kind is Kind.PROPORTION and denominator and sd == floor_sigma(kind, mu, 0.0, denominator):
+            exact = binomial_z(value, mu, denominator)  # σ is the binomial floor: use the exact tail
+            if exact is not None:
+                z = exact
+        return _Scored(ts, value, est, z, _pct(value, expected), hst_score, expected, sigma, denominator)
+
+    def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None,
+                denominator: float | None = None) -> Step:
+        """Score, learn and track one point (`ts` in epoch seconds; `denominator`: a proportion's n)."""
+        est = self._estimate(ts, denominator)
+        x = encode(self.kind, value)
         scored = None
         out = False
         if est is not None:
-            scored = _Scored(ts, value, est, est.deviation(value), _pct(value, est.expected), hst_score)
-            if self.n >= rule.warmup and rule.enabled:
+            scored = self._scored(ts, value, est, hst_score, denominator)
+            own = scored.z
+            if self._warm(rule, ts) and rule.enabled:
                 out = _passes(rule, scored.z, scored.pct)
-                slow = est.slow_deviation(value)
+                slow = est.slow_deviation(x)
                 if not out and slow is not None and _passes(rule, slow, scored.pct):
                     out, scored.z = True, slow  # the slow timescale caught it: report its z
-        self.baseline.update(ts, value)
+                run = self._run(rule, own)
+                if not out and run is not None and _passes(rule, run, scored.pct):
+                    out, scored.z = True, run  # so did the run of recent points
+            if rule.likelihood_sigma > 0:
+                if self._likelihood is None:
+                    self._likelihood = Likelihood()
+                lik = self._likelihood.z(own)
+                if out and lik is not None and lik < rule.likelihood_sigma:
+                    out = False  # beyond the threshold, but not unusual for this stream lately
+                self._likelihood.update(own)
+            limit = rule.threshold_sigma
+            self._z.append(max(-limit, min(limit, own)))
+        self.baseline.update(ts, x)
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if self.first_ts is None:
+            self.first_ts = ts
         self._recent = ((self._recent << 1) | int(out)) & ((1 << _RECENT_BITS) - 1)
         if out:
             self._flag_ts.append((self.n, ts))
@@ -226,7 +375,7 @@ class StreamDetector:
             anomaly, changes = self._continue(self.episode, ts, rule, scored if out else None)
             return Step(band, anomaly, changes, None if scored is None else scored.z, out, False)
         quiet = self.n < self.quiet_until or ts < self.quiet_until_ts
-        if scored is None or not out or quiet or not self.confirmed(rule):
+        if scored is None or not out or quiet or not (self.confirmed(rule) or _decisive(rule, scored.z)):
             return Step(band, None, (), None if scored is None else scored.z, out, False)
         opened, change = self._open(scored, rule)
         self.episode, self._in_band = opened, 0
@@ -234,14 +383,15 @@ class StreamDetector:
 
     def _band(self, ts: float, est: Estimate, rule: Rule) -> BaselineBand:
         half = rule.threshold_sigma * est.sigma
+        kind = self.kind
         return BaselineBand(
             id=band_id(self.tenant, self.metric.value, ts),
             tenant=self.tenant,
             metric=self.metric,
             ts=to_datetime(ts),
-            expected=est.expected,
-            lower=est.expected - half,
-            upper=est.expected + half,
+            expected=decode(kind, est.expected),
+            lower=decode(kind, est.expected - half),
+            upper=decode(kind, est.expected + half),
             seasonal=est.season is not Season.NONE,
         )
 
@@ -285,13 +435,13 @@ class StreamDetector:
             detected_ts=to_datetime(p.ts),
             last_ts=to_datetime(p.ts),
             value=p.value,
-            expected=p.est.expected,
-            sigma=p.est.sigma,
+            expected=p.expected,
+            sigma=p.sigma,
             deviation_sigma=p.z,
             deviation_pct=p.pct,
             peak_sigma=abs(p.z),
             direction=Direction.UP if p.z > 0 else Direction.DOWN,
-            severity=classify(p.z, p.pct),
+            severity=_severity(self.metric, p),
             status=AnomalyStatus.ACTIVE,
             points=max(1, len(flagged)),
             hst_score=p.hst_score,

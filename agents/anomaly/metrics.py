@@ -25,6 +25,9 @@ Poisson noise, and cancellations are rare enough that only daily counts mean any
 A rollup is added once: one seen again (same id) while its window is open is counted in
 `duplicates` and skipped, so an upstream redelivery cannot inflate a window.
 
+Ratios carry their denominator (Σ requests) in `MetricPoint.denominator`: the detector
+judges them against binomial noise, which depends on it.
+
 Counts are 0 for an empty window, but only once the tenant's first event of that source was
 seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
 and snapshots skip empty windows. Events older than an already-closed window are *late*:
@@ -304,6 +307,7 @@ class TenantMetrics:
 
     def _points(self, metric: MetricName, start: float, acc: _Acc | None) -> list[MetricPoint]:
         value: float | None
+        den = None
         if metric in _COUNTS:
             value = acc.total if acc is not None else 0.0
         elif acc is None:
@@ -313,10 +317,10 @@ class TenantMetrics:
         elif metric in (_M.ACTIVE_USERS, _M.STORAGE_BYTES):
             value = acc.last
         else:
-            value = acc.total / acc.den if acc.den > 0 else None
+            value, den = (acc.total / acc.den, acc.den) if acc.den > 0 else (None, None)
         if value is None:
             return []
-        points = [self._point(metric, start, value)]
+        points = [self._point(metric, start, value, den)]
         if metric is _M.ACTIVE_USERS:
             if self.recent_users:
                 mean = sum(self.recent_users) / len(self.recent_users)
@@ -325,5 +329,5 @@ class TenantMetrics:
             self.recent_users.append(value)
         return points
 
-    def _point(self, metric: MetricName, start: float, value: float) -> MetricPoint:
-        return MetricPoint(tenant=self.tenant, metric=metric, ts=to_datetime(start), value=value)
+    def _point(self, metric: MetricName, start: float, value: float, den: float | None = None) -> MetricPoint:
+        return MetricPoint(tenant=self.tenant, metric=metric, ts=to_datetime(start), value=value, denominator=den)

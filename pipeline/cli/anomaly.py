@@ -1,4 +1,4 @@
-"""`tenantwatch eval nab`, `tenantwatch anomalies ...` and `tenantwatch rules ...`.
+"""`tenantwatch eval nab|scenarios`, `tenantwatch anomalies ...` and `tenantwatch rules ...`.
 
 Reads come from ClickHouse (`settings.dsn`; with chDB, while the writer is stopped); changes
 travel as signed admin commands and print their audit verdict.
@@ -31,7 +31,15 @@ def _eval_nab(args: argparse.Namespace, settings: Settings) -> int:
     from agents.anomaly.nab import main
 
     argv = [args.nab_dir] + (["--detections-out", args.detections_out] if args.detections_out else [])
-    return main(argv)
+    return main(argv + (["--no-cv"] if args.no_cv else []))
+
+
+def _eval_scenarios(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.devstack.anomaly_eval import main
+
+    history = [] if args.history_days is None else ["--history-days", str(args.history_days)]
+    preset = [] if args.preset is None else ["--preset", args.preset]
+    return main((["--quick"] if args.quick else []) + history + preset)
 
 
 def _query(settings: Settings, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,10 +122,19 @@ def _rules_show(args: argparse.Namespace, settings: Settings) -> int:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate detectors offline")
     ev = p.add_subparsers(dest="eval_command", required=True)
-    q = ev.add_parser("nab", help="score the anomaly detector on a NAB-layout directory")
+    q = ev.add_parser("nab", help="score the anomaly detector on a NAB-layout directory (in sample and"
+                                  " leave-one-category-out)")
     q.add_argument("nab_dir", help="a directory in the NAB layout (data/ and labels/)")
     q.add_argument("--detections-out", default=None, help="also write every detection to this CSV file")
+    q.add_argument("--no-cv", action="store_true", help="skip the leave-one-category-out cross-validation")
     q.set_defaults(func=_eval_nab)
+    q = ev.add_parser("scenarios", help="run the generator's incidents through the anomaly detector core: precision,"
+                                        " recall, delays, false alerts per clean tenant-day, severity mix")
+    q.add_argument("--quick", action="store_true", help="one small run (what the tests guard)")
+    q.add_argument("--history-days", type=int, default=None,
+                   help="days of history each stream is seeded from (default 14; with --preset 0)")
+    q.add_argument("--preset", default=None, help="score a generator preset's own incidents (e.g. demo)")
+    q.set_defaults(func=_eval_scenarios)
 
     p = sub.add_parser("anomalies", help="list anomalies; acknowledge, resolve or dismiss one")
     an = p.add_subparsers(dest="anomalies_command", required=True, metavar="COMMAND")

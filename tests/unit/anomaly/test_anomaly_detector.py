@@ -8,7 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from agents.anomaly.detector import Step, StreamDetector
+from agents.anomaly.detector import DECISIVE, Step, StreamDetector
+from agents.anomaly.kinds import Kind
 from agents.anomaly.multivariate import CORROBORATE_AT, TenantHST, combine
 from agents.anomaly.rules import DEFAULT_RULES, RuleBook, default_rule, edit_rule
 from schemas.anomaly import (
@@ -102,10 +103,12 @@ def test_confirmation_needs_n_of_m() -> None:
     """One spike alone does not open an anomaly under 2-of-3; two within three points do."""
     det = StreamDetector("t", MetricName.REQUEST_VOLUME, RULE)
     _feed(det, RULE, _flat(300))
-    single = _feed(det, RULE, [(T0 + 300 * 60.0, 200.0), *_flat(10, start=301)])
+    single = _feed(det, RULE, [(T0 + 300 * 60.0, 160.0), *_flat(10, start=301)])
     assert single[0].out_of_band
+    assert single[0].deviation_sigma is not None
+    assert single[0].deviation_sigma < DECISIVE * RULE.threshold_sigma
     assert not any(s.opened for s in single)
-    pair = _feed(det, RULE, [(T0 + 311 * 60.0, 200.0), (T0 + 312 * 60.0, 100.0), (T0 + 313 * 60.0, 200.0)])
+    pair = _feed(det, RULE, [(T0 + 311 * 60.0, 160.0), (T0 + 312 * 60.0, 100.0), (T0 + 313 * 60.0, 160.0)])
     assert [s.opened for s in pair] == [False, False, True]
     anomaly = pair[2].anomaly
     assert anomaly is not None
@@ -146,16 +149,67 @@ def test_direction_is_respected() -> None:
         assert step.opened is expect
 
 
+def test_decisive_point_confirms_alone() -> None:
+    """A point beyond DECISIVE × the threshold opens at once: a burst inside one window is seen."""
+    det = StreamDetector("t", MetricName.REQUEST_VOLUME, RULE)
+    _feed(det, RULE, _flat(300))
+    step = det.observe(T0 + 300 * 60.0, 400.0, RULE)
+    assert step.opened
+    assert step.anomaly is not None
+    assert step.anomaly.points == 1
+
+
 def test_constant_metric_then_change_alerts() -> None:
-    """σ = 0 (a perfectly constant metric) does not crash or hide a change: it is extreme."""
+    """σ = 0 (a perfectly constant level) does not crash or hide a change: it is extreme."""
     rule = RULE.model_copy(update={"confirm_n": 1, "confirm_m": 1})
-    det = StreamDetector("t", MetricName.REQUEST_VOLUME, rule)
+    det = StreamDetector("t", MetricName.REQUEST_VOLUME, rule, kind=Kind.LEVEL)
     steps = _feed(det, rule, [(T0 + i * 60.0, 0.0) for i in range(200)])
     assert not any(s.out_of_band for s in steps)
     jump = det.observe(T0 + 200 * 60.0, 1.0, rule)
     assert jump.opened
     assert jump.anomaly is not None
     assert jump.anomaly.deviation_pct is None  # expected 0: no percentage
+
+
+def test_one_event_where_none_is_usual_is_not_an_anomaly() -> None:
+    """Regression: a count at 0 for days, then one event, was thousands of σ; Poisson noise says ~1σ."""
+    rule = RULE.model_copy(update={"confirm_n": 1, "confirm_m": 1})
+    det = StreamDetector("t", MetricName.ERROR_EVENTS, rule)
+    _feed(det, rule, [(T0 + i * 3600.0, 0.0) for i in range(200)])
+    one = det.observe(T0 + 200 * 3600.0, 1.0, rule)
+    assert not one.out_of_band
+    assert one.deviation_sigma is not None
+    assert 0 < one.deviation_sigma < 1.5
+    many = det.observe(T0 + 201 * 3600.0, 40.0, rule)
+    assert many.opened  # a real pile-up still is one
+
+
+def test_one_error_in_80_requests_is_about_one_sigma() -> None:
+    """Regression: error rate 1/80 against a baseline of ~0 scored 4,079σ; the binomial tail makes it < 3σ."""
+    rule = RULE.model_copy(update={"confirm_n": 1, "confirm_m": 1, "direction": Direction.UP})
+    det = StreamDetector("t", MetricName.ERROR_RATE, rule)
+    for i in range(200):
+        det.observe(T0 + i * 3600.0, 0.0, rule, denominator=80.0)
+    one = det.observe(T0 + 200 * 3600.0, 1 / 80, rule, denominator=80.0)
+    assert one.deviation_sigma is not None
+    assert one.deviation_sigma < 3
+    assert not one.out_of_band
+    storm = det.observe(T0 + 201 * 3600.0, 20 / 80, rule, denominator=80.0)
+    assert storm.opened
+
+
+def test_revenue_drop_to_zero_is_far_out_of_band_and_band_stays_non_negative() -> None:
+    """Regression: revenue's lower band edge sat below 0, so revenue of 0 was in band."""
+    rule = default_rule(MetricName.REVENUE)
+    det = StreamDetector("acme", MetricName.REVENUE, rule)
+    rng = np.random.default_rng(3)
+    six_h = 6 * 3600.0
+    steps = [det.observe(T0 + i * six_h, float(rng.poisson(8) * rng.lognormal(6, 0.3)), rule) for i in range(60)]
+    assert all(s.band is None or s.band.lower >= 0 for s in steps)
+    drop = [det.observe(T0 + (60 + i) * six_h, 0.0, rule) for i in range(2)]
+    assert any(s.opened for s in drop)
+    assert drop[0].deviation_sigma is not None
+    assert drop[0].deviation_sigma < -rule.threshold_sigma
 
 
 def test_min_pct_filters_tiny_relative_moves() -> None:
@@ -196,15 +250,15 @@ def test_combination_rule() -> None:
     assert combine(CORROBORATE_AT) is Verdict.CORROBORATED
 
 
-def test_defaults_cover_every_metric_with_the_issue_values() -> None:
-    """Every metric has a default rule; the issue's three are as specified."""
+def test_defaults_cover_every_metric_with_the_documented_values() -> None:
+    """Every metric has a default rule; the three headline ones are as documented in rules.py."""
     assert set(DEFAULT_RULES) == set(MetricName)
     rev = DEFAULT_RULES[MetricName.REVENUE]
-    assert (rev.direction, rev.threshold_sigma) == (Direction.DOWN, 2.5)
+    assert (rev.direction, rev.threshold_sigma, rev.min_pct, rev.sustained) == (Direction.DOWN, 3.0, 20.0, True)
     vol = DEFAULT_RULES[MetricName.REQUEST_VOLUME]
     assert (vol.direction, vol.threshold_sigma) == (Direction.UP, 3.0)
     err = DEFAULT_RULES[MetricName.ERROR_RATE]
-    assert (err.direction, err.threshold_sigma) == (Direction.UP, 2.0)
+    assert (err.direction, err.threshold_sigma, err.min_pct) == (Direction.UP, 3.0, 25.0)
 
 
 def test_rule_book_overrides_per_tenant_and_pickles() -> None:
@@ -243,3 +297,19 @@ def test_edit_rule_applies_params_or_explains_refusal() -> None:
     assert isinstance(edit_rule(base, {"threshold_sigma": -1}), str)
     assert isinstance(edit_rule(base, {"confirm_n": 5, "confirm_m": 2}), str)
     assert isinstance(edit_rule(base, {"metric": "storage_bytes"}), str)
+
+
+def test_default_rules_wait_two_days_whatever_the_resolution() -> None:
+    """Revenue waits 16 points; fed hourly, those are 16 hours: no score counts before two days have passed."""
+    rule = default_rule(MetricName.REVENUE)
+    assert rule.warmup == 16
+    assert rule.warmup_s == 2 * DAY
+    det = StreamDetector("acme", MetricName.REVENUE, rule)
+    rng = np.random.default_rng(4)
+    level = [5000.0 * float(rng.normal(1, 0.03)) for _ in range(60)]
+    early = [det.observe(T0 + i * 3600.0, 0.0 if i in {20, 21} else level[i], rule) for i in range(48)]
+    assert early[20].deviation_sigma is not None
+    assert early[20].deviation_sigma < -rule.threshold_sigma  # scored far out ...
+    assert not any(s.out_of_band for s in early)  # ... but not judged before two days
+    later = [det.observe(T0 + i * 3600.0, 0.0, rule) for i in range(48, 50)]
+    assert all(s.out_of_band for s in later)

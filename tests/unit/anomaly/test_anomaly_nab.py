@@ -115,19 +115,21 @@ def test_scorer_matches_a_sweeper_style_walk(case: tuple[int, list[tuple[int, in
         assert s.raw[name] == pytest.approx(oracle, abs=1e-9)
 
 
-def _write_nab_dir(root: Path) -> None:
+def _write_nab_dir(root: Path, cats: tuple[str, ...] = ("cat",)) -> None:
     start = datetime(2014, 1, 1, tzinfo=UTC)
     stamps = [start + timedelta(minutes=5 * i) for i in range(2000)]
-    values = [10.0 + (i % 7) * 0.1 for i in range(2000)]
-    for i in range(1500, 1520):
-        values[i] = 80.0  # an unmistakable burst
     fmt = "%Y-%m-%d %H:%M:%S"
-    (root / "data" / "cat").mkdir(parents=True)
-    lines = ["timestamp,value", *(f"{t.strftime(fmt)},{v}" for t, v in zip(stamps, values, strict=True))]
-    (root / "data" / "cat" / "s.csv").write_text("\n".join(lines) + "\n")
+    labels = {}
+    for k, cat in enumerate(cats):
+        values = [10.0 + ((i + k) % 7) * 0.1 for i in range(2000)]
+        for i in range(1500, 1520):
+            values[i] = 80.0  # an unmistakable burst
+        (root / "data" / cat).mkdir(parents=True)
+        lines = ["timestamp,value", *(f"{t.strftime(fmt)},{v}" for t, v in zip(stamps, values, strict=True))]
+        (root / "data" / cat / "s.csv").write_text("\n".join(lines) + "\n")
+        labels[f"{cat}/s.csv"] = [[stamps[1450].strftime(fmt) + ".000000", stamps[1550].strftime(fmt) + ".000000"]]
     (root / "labels").mkdir()
-    window = [stamps[1450].strftime(fmt) + ".000000", stamps[1550].strftime(fmt) + ".000000"]
-    (root / "labels" / "combined_windows.json").write_text(json.dumps({"cat/s.csv": [window]}))
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(labels))
 
 
 def test_evaluate_runs_the_detector_and_writes_detections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,5 +142,21 @@ def test_evaluate_runs_the_detector_and_writes_detections(tmp_path: Path, capsys
     assert "2014-01-06 05:00:00" in found["cat/s.csv"]  # row 1500
     assert report.series[0].tp == 1
     assert (report.total("standard") or 0) > 50
-    assert nab.main([str(tmp_path)]) == 0
+    assert nab.main([str(tmp_path), "--no-cv"]) == 0
     assert "TOTAL" in capsys.readouterr().out
+
+
+def test_cross_validation_chooses_each_fold_on_the_other_categories(tmp_path: Path) -> None:
+    """LOCO: every category is scored with the setting best on the others; the printout names both figures."""
+    _write_nab_dir(tmp_path, ("a", "b"))
+    grid = [(3.5, 12.0, 0.0), (3.5, 24.0, 0.0)]  # equal on these series: a tie goes to the first
+    cv = nab.cross_validate(tmp_path, grid=grid)
+    assert cv.chosen == {"a": grid[0], "b": grid[0]}
+    assert set(cv.in_sample) == set(grid)
+    loco = cv.held_out.total("standard")
+    assert loco is not None
+    assert loco > 50
+    assert loco == cv.in_sample[grid[0]]  # both folds chose the same setting
+    text = cv.format()
+    assert "LOCO score (cross-validated)" in text
+    assert "in-sample best" in text

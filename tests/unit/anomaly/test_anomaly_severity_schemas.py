@@ -8,27 +8,41 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from agents.anomaly.severity import classify, worst
+from agents.anomaly.severity import assess, confidence_level, impact_level, worst
 from schemas.anomaly import Direction, MetricName, MetricPoint, Rule, Severity, anomaly_id
+
+_M = MetricName
 
 
 @pytest.mark.parametrize(
-    ("sigma", "pct", "expected"),
+    ("metric", "sigma", "value", "expected", "den", "severity"),
     [
-        (3.0, 10.0, Severity.LOW),
-        (4.0, 10.0, Severity.MEDIUM),
-        (3.0, -30.0, Severity.MEDIUM),  # % alone can raise it
-        (6.5, 10.0, Severity.HIGH),
-        (-2.5, -55.0, Severity.HIGH),
-        (12.0, 10.0, Severity.CRITICAL),
-        (2.0, 95.0, Severity.CRITICAL),
-        (50.0, 1.0, Severity.MEDIUM),  # tiny relative change is capped at medium
-        (7.0, None, Severity.HIGH),  # expected 0: σ alone
+        (_M.ERROR_RATE, 15.0, 0.25, 0.01, 400.0, Severity.CRITICAL),  # a quarter failing, 100 requests
+        (_M.ERROR_RATE, 15.0, 0.25, 0.01, 40.0, Severity.HIGH),  # 10 failing requests never page
+        (_M.ERROR_RATE, 4.5, 0.25, 0.01, 400.0, Severity.HIGH),  # impact, but only 4.5σ sure
+        (_M.ERROR_RATE, 3.5, 0.03, 0.005, 400.0, Severity.MEDIUM),
+        (_M.ERROR_RATE, 2.5, 0.5, 0.005, 400.0, Severity.LOW),  # not sure at all
+        (_M.REVENUE, -25.0, 0.0, 1000.0, None, Severity.CRITICAL),  # all revenue gone
+        (_M.REVENUE, -8.0, 300.0, 1000.0, None, Severity.HIGH),  # 70 % gone
+        (_M.REVENUE, -8.0, 900.0, 1000.0, None, Severity.LOW),  # 10 % gone: not worth a look
+        (_M.REQUEST_VOLUME, 400.0, 9000.0, 50.0, None, Severity.HIGH),  # a usage spike never pages
+        (_M.LATENCY_P95, 30.0, 2000.0, 100.0, None, Severity.CRITICAL),  # 20× slower
+        (_M.LATENCY_P95, -30.0, 10.0, 100.0, None, Severity.LOW),  # faster hurts nobody
+        (_M.ACTIVE_USERS, -9.0, 40.0, 100.0, None, Severity.HIGH),  # 60 % of users gone
+        (_M.ERROR_EVENTS, 50.0, 3.0, 0.0, None, Severity.HIGH),  # from none: large ratio, never critical
     ],
 )
-def test_severity_table(sigma: float, pct: float | None, expected: Severity) -> None:
-    """Severity follows the documented σ / % table."""
-    assert classify(sigma, pct) is expected
+def test_severity_table(metric: MetricName, sigma: float, value: float, expected: float,  # noqa: PLR0917  # a table row
+                        den: float | None, severity: Severity) -> None:
+    """Severity is the lower of the documented impact and confidence levels."""
+    assert assess(metric, sigma, value, expected, den) is severity
+
+
+def test_confidence_caps_every_impact() -> None:
+    """Below 3σ nothing is above low, whatever is lost."""
+    assert confidence_level(2.9) == 0
+    assert impact_level(_M.REVENUE, 0.0, 1.0) == 3
+    assert assess(_M.REVENUE, -2.9, 0.0, 1.0) is Severity.LOW
 
 
 def test_worst_keeps_the_higher_severity() -> None:

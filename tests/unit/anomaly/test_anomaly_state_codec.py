@@ -192,3 +192,23 @@ def test_restore_refuses_a_non_object() -> None:
     for bad in ([], "x", 3, None):
         with pytest.raises(ValueError, match="expected an object"):
             StreamDetector.restore(bad)
+
+
+def test_a_detector_saved_before_kinds_keeps_raw_baselines_and_restarts_transformed_ones() -> None:
+    """A record without `kind`: a count's baseline (raw space) is kept, revenue's (now √ space) restarts."""
+    volume = json.loads(json.dumps(_detector_mid_episode().snapshot()))
+    del volume["kind"]
+    kept = StreamDetector.restore(volume)
+    assert kept.kind.value == "count"
+    assert kept.n == volume["n"]
+    assert kept.episode is not None  # the open episode survives either way
+    revenue = StreamDetector("acme", MetricName.REVENUE, RULE)
+    for t, x in _points(200):
+        revenue.observe(t, x, RULE)
+    old = json.loads(json.dumps(revenue.snapshot()))
+    del old["kind"]
+    fresh = StreamDetector.restore(old)
+    assert fresh.kind.value == "money"
+    assert fresh.n == 0
+    assert fresh.baseline.n == 0
+    assert fresh.last_ts == revenue.last_ts  # redeliveries are still skipped

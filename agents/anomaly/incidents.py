@@ -1,0 +1,145 @@
+"""Scoring detected anomalies against known incidents (pure: no generator, no I/O).
+
+An *incident* is a stretch [start, end) of one tenant with a kind (revenue drop, error spike,
+usage spike, abusive IPs). Each kind has the metrics that *should* show it (`RIGHT_METRICS`:
+an error spike must be seen on the error rate, not only on latency), and each metric has its
+window length (the metric's resolution, `metrics.RESOLUTIONS`).
+
+- an anomaly *belongs* to an incident of its tenant when it starts between one metric window
+  before the incident's start and `AFTERMATH` windows after its end (a usage spike ending
+  makes users "drop" back: a consequence, not a false alarm); every other anomaly is false;
+- an incident is *caught* when an anomaly on one of its right metrics belongs to it; its
+  delay runs from the incident's start to the *end* of the window whose point confirmed the
+  first such anomaly (when that point can first exist), in hours and in windows of the
+  metric that caught it;
+- false alerts per clean tenant-day count the anomalies of tenants with no incident, over the
+  days those tenants were scored (after the warm-up).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from agents.anomaly.metrics import RESOLUTIONS
+from schemas.anomaly import Anomaly, MetricName, Severity
+
+__all__ = ["AFTERMATH", "RIGHT_METRICS", "Incident", "IncidentReport", "score_incidents"]
+
+_M = MetricName
+RIGHT_METRICS: Final[Mapping[str, frozenset[MetricName]]] = {
+    "revenue_drop": frozenset({_M.REVENUE}),
+    "error_spike": frozenset({_M.ERROR_RATE}),
+    "usage_spike": frozenset({_M.STORAGE_BYTES, _M.ACTIVE_USERS}),
+    "abusive_ips": frozenset({_M.REQUEST_VOLUME}),
+}
+AFTERMATH: Final = 2  # metric windows after an incident's end in which its anomalies still belong to it
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: str
+    kind: str
+    tenant: str
+    start: float  # epoch seconds
+    end: float
+
+
+@dataclass(slots=True)
+class IncidentReport:
+    anomalies: int = 0
+    true_anomalies: int = 0
+    incidents: int = 0
+    caught: int = 0
+    missed: list[str] = field(default_factory=list)
+    delays_h: dict[str, list[float]] = field(default_factory=dict)  # kind → hours from onset
+    delays_windows: dict[str, list[float]] = field(default_factory=dict)  # kind → metric windows
+    clean_alerts: int = 0
+    clean_tenant_days: float = 0.0
+    severity: Counter[str] = field(default_factory=Counter)
+    false_by_metric: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_anomalies / self.anomalies if self.anomalies else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.caught / self.incidents if self.incidents else None
+
+    @property
+    def false_per_clean_day(self) -> float | None:
+        return self.clean_alerts / self.clean_tenant_days if self.clean_tenant_days else None
+
+    def merge(self, other: IncidentReport) -> IncidentReport:
+        for name in ("anomalies", "true_anomalies", "incidents", "caught", "clean_alerts", "clean_tenant_days"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.missed += other.missed
+        for mine, theirs in ((self.delays_h, other.delays_h), (self.delays_windows, other.delays_windows)):
+            for kind, values in theirs.items():
+                mine.setdefault(kind, []).extend(values)
+        self.severity.update(other.severity)
+        self.false_by_metric.update(other.false_by_metric)
+        return self
+
+    def format(self) -> str:
+        def num(v: float | None, spec: str) -> str:
+            return "n/a" if v is None else format(v, spec)
+
+        lines = [
+            f"anomalies {self.anomalies}, of which true {self.true_anomalies}: precision {num(self.precision, '.2f')}",
+            f"incidents {self.incidents}, caught on the right metric {self.caught}: recall {num(self.recall, '.2f')}"
+            + (f" (missed: {', '.join(self.missed)})" if self.missed else ""),
+            f"false alerts per clean tenant-day {num(self.false_per_clean_day, '.3f')}"
+            f" ({self.clean_alerts} over {self.clean_tenant_days:.0f} tenant-days)",
+        ]
+        for kind in sorted(self.delays_h):
+            hours, wins = self.delays_h[kind], self.delays_windows[kind]
+            lines.append(f"  delay {kind:13} worst {max(hours):5.1f} h = {max(wins):.2f} windows"
+                         f" (mean {sum(hours) / len(hours):.1f} h over {len(hours)})")
+        mix = ", ".join(f"{s.value} {self.severity.get(s.value, 0)}" for s in Severity)
+        crit = self.severity.get(Severity.CRITICAL.value, 0)
+        share = f"{100 * crit / self.anomalies:.0f} %" if self.anomalies else "n/a"
+        lines.append(f"severity mix: {mix} (critical {share})")
+        if self.false_by_metric:
+            lines.append("false alerts by metric: " + ", ".join(f"{m} {n}" for m, n in
+                                                                 self.false_by_metric.most_common()))
+        return "\n".join(lines)
+
+
+def _belongs(a: Anomaly, inc: Incident) -> bool:
+    res = RESOLUTIONS[a.metric]
+    start = a.start_ts.timestamp()
+    return a.tenant == inc.tenant and inc.start - res <= start < inc.end + AFTERMATH * res
+
+
+def score_incidents(anomalies: Iterable[Anomaly], incidents: Sequence[Incident],
+                    clean_tenant_days: float) -> IncidentReport:
+    """Precision, recall on the right metric, delays and false alerts of one run (latest version per id)."""
+    latest: dict[str, Anomaly] = {}
+    for a in anomalies:
+        latest[a.id] = a
+    dirty = {inc.tenant for inc in incidents}
+    out = IncidentReport(incidents=len(incidents), clean_tenant_days=clean_tenant_days)
+    for a in latest.values():
+        out.anomalies += 1
+        out.severity[a.severity.value] += 1
+        if any(_belongs(a, inc) for inc in incidents):
+            out.true_anomalies += 1
+        else:
+            out.false_by_metric[a.metric.value] += 1
+            out.clean_alerts += a.tenant not in dirty
+    for inc in incidents:
+        hits = sorted((a.detected_ts.timestamp(), a.metric) for a in latest.values()
+                      if a.metric in RIGHT_METRICS[inc.kind] and _belongs(a, inc))
+        if not hits:
+            out.missed.append(inc.id)
+            continue
+        out.caught += 1
+        detected, metric = hits[0]
+        delay = max(0.0, detected + RESOLUTIONS[metric] - inc.start)
+        out.delays_h.setdefault(inc.kind, []).append(delay / 3600.0)
+        out.delays_windows.setdefault(inc.kind, []).append(delay / RESOLUTIONS[metric])
+    return out

@@ -1,0 +1,140 @@
+"""The request-event sink: bounded, never blocking, publishing from a background thread.
+
+``offer`` is what a request handler calls: it appends a tuple to a bounded queue and returns
+(or counts the event dropped if the queue is full). A daemon thread builds the JSON
+(:mod:`tenantwatch_edge.events`) and hands it to a kafka-python producer, keyed
+``tenant:ip`` like every request event. A broker that is missing, or goes away, costs the
+events in the queue (dropped, counted), never a request's time: the producer may block only
+the background thread (``max_block_ms``), and the queue stays bounded meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tenantwatch_edge.events import build
+
+__all__ = ["EventSink"]
+
+log = logging.getLogger(__name__)
+
+Request = tuple[float, str, str, str, str, int, float, int]  # ts, tenant, ip, method, path, status, ms, bytes
+
+
+class EventSink:
+    """Publishes request events to ``<prefix>.requests``; see the module docstring."""
+
+    def __init__(self, bootstrap: str, topic: str, *, capacity: int = 10_000, options: Mapping[str, Any] | None = None,
+                 producer_factory: Callable[[], Any] | None = None, idle_s: float = 0.005) -> None:
+        self.bootstrap, self.topic, self.capacity = bootstrap, topic, capacity
+        self.options = dict(options or {})
+        self._factory = producer_factory or self._kafka_producer
+        self._queue: deque[Request] = deque()
+        self._idle_s = idle_s
+        self._node = uuid.uuid4().hex[:12]  # event ids: <node>.<n>, unique per sink
+        self._n = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tenantwatch-edge-sink", daemon=True)
+        self.counts = {"offered": 0, "sent": 0, "dropped_full": 0, "dropped_unavailable": 0, "failed": 0,
+                       "invalid": 0}
+
+    # -- the request path -------------------------------------------------------------------
+    def offer(  # noqa: PLR0917  # called per request: positional arguments are the cheap ones
+        self, ts: float, tenant: str, ip: str, method: str, path: str, status: int, latency_ms: float, size: int,
+    ) -> bool:
+        """Queue one request event; False (counted) if the queue is full. Never blocks."""
+        q = self._queue
+        if len(q) >= self.capacity:
+            self.counts["dropped_full"] += 1
+            return False
+        q.append((ts, tenant, ip, method, path, status, latency_ms, size))
+        self.counts["offered"] += 1
+        return True
+
+    # -- the background thread ------------------------------------------------------------------
+    def start(self) -> EventSink:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (up to ``timeout``) and stop."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _kafka_producer(self) -> Any:
+        from kafka import KafkaProducer
+
+        return KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", max_block_ms=1000,
+                             request_timeout_ms=5000, retries=3,
+                             client_id="tenantwatch-edge", **self.options)
+
+    def _drop_all(self) -> None:
+        n = len(self._queue)
+        self._queue.clear()
+        self.counts["dropped_unavailable"] += n
+
+    def _run(self) -> None:
+        producer: Any = None
+        retry_at = 0.0
+        warned = False
+        while True:
+            stopping = self._stop.is_set()
+            if producer is None:
+                if time.monotonic() >= retry_at:
+                    try:
+                        producer = self._factory()
+                    except Exception as exc:  # no broker (yet): drop what waits, try again later
+                        if not warned:
+                            log.warning("request events: broker %s unavailable (%s: %s); dropping until it is back",
+                                        self.bootstrap, type(exc).__name__, str(exc)[:200])
+                            warned = True
+                        retry_at = time.monotonic() + 2.0
+                if producer is None:
+                    self._drop_all()
+                    if stopping:
+                        return
+                    self._stop.wait(0.05)
+                    continue
+            if not self._queue:
+                if stopping:
+                    self._close(producer)
+                    return
+                self._stop.wait(self._idle_s)
+                continue
+            self._send_some(producer)
+
+    def _send_some(self, producer: Any) -> None:
+        q, counts = self._queue, self.counts
+        for _ in range(min(len(q), 1000)):
+            ts, tenant, ip, method, path, status, ms, size = q.popleft()
+            self._n += 1
+            value = build(f"{self._node}.{self._n}", ts, tenant, ip, method, path, status, ms, size)
+            if value is None:
+                counts["invalid"] += 1
+                continue
+            try:
+                future = producer.send(self.topic, key=f"{tenant}:{ip}".encode(), value=value)
+            except Exception:  # buffer full for max_block_ms, or no metadata: the broker is gone
+                counts["dropped_unavailable"] += 1 + len(q)
+                q.clear()
+                return
+            future.add_callback(self._sent).add_errback(self._failed)
+
+    def _sent(self, _meta: Any) -> None:
+        self.counts["sent"] += 1
+
+    def _failed(self, _exc: Any) -> None:
+        self.counts["failed"] += 1
+
+    def _close(self, producer: Any) -> None:
+        try:
+            producer.flush(timeout=2.0)
+            producer.close(timeout=2.0)
+        except Exception as exc:  # closing towards a missing broker: nothing left to save
+            log.debug("request events: producer close: %s", exc)

@@ -1,4 +1,4 @@
-"""The edge on the real stack: a rate-limit worker per module, real HTTP servers in threads, load from a subprocess."""
+"""The edge on the real stack: one rate-limit worker, real HTTP servers in threads, load from a subprocess."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from tests.conftest import ROOT, WorkerProcess, free_port, wait_for
 from tests.integration.ratelimit.conftest import make_settings
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(kafka: str, session_dir: Any) -> Iterator[Settings]:
-    """A rate-limit worker on fresh topics, shared by a module's tests."""
+    """A rate-limit worker on fresh topics, shared by the edge tests (each uses its own tenants)."""
     settings = make_settings(kafka, session_dir)
     ensure_topics(settings)
     worker = WorkerProcess(settings, "ratelimit").start()

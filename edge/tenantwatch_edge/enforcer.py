@@ -42,8 +42,11 @@ class Edge:
         return self
 
     def close(self) -> None:
-        self.sink.close()
-        self.feed.close()
+        """Flush queued events (up to 5 s) and stop; threads still connecting to a missing broker are
+        daemons, left to stop at their next step rather than waited for."""
+        connected = self.feed.ready.is_set()
+        self.sink.close(timeout=5.0 if connected else 0.5)
+        self.feed.close(timeout=1.0)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the cache has caught up with the decisions topic (True) or ``timeout`` passed."""

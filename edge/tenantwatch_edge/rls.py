@@ -23,6 +23,7 @@ Stubs: the Python code the gRPC project generates from Envoy's API protos (``xds
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -81,18 +82,26 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
             self.edge.record(now, tenant, ip, method, path, answer, 0.0, 0)
         return rls_pb2.RateLimitResponse(overall_code=code, statuses=[status] * n, response_headers_to_add=add)
 
-    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:  # the RPC's name
+    def ShouldRateLimit(self, request: Any, context: Any) -> Any:  # the RPC's name
         return self.decide(request)
 
 
-async def serve(edge: Edge, listen: str, *, tenant_key: str = "tenant", address_key: str = "remote_address",
-                ) -> tuple[Any, int, RateLimitService]:
-    """Start a gRPC (asyncio) server on ``listen`` (host:port); return it, its port and the servicer."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+def serve(edge: Edge, listen: str, *, tenant_key: str = "tenant", address_key: str = "remote_address",
+          threads: int = 4) -> tuple[Any, int, RateLimitService]:
+    """Start a gRPC server on ``listen`` (host:port); return it (``stop(grace)`` it), its port and the servicer.
+
+    grpcio's threaded server, not ``grpc.aio``: on one core it answered 5.3k checks/s against
+    3.4k for the asyncio one (178 against 294 µs of CPU a check, busy 2-core machine).
+    """
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tenantwatch-rls"),
+                         options=[("grpc.so_reuseport", 0)])
     service = RateLimitService(edge, tenant_key, address_key)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:  # grpcio refuses an address it cannot bind with RuntimeError
+        raise OSError(f"cannot listen on {listen}: {exc}") from None
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
-    await server.start()
+    server.start()
     return server, port, service

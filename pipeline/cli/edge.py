@@ -11,10 +11,10 @@ Exit status: 0 ok, 2 bad usage (or the edge package is not installed), 3 Kafka u
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import sys
+import threading
 from typing import Any
 
 from pipeline.settings import Settings
@@ -57,31 +57,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     edge = _edge(settings, args.wait, "serve")
     if not edge:
         return EXIT_USAGE if edge is None else EXIT_UNREACHABLE
-    try:
-        return asyncio.run(_run_service(edge, args))
-    finally:
-        edge.close()
-
-
-async def _run_service(edge: Any, args: argparse.Namespace) -> int:
     from tenantwatch_edge.rls import serve
 
     try:
-        server, port, service = await serve(edge, args.listen, tenant_key=args.tenant_key,
-                                            address_key=args.address_key)
-    except (OSError, RuntimeError) as exc:
-        print(f"tenantwatch edge serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    host = args.listen.rpartition(":")[0]
-    print(f"edge: rate-limit service on {host}:{port}, {len(edge.cache)} refused key(s) cached", flush=True)
-    await stop.wait()
-    await server.stop(grace=1.0)
-    print(json.dumps({"service": service.counts, **edge.stats()}, default=str), flush=True)
-    return 0
+        try:
+            server, port, service = serve(edge, args.listen, tenant_key=args.tenant_key, address_key=args.address_key)
+        except OSError as exc:
+            print(f"tenantwatch edge serve: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        host = args.listen.rpartition(":")[0]
+        print(f"edge: rate-limit service on {host}:{port}, {len(edge.cache)} refused key(s) cached", flush=True)
+        stop.wait()
+        server.stop(grace=1.0).wait()
+        print(json.dumps({"service": service.counts, **edge.stats()}, default=str), flush=True)
+        return 0
+    finally:
+        edge.close()
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:

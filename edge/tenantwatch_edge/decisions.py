@@ -163,8 +163,9 @@ class DecisionCache:
         if state == ALLOWED:
             self._entries.pop((tenant, ip), None)
         else:
-            window = reason.removeprefix("limit:") if reason.startswith("limit:") else (
-                "ban" if state == BANNED else "")
+            # Only names the edge knows reach a header: a record is input, not header text.
+            name = reason.removeprefix("limit:")
+            window = name if name in WINDOWS else ("ban" if state == BANNED else "")
             self._entries[(tenant, ip)] = _Entry(state, reason, limit, window, reset_ts, shadow)
         self.applied += 1
         return True

@@ -94,6 +94,14 @@ def test_policy_header_from_the_pipelines_policy_records() -> None:
     assert policy_header(None, None, 5) == '"day";q=5;w=86400'
 
 
+def test_a_hostile_reason_never_reaches_a_header() -> None:
+    """A decision record's reason is not copied into headers: only known window names are."""
+    c = DecisionCache()
+    c.apply_decision(*decision("acme", "192.0.2.1", "throttled", "limit:x\r\nSet-Cookie: a=b", 1, 60))
+    v = c.lookup("acme", "192.0.2.1")
+    assert (v.state, v.window) == (THROTTLED, "")
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300) | st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
     st.sampled_from(["tenant_id", "ip", "state", "reason", "ts", "reset_ts", "limit", "shadow"]),

@@ -166,7 +166,7 @@ def tap(edge: Any) -> dict[str, float]:
     def tapped(key: bytes | None, value: bytes | None) -> bool:
         ok = bool(original(key, value))
         if ok and key is not None and value is not None and b'"throttled"' in value:
-            seen.setdefault(key.decode().partition(":")[2], time.time())
+            seen.setdefault(key.decode(), time.time())  # "tenant:ip"
         return ok
 
     cache.apply_decision = tapped
@@ -187,20 +187,24 @@ def delay(edge: Any, seen: dict[str, float], rate: float, seconds: float) -> Non
             refused += v.enforced
             record(t, "lat", ip, "GET", "/api/x", 429 if v.enforced else 200, 1.0, 100)
             if n % 6 == 5:
-                crossed[ip] = t
+                crossed[f"lat:{ip}"] = t
             n += 1
         time.sleep(max(0.0, 0.002 - (time.time() - now)))
     deadline = time.time() + 60
-    while len(seen) < len(crossed) and time.time() < deadline:
-        time.sleep(0.1)
-    delays = [(seen[ip] - t) * 1000 for ip, t in crossed.items() if ip in seen]
+    while not all(k in seen for k in crossed) and time.time() < deadline:
+        time.sleep(0.2)
+    pairs = [(t, (seen[k] - t) * 1000) for k, t in crossed.items() if k in seen]
+    delays = [d for _, d in pairs]
     print(f"delay at {rate:,.0f} requests/s offered for {seconds:.0f}s: {n:,} requests ({n / seconds:,.0f}/s done), "
           f"{len(crossed):,} IPs crossing 5/minute, {len(delays):,} throttles seen at the edge, "
-          f"{edge.sink.counts['dropped_full'] + edge.sink.counts['dropped_unavailable']} events dropped")
+          f"events {edge.sink.counts}")
+    missing = sorted(set(crossed) - set(seen))
+    if missing:
+        print(f"  {len(missing)} throttle(s) not seen within 60 s, e.g. {missing[:5]}; edge {edge.stats()}")
     if len(delays) > 1:
         print(f"  crossing request → throttle in the edge's cache: p50 {pct(delays, 0.5):.1f} ms, "
               f"p99 {pct(delays, 0.99):.1f} ms, max {max(delays):.1f} ms")
-    warm = [d for ip, d in zip(crossed, delays, strict=False) if crossed[ip] > start + 2]
+    warm = [d for t, d in pairs if t > start + 2]
     if len(warm) > 1:
         print(f"  after a 2 s warm-up: p50 {pct(warm, 0.5):.1f} ms, p99 {pct(warm, 0.99):.1f} ms")
 

@@ -27,6 +27,7 @@ __all__ = ["EventSink"]
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 500  # events per JSON-array record at most (≈ 150 kB)
+_YIELD_EVERY = 32  # events built between two offers of the GIL (≈ 0.2 ms of work)
 Request = tuple[float, str, str, str, str, int, float, int]  # ts, tenant, ip, method, path, status, ms, bytes
 
 
@@ -124,7 +125,11 @@ class EventSink:
                     raise LookupError(f"no partitions for {self.topic}")
                 self._partitions = len(parts)
             batches: dict[int, list[bytes]] = {}
-            for _ in range(min(len(q), _MAX_BATCH)):
+            for i in range(min(len(q), _MAX_BATCH)):
+                if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                    # Let a request thread waiting for the GIL run now, not after the interpreter's
+                    # 5 ms switch interval: this thread must never be what slows a request.
+                    time.sleep(0)
                 ts, tenant, ip, method, path, status, ms, size = q.popleft()
                 self._n += 1
                 value = build(f"{self._node}.{self._n}", ts, tenant, ip, method, path, status, ms, size)

@@ -125,8 +125,10 @@ def test_broker_outage_neither_blocks_nor_fails_requests(edge_factory: Any) -> N
         assert edge.counts["fallback_allowed"] == 60
         assert not edge.feed.live
         c = edge.sink.counts
-        wait_for(lambda: c["dropped_full"] + c["dropped_unavailable"] == 60, timeout=30,
-                 what=lambda: f"every event dropped and counted ({c})")
+        # Every event was either queued (at most `capacity`, later dropped as unavailable) or
+        # dropped at once because the queue was full: none waited for a broker.
+        assert c["offered"] + c["dropped_full"] == 60
+        assert c["offered"] - c["dropped_unavailable"] <= 20
         assert c["sent"] == 0
     finally:
         server.close()

@@ -6,14 +6,16 @@ and of ``ratelimit-policies`` (one ``TenantPolicy`` per tenant, for the ``RateLi
 header). Only refused keys are kept: an "allowed" decision removes its key, so memory grows
 with the keys being throttled, banned or blocked, not with every client.
 
-Event time. Throttles and bans end in *event time*, as they do in the pipeline. The cache
-never reads a clock: its ``now`` is the newest decision time it has applied (decisions are
-stamped with the event time at which the pipeline made them, so this is the pipeline's event
-time as far as the edge can see it). A throttle or ban whose ``reset_ts`` (the end the pipeline
-announced) is at or before ``now`` answers "allowed"; otherwise it holds until the pipeline's
-own "allowed" decision for the key arrives (it publishes one when its watermark passes the
-end). So the edge never lifts a refusal before the pipeline's clock has passed its end, and
-never keeps one after the pipeline said it ended.
+Event time. Throttles and bans end in *event time*, as they do in the pipeline, where each
+partition of ``requests`` has its own watermark. The cache never reads a clock: a partition's
+``now`` is the newest decision time applied from that partition of ``decisions`` (decisions
+are stamped with the event time the pipeline made them at; both topics have the same partition
+count and key, so a key's decisions partition is its requests partition). A throttle or ban
+whose ``reset_ts`` (the end the pipeline announced) is at or before its partition's ``now``
+answers "allowed"; otherwise it holds until the pipeline's own "allowed" decision for the key
+arrives (published when that partition's watermark passes the end). So the edge never lifts a
+refusal before the pipeline's clock has passed its end, and never keeps one after the
+pipeline said it ended.
 
 Malformed records are counted in ``rejected`` and skipped; nothing in them is executed.
 """
@@ -34,6 +36,7 @@ BLOCKED: Final = 3
 STATES: Final = ("allowed", "throttled", "banned", "blocked")
 _STATE_OF: Final = {name: i for i, name in enumerate(STATES)}
 WINDOWS: Final = {"minute": 60, "hour": 3600, "day": 86400}
+_NEVER: Final = float("-inf")
 _MAX_TEXT = 256  # tenant ids, IPs and reasons are far shorter in a valid record
 
 
@@ -82,6 +85,7 @@ class _Entry:
     window: str
     reset_ts: float | None
     shadow: bool
+    partition: int
 
 
 def _epoch(text: Any) -> float:
@@ -113,7 +117,7 @@ class DecisionCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._allowed: dict[str, Verdict] = {}  # tenant → its "allowed" verdict (with its policy header)
-        self.now = float("-inf")  # event time: the newest decision time applied
+        self.clocks: dict[int, float] = {}  # partition → event time: the newest decision time applied
         self.applied = 0
         self.rejected = 0
 
@@ -129,14 +133,19 @@ class DecisionCache:
         policy = self._allowed.get(tenant, ALLOW).policy
         if e.reset_ts is None:  # blocked, or a refusal whose end was not announced
             return Verdict(e.state, e.reason, e.limit, e.window, None, e.shadow, policy)
-        left = e.reset_ts - self.now
+        left = e.reset_ts - self.clocks.get(e.partition, _NEVER)
         if left <= 0:  # ended in event time; the pipeline's "allowed" is on its way
             return self._allowed.get(tenant, ALLOW)
         return Verdict(e.state, e.reason, e.limit, e.window, left, e.shadow, policy)
 
     # -- feeding ------------------------------------------------------------------------------
-    def apply_decision(self, key: bytes | None, value: bytes | None) -> bool:
-        """Apply one record of ``decisions``; False (and counted) if it is not a decision."""
+    @property
+    def now(self) -> float:
+        """The newest decision time applied from any partition (-inf before the first)."""
+        return max(self.clocks.values(), default=_NEVER)
+
+    def apply_decision(self, key: bytes | None, value: bytes | None, partition: int = 0) -> bool:
+        """Apply one record of ``decisions`` (from ``partition``); False (and counted) if it is not one."""
         try:
             if value is None:  # a tombstone: the key has no decision any more
                 tenant, _, ip = (key or b"").decode().partition(":")
@@ -159,18 +168,19 @@ class DecisionCache:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
             self.rejected += 1
             return False
-        self.now = max(self.now, ts)
+        if ts > self.clocks.get(partition, _NEVER):
+            self.clocks[partition] = ts
         if state == ALLOWED:
             self._entries.pop((tenant, ip), None)
         else:
             # Only names the edge knows reach a header: a record is input, not header text.
             name = reason.removeprefix("limit:")
             window = name if name in WINDOWS else ("ban" if state == BANNED else "")
-            self._entries[(tenant, ip)] = _Entry(state, reason, limit, window, reset_ts, shadow)
+            self._entries[(tenant, ip)] = _Entry(state, reason, limit, window, reset_ts, shadow, partition)
         self.applied += 1
         return True
 
-    def apply_policy(self, key: bytes | None, value: bytes | None) -> bool:
+    def apply_policy(self, key: bytes | None, value: bytes | None, partition: int = 0) -> bool:
         """Apply one record of ``ratelimit-policies`` (a tenant's limits); False if malformed."""
         try:
             tenant = (key or b"").decode()

@@ -89,7 +89,7 @@ class DecisionFeed:
                 for tp, records in consumer.poll(timeout_ms=100, max_records=5000).items():
                     on = apply[tp.topic]
                     for r in records:
-                        on(r.key, r.value)
+                        on(r.key, r.value, tp.partition)
                     self.counts["records"] += len(records)
                 if not self.ready.is_set() and all(consumer.position(tp) >= end for tp, end in ends.items()):
                     self.ready.set()

@@ -2,10 +2,13 @@
 
 ``offer`` is what a request handler calls: it appends a tuple to a bounded queue and returns
 (or counts the event dropped if the queue is full). A daemon thread builds the JSON
-(:mod:`tenantwatch_edge.events`) and hands it to a kafka-python producer, keyed
-``tenant:ip`` like every request event. A broker that is missing, or goes away, costs the
-events in the queue (dropped, counted), never a request's time: the producer may block only
-the background thread (``max_block_ms``), and the queue stays bounded meanwhile.
+(:mod:`tenantwatch_edge.events`) and hands it to a kafka-python producer on the partition of
+its ``tenant:ip`` key (murmur2, as Kafka's default partitioner), a partition's events packed
+as one JSON array per record as the pipeline's SDK does. A broker that is missing, or goes
+away, costs the events in the queue (dropped, counted), never a request's time: the producer
+may block only the background thread (``max_block_ms``), the queue stays bounded meanwhile,
+and so does what the producer holds unacknowledged (``max_in_flight`` events, 5 × the queue
+by default; kafka-python 3 itself buffers without bound until ``delivery_timeout_ms``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ class EventSink:
     """Publishes request events to ``<prefix>.requests``; see the module docstring."""
 
     def __init__(self, bootstrap: str, topic: str, *, capacity: int = 10_000, options: Mapping[str, Any] | None = None,
-                 producer_factory: Callable[[], Any] | None = None, idle_s: float = 0.005) -> None:
+                 producer_factory: Callable[[], Any] | None = None, idle_s: float = 0.005,
+                 max_in_flight: int | None = None) -> None:
         self.bootstrap, self.topic, self.capacity = bootstrap, topic, capacity
+        self.max_in_flight = 5 * capacity if max_in_flight is None else max_in_flight  # events the producer holds
+        self._handed = 0  # events handed to the producer (sent + failed + in flight)
         self.options = dict(options or {})
         self._factory = producer_factory or self._kafka_producer
         self._queue: deque[Request] = deque()
@@ -76,7 +82,7 @@ class EventSink:
         from kafka import KafkaProducer
 
         return KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", max_block_ms=1000,
-                             request_timeout_ms=5000, retries=3,
+                             request_timeout_ms=5000, delivery_timeout_ms=30_000, retries=3,
                              client_id="tenantwatch-edge", **self.options)
 
     def _drop_all(self) -> None:
@@ -118,13 +124,21 @@ class EventSink:
         # Events of one partition travel as one JSON-array record (what the pipeline's SDK does):
         # a worker decodes one record of hundreds of events far faster than hundreds of records.
         q, counts = self._queue, self.counts
+        if self._handed - counts["sent"] - counts["failed"] >= self.max_in_flight:
+            # The broker stopped acknowledging: kafka-python 3 would buffer without bound until
+            # delivery_timeout_ms; what the producer holds is bounded here instead.
+            counts["dropped_unavailable"] += len(q)
+            q.clear()
+            self._stop.wait(0.01)
+            return
+        batches: dict[int, list[bytes]] = {}
+        pending = 0  # built, not yet handed to the producer
         try:
             if self._partitions is None:
                 parts = producer.partitions_for(self.topic)  # blocks this thread only (max_block_ms)
                 if not parts:
                     raise LookupError(f"no partitions for {self.topic}")
                 self._partitions = len(parts)
-            batches: dict[int, list[bytes]] = {}
             for i in range(min(len(q), _MAX_BATCH)):
                 if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                     # Let a request thread waiting for the GIL run now, not after the interpreter's
@@ -138,12 +152,15 @@ class EventSink:
                     continue
                 p = (murmur2(f"{tenant}:{ip}".encode()) & 0x7FFFFFFF) % self._partitions
                 batches.setdefault(p, []).append(value)
+                pending += 1
             for p, values in batches.items():
                 future = producer.send(self.topic, value=b"[" + b",".join(values) + b"]", partition=p)
                 n = len(values)
+                pending -= n
+                self._handed += n
                 future.add_callback(self._sent, n).add_errback(self._failed, n)
-        except Exception:  # no metadata or buffer full for max_block_ms: the broker is gone
-            counts["dropped_unavailable"] += len(q)
+        except Exception:  # no metadata within max_block_ms: the broker is gone
+            counts["dropped_unavailable"] += len(q) + pending
             q.clear()
 
     def _sent(self, n: int, _meta: Any) -> None:

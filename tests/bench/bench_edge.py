@@ -190,8 +190,8 @@ def tap(edge: Any) -> dict[str, float]:
     seen: dict[str, float] = {}
     original = cache.apply_decision
 
-    def tapped(key: bytes | None, value: bytes | None) -> bool:
-        ok = bool(original(key, value))
+    def tapped(key: bytes | None, value: bytes | None, partition: int = 0) -> bool:
+        ok = bool(original(key, value, partition))
         if ok and key is not None and value is not None and b'"throttled"' in value:
             seen.setdefault(key.decode(), time.time())  # "tenant:ip"
         return ok

@@ -20,9 +20,7 @@ from tests.conftest import ROOT, WorkerProcess, free_port, wait_for
 from tests.integration.ratelimit.conftest import make_settings
 
 
-@pytest.fixture(scope="package")
-def stack(kafka: str, session_dir: Any) -> Iterator[Settings]:
-    """A rate-limit worker on fresh topics, shared by the edge tests (each uses its own tenants)."""
+def _stack(kafka: str, session_dir: Any) -> Iterator[Settings]:
     settings = make_settings(kafka, session_dir)
     ensure_topics(settings)
     worker = WorkerProcess(settings, "ratelimit").start()
@@ -30,6 +28,19 @@ def stack(kafka: str, session_dir: Any) -> Iterator[Settings]:
         yield settings
     finally:
         worker.stop()
+
+
+@pytest.fixture(scope="package")
+def stack(kafka: str, session_dir: Any) -> Iterator[Settings]:
+    """A rate-limit worker on fresh topics, shared by the edge tests (each uses its own tenants)."""
+    yield from _stack(kafka, session_dir)
+
+
+@pytest.fixture
+def private_stack(kafka: str, session_dir: Any) -> Iterator[Settings]:
+    """A worker and topics of one test's own: for a test that moves event time ahead, which the
+    partitions it touches keep for every later test (tenants do not isolate time)."""
+    yield from _stack(kafka, session_dir)
 
 
 @pytest.fixture

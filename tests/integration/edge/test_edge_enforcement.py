@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from flask import Flask
 
+from pipeline.sdk import partition_for
 from pipeline.settings import Settings
 from schemas.commands import Action
 from tenantwatch_edge import Edge, EdgeMiddleware, EdgeWSGI
@@ -84,12 +85,12 @@ def test_fastapi_throttles_an_ip_crossing_its_limit(stack: Settings, edge_factor
         server.close()
 
 
-def test_flask_refuses_a_banned_ip_until_the_ban_ends_in_event_time(stack: Settings, edge_factory: Any) -> None:
+def test_flask_refuses_a_banned_ip_until_the_ban_ends_in_event_time(private_stack: Settings, edge_factory: Any) -> None:
     """An auto ban (60 s) holds while event time moves inside it and lifts when the pipeline's time passes it."""
     tenant = tenant_name("ban")
-    assert admin(stack, Action.LIMITS_SET, tenant, per_minute=2, violation_threshold=1, ban_base_s=60,
+    assert admin(private_stack, Action.LIMITS_SET, tenant, per_minute=2, violation_threshold=1, ban_base_s=60,
                  ban_max_s=60).outcome == "accepted"
-    edge = edge_factory(stack.broker, stack.topic_prefix)
+    edge = edge_factory(private_stack.broker, private_stack.topic_prefix)
     assert edge.wait_ready(60)
     server = serve_wsgi(flask_app(edge))
     try:
@@ -100,15 +101,21 @@ def test_flask_refuses_a_banned_ip_until_the_ban_ends_in_event_time(stack: Setti
         banned = load(url, tenant, "192.0.2.66", 3)
         assert banned["statuses"] == [429] * 3
         assert 1 <= int(banned["headers"][0]["retry-after"]) <= 60
-        # Event time moves 30 s on (a witness IP banned then, by events another app published):
-        # the edge's clock follows, and the 60 s ban still holds.
+        # Event time of the abuser's partition moves 30 s on (a witness IP there banned then, by
+        # events another app published): the edge's clock follows, and the 60 s ban still holds.
         at30 = datetime.fromtimestamp(started, UTC) + timedelta(seconds=30)
-        publish(stack, requests(tenant, "192.0.2.99", 3, start=at30, step_s=0.001))
-        wait_for(lambda: state_of(edge, tenant, "192.0.2.99") == BANNED, timeout=60, what="the witness's ban")
-        assert edge.cache.now >= at30.timestamp()
+        home = partition_for(f"{tenant}:192.0.2.66", private_stack.partitions)
+        witness = next(ip for ip in (f"198.51.100.{i}" for i in range(1, 255))
+                       if partition_for(f"{tenant}:{ip}", private_stack.partitions) == home)
+        publish(private_stack, requests(tenant, witness, 3, start=at30, step_s=0.001))
+        wait_for(lambda: state_of(edge, tenant, witness) == BANNED, timeout=60, what="the witness's ban")
+        assert edge.cache.clocks[home] >= at30.timestamp()
+        left = edge.cache.lookup(tenant, "192.0.2.66").reset_s
+        assert left is not None
+        assert 0 < left <= 31, "the ban's end is 60 s after it began, 30 s of it gone in event time"
         assert load(url, tenant, "192.0.2.66", 1)["statuses"] == [429]
         # Time passes the ban's end on every partition: the pipeline ends it, the edge serves again.
-        publish(stack, ticks(tenant, datetime.fromtimestamp(started, UTC) + timedelta(seconds=600)))
+        publish(private_stack, ticks(tenant, datetime.fromtimestamp(started, UTC) + timedelta(seconds=600)))
         wait_for(lambda: state_of(edge, tenant, "192.0.2.66") == ALLOWED, timeout=60, what="the ban's end")
         assert load(url, tenant, "192.0.2.66", 1)["statuses"] == [200]
     finally:

@@ -45,6 +45,18 @@ def test_throttle_holds_until_event_time_passes_its_reset() -> None:
     assert c.lookup("acme", "192.0.2.9").state == BANNED, "a longer ban still holds"
 
 
+def test_each_partition_keeps_its_own_event_time() -> None:
+    """Time moved on by decisions of another partition does not end a refusal (the pipeline's
+    watermarks are per partition, and a key's decisions partition is its requests partition)."""
+    c = DecisionCache()
+    c.apply_decision(*decision("acme", "192.0.2.1", "throttled", "limit:minute", 10, 60), partition=0)
+    c.apply_decision(*decision("acme", "192.0.2.2", "banned", "ban", 500, 1100), partition=1)
+    assert c.lookup("acme", "192.0.2.1").state == THROTTLED, "partition 1's time is not partition 0's"
+    assert c.now == (T0 + timedelta(seconds=500)).timestamp()
+    c.apply_decision(*decision("acme", "192.0.2.3", "blocked", "blacklist", 61), partition=0)
+    assert c.lookup("acme", "192.0.2.1").state == ALLOWED
+
+
 def test_allowed_decision_ends_a_refusal_and_frees_the_key() -> None:
     """The pipeline's 'allowed' (ban ended, reset) ends the refusal at once and drops the key from memory."""
     c = DecisionCache()

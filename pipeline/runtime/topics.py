@@ -54,7 +54,9 @@ TOPICS: dict[Topic, TopicSpec] = {
         TopicSpec(Topic.USAGE, "tenant", "UsageEvent"),
         TopicSpec(Topic.COMMANDS, "tenant", "signed AdminCommand"),
         TopicSpec(Topic.METRICS, "tenant", "metric points for the anomaly agent"),
-        TopicSpec(Topic.DECISIONS, "tenant:ip", "rate-limit decision state changes for gateways"),
+        # Compacted: the last decision of every key stays, so an edge rebuilds its cache from it.
+        TopicSpec(Topic.DECISIONS, "tenant:ip", "rate-limit decision state changes for gateways (the edge client)",
+                  compacted=True),
         TopicSpec(Topic.VIOLATIONS, "tenant:ip", "rate-limit violations"),
         TopicSpec(Topic.BANS, "tenant:ip", "bans started and ended"),
         TopicSpec(Topic.LIMITS, "tenant", "limit configuration history"),

@@ -1,0 +1,358 @@
+"""Edge benchmark on a private broker: middleware overhead, decision delay at the edge, Envoy RLS rate.
+
+Run: ``python tests/bench/bench_edge.py [--requests 20000] [--seconds 15] [--rate 10000] [--rls-seconds 10]
+[--parts overhead,delay,rls]`` (``make bench`` runs it with the others, through ``run_all.py``).
+
+1. Overhead in-process: the same FastAPI app called through ASGI directly (no server, no
+   network), bare, behind ``EdgeMiddleware`` (a live feed, 100k refused keys in the cache, the
+   tenant's policy known, every event published to the broker by the background sink), and
+   behind slowapi (in-memory storage, a limit never reached). Rounds alternate the variants so
+   a busy machine hurts them alike. Plus the cache lookup alone (hit and miss).
+2. Delay: ``--rate`` requests/s offered to ``Edge.check`` + ``Edge.record`` (what the middleware
+   does per request) for ``--seconds``, each IP crossing 5/minute at its 6th request; the delay
+   is from that request to its throttle decision being in the edge's cache (from then on the
+   IP is answered 429), against a real rate-limit worker.
+3. Envoy RLS: ``tenantwatch edge serve`` pinned to one core, a gRPC client process on the other
+   keeping ``--concurrency`` checks in flight for ``--rls-seconds``: checks/s and latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from fastapi import Request  # noqa: E402  # module level: FastAPI resolves the string annotation here
+
+from pipeline.adapters.kafka_admin import ensure_topics  # noqa: E402
+from pipeline.admin import build_command, send_command  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from schemas.commands import Action  # noqa: E402
+from tests.bench._stack import bench_stack, free_port  # noqa: E402
+from tests.conftest import WorkerProcess  # noqa: E402
+
+TENANT = "acme"
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
+
+
+def ip_of(i: int) -> str:
+    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+def decision_json(ip: str, at: datetime) -> bytes:
+    return json.dumps({"id": "x", "tenant_id": TENANT, "ip": ip, "state": "throttled", "reason": "limit:minute",
+                       "limit": 5, "remaining": 0, "reset_ts": (at + timedelta(hours=1)).isoformat(),
+                       "retry_after_s": 3600.0, "shadow": False, "ts": at.isoformat()}).encode()
+
+
+def limits(settings: Settings, **params: Any) -> None:
+    cmd = build_command(settings, action=Action.LIMITS_SET, tenant=TENANT, actor="bench", params=params)
+    record = send_command(settings, cmd, wait_s=180)
+    if record is None or record.outcome != "accepted":
+        raise SystemExit(f"limits.set not accepted: {record}")
+
+
+# -- 1. overhead ------------------------------------------------------------------------------
+def apps(edge: Any) -> dict[str, Any]:
+    from fastapi import FastAPI
+    from slowapi import Limiter
+    from slowapi.util import get_remote_address
+
+    from tenantwatch_edge import EdgeMiddleware
+
+    def plain() -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/api/items")
+        def items() -> dict[str, bool]:
+            return {"ok": True}
+
+        return app
+
+    bare, with_edge = plain(), plain()
+    with_edge.add_middleware(EdgeMiddleware, edge=edge, trusted_proxies=["127.0.0.1/32"])
+    limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+    slow = FastAPI()
+    slow.state.limiter = limiter
+
+    @slow.get("/api/items")
+    @limiter.limit("100000000/minute")
+    def items(request: Request) -> dict[str, bool]:
+        return {"ok": True}
+
+    return {"bare": bare, "edge": with_edge, "slowapi": slow}
+
+
+async def call(app: Any, ip: bytes) -> int:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/api/items", "raw_path": b"/api/items", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"bench"), (b"x-tenant-id", TENANT.encode()), (b"x-forwarded-for", ip)],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80)}
+    got = [0]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            got[0] = message["status"]
+
+    await app(scope, receive, send)
+    return got[0]
+
+
+async def overhead(edge: Any, n: int) -> None:
+    variants = apps(edge)
+    ips = [ip_of(200_000 + i).encode() for i in range(1000)]  # allowed IPs (not among the refused keys)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for name, app in variants.items():  # warm-up: imports, routing caches, slowapi's storage
+        for i in range(2000):
+            assert await call(app, ips[i % 1000]) == 200, name
+    # One request of each variant in turn: a noisy neighbour's pause hits every variant alike.
+    clock = time.perf_counter_ns
+    order = list(variants.items())
+    for i in range(n):
+        ip = ips[i % 1000]
+        for name, app in order:
+            t = clock()
+            await call(app, ip)
+            times[name].append((clock() - t) / 1000)
+    base = {q: pct(times["bare"], q) for q in (0.5, 0.9, 0.99)}
+    print(f"overhead in-process, {n:,} requests per variant (interleaved), "
+          f"FastAPI {__import__('fastapi').__version__}:")
+    for name, ts in times.items():
+        got = {q: pct(ts, q) for q in base}
+        extra = "" if name == "bare" else "  → overhead " + ", ".join(
+            f"p{round(q * 100)} {got[q] - base[q]:+.1f} µs" for q in base)
+        print(f"  {name:8s} " + "  ".join(f"p{round(q * 100)} {v:7.1f} µs" for q, v in got.items()) + extra)
+    print(f"  edge events: {edge.sink.counts}")
+    await middleware_alone(edge, ips, n * 2)
+
+
+async def middleware_alone(edge: Any, ips: list[bytes], n: int) -> None:
+    """EdgeMiddleware around an app that answers at once, against that app alone: the middleware's
+    own cost, in a window short enough that the busy machine's pauses rarely land in it."""
+    from tenantwatch_edge import EdgeMiddleware
+
+    async def noop(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    variants = {"no-op app": noop, "edge+no-op": EdgeMiddleware(noop, edge=edge, trusted_proxies=["127.0.0.1/32"])}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    clock = time.perf_counter_ns
+    for i in range(n + 2000):
+        ip = ips[i % 1000]
+        for name, app in variants.items():
+            t = clock()
+            await call(app, ip)
+            if i >= 2000:
+                times[name].append((clock() - t) / 1000)
+    base = {q: pct(times["no-op app"], q) for q in (0.5, 0.9, 0.99)}
+    got = {q: pct(times["edge+no-op"], q) for q in base}
+    print(f"  middleware alone ({n:,} requests, interleaved with the bare no-op app): overhead " +
+          ", ".join(f"p{round(q * 100)} {got[q] - base[q]:+.1f} µs" for q in base) +
+          f" (no-op app alone p99 {base[0.99]:.1f} µs)")
+
+
+def lookups(edge: Any) -> None:
+    cache = edge.cache
+    hit, miss = ip_of(5), ip_of(300_000)
+    assert cache.lookup(TENANT, hit).refused
+    for label, ip in (("hit (refused key)", hit), ("miss (allowed key)", miss)):
+        n = 500_000
+        best = min(timeit.repeat(partial(cache.lookup, TENANT, ip), number=n, repeat=3)) / n * 1e6
+        print(f"  cache lookup, {len(cache):,} refused keys, {label}: {best:.2f} µs")
+    check = min(timeit.repeat(lambda: edge.check(TENANT, miss), number=200_000, repeat=3)) / 200_000 * 1e6
+    print(f"  Edge.check (lookup + liveness + counters): {check:.2f} µs")
+
+
+# -- 2. delay ---------------------------------------------------------------------------------
+def tap(edge: Any) -> dict[str, float]:
+    """When each key's first throttle decision reached the cache (installed before the feed starts)."""
+    cache = edge.cache
+    seen: dict[str, float] = {}
+    original = cache.apply_decision
+
+    def tapped(key: bytes | None, value: bytes | None, partition: int = 0) -> bool:
+        ok = bool(original(key, value, partition))
+        if ok and key is not None and value is not None and b'"throttled"' in value:
+            seen.setdefault(key.decode(), time.time())  # "tenant:ip"
+        return ok
+
+    cache.apply_decision = tapped
+    return seen
+
+
+def delay(edge: Any, seen: dict[str, float], rate: float, seconds: float) -> None:
+    crossed: dict[str, float] = {}
+    check, record = edge.check, edge.record
+    n, refused, start = 0, 0, time.time()
+    base = 1_000_000
+    while (now := time.time()) < start + seconds:
+        due = int((now - start) * rate)
+        while n < due:
+            ip = ip_of(base + n // 6)
+            t = time.time()
+            v = check("lat", ip)
+            refused += v.enforced
+            record(t, "lat", ip, "GET", "/api/x", 429 if v.enforced else 200, 1.0, 100)
+            if n % 6 == 5:
+                crossed[f"lat:{ip}"] = t
+            n += 1
+        time.sleep(max(0.0, 0.002 - (time.time() - now)))
+    deadline = time.time() + 60
+    while not all(k in seen for k in crossed) and time.time() < deadline:
+        time.sleep(0.2)
+    pairs = [(t, (seen[k] - t) * 1000) for k, t in crossed.items() if k in seen]
+    delays = [d for _, d in pairs]
+    print(f"delay at {rate:,.0f} requests/s offered for {seconds:.0f}s: {n:,} requests ({n / seconds:,.0f}/s done), "
+          f"{len(crossed):,} IPs crossing 5/minute, {len(delays):,} throttles seen at the edge, "
+          f"events {edge.sink.counts}")
+    missing = sorted(set(crossed) - set(seen))
+    if missing:
+        print(f"  {len(missing)} throttle(s) not seen within 60 s, e.g. {missing[:5]}; edge {edge.stats()}")
+    if len(delays) > 1:
+        print(f"  crossing request → throttle in the edge's cache: p50 {pct(delays, 0.5):.1f} ms, "
+              f"p99 {pct(delays, 0.99):.1f} ms, max {max(delays):.1f} ms")
+    warm = [d for t, d in pairs if t > start + 2]
+    if len(warm) > 1:
+        print(f"  after a 2 s warm-up: p50 {pct(warm, 0.5):.1f} ms, p99 {pct(warm, 0.99):.1f} ms")
+
+
+# -- 3. Envoy RLS -----------------------------------------------------------------------------
+async def rls_client(address: str, seconds: float, concurrency: int) -> None:
+    import grpc
+    from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+    Entry = ratelimit_pb2.RateLimitDescriptor.Entry  # a generated class
+    reqs = [rls_pb2.RateLimitRequest(domain="bench", descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=[
+        Entry(key="tenant", value=TENANT), Entry(key="remote_address", value=ip_of(i))])]) for i in range(1000)]
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        for r in reqs[:200]:
+            await stub.ShouldRateLimit(r)
+        lat: list[float] = []
+        end = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            i = k
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                await stub.ShouldRateLimit(reqs[i % 1000])
+                lat.append((time.perf_counter() - t) * 1000)
+                i += concurrency
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        took = time.perf_counter() - t0
+    print(json.dumps({"checks": len(lat), "per_s": len(lat) / took, "p50_ms": pct(lat, 0.5),
+                      "p99_ms": pct(lat, 0.99)}))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rls(settings: Settings, seconds: float, concurrency: int) -> None:
+    port = free_port()
+    env = {**os.environ, "TW_BROKER": settings.broker, "TW_TOPIC_PREFIX": settings.topic_prefix,
+           "TW_APP_ID": settings.app_id, "TW_DATA_DIR": str(settings.data_dir)}
+    pin = ["taskset", "-c", "0"] if os.cpu_count() and os.cpu_count() > 1 else []  # type: ignore[operator]
+    server = subprocess.Popen([*pin, sys.executable, "-m", "pipeline.cli", "edge", "serve", "--listen",
+                               f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    try:
+        line = server.stdout.readline() if server.stdout else b""
+        if b"rate-limit service on" not in line:
+            raise SystemExit(f"edge serve did not start: {line!r}")
+        client_pin = ["taskset", "-c", "1"] if pin else []
+        for conc in dict.fromkeys((concurrency, 2)):  # saturated, then nearly idle (latency alone)
+            cpu_before = cpu_seconds(server.pid)
+            out = subprocess.run([*client_pin, sys.executable, __file__, "--rls-client", f"127.0.0.1:{port}",
+                                  "--rls-seconds", str(seconds), "--concurrency", str(conc)],
+                                 cwd=ROOT, capture_output=True, check=True, timeout=seconds + 120)
+            got = json.loads(out.stdout.decode().strip().splitlines()[-1])
+            cpu = cpu_seconds(server.pid) - cpu_before
+            print(f"Envoy RLS (server pinned to one core, client on the other, {conc} in flight, {seconds:.0f}s): "
+                  f"{got['per_s']:,.0f} checks/s, p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms")
+            print(f"  service CPU: {cpu:.1f} s for {got['checks']:,} checks = {cpu / got['checks'] * 1e6:.0f} µs a "
+                  f"check → {got['checks'] / cpu:,.0f} checks/s per fully used core")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--requests", type=int, default=20_000, help="overhead: requests per variant")
+    ap.add_argument("--seconds", type=float, default=15.0, help="delay: seconds of offered load")
+    ap.add_argument("--rate", type=float, default=10_000.0, help="delay: requests/s offered")
+    ap.add_argument("--rls-seconds", type=float, default=10.0)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--parts", default="overhead,delay,rls", help="which parts to run (comma-separated)")
+    ap.add_argument("--rls-client", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rls_client:
+        asyncio.run(rls_client(args.rls_client, args.rls_seconds, args.concurrency))
+        return
+    import logging
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    from tenantwatch_edge import Edge
+
+    print("(a busy shared machine: 2 cores, other benchmarks and test suites may be running; single shot)")
+    with bench_stack() as (settings, _):
+        ensure_topics(settings)
+        worker = WorkerProcess(settings, "ratelimit").start()
+        edge = Edge(settings.broker, settings.topic_prefix, start=False)
+        seen = tap(edge)
+        edge.start()
+        try:
+            limits(settings, per_minute=100_000_000, per_hour=None, per_day=None)  # acme: a policy, never reached
+            cmd = build_command(settings, action=Action.LIMITS_SET, tenant="lat", actor="bench",
+                                params={"per_minute": 5, "per_hour": 1000, "per_day": 10000,
+                                        "violation_threshold": 10**6})
+            if (rec := send_command(settings, cmd, wait_s=180)) is None or rec.outcome != "accepted":
+                raise SystemExit(f"limits.set not accepted: {rec}")
+            if not edge.wait_ready(60):
+                raise SystemExit("the edge's feed did not catch up")
+            at = datetime.now(UTC)
+            for i in range(100_000):  # refused keys, straight into the cache (the topic is not the point here)
+                edge.cache.apply_decision(f"{TENANT}:{ip_of(i)}".encode(), decision_json(ip_of(i), at))
+            deadline = time.time() + 60
+            while not edge.cache.lookup(TENANT, ip_of(200_000)).policy and time.time() < deadline:
+                time.sleep(0.1)
+            parts = set(args.parts.split(","))
+            if "overhead" in parts:
+                asyncio.run(overhead(edge, args.requests))
+                lookups(edge)
+            if "delay" in parts:
+                delay(edge, seen, args.rate, args.seconds)
+            if "rls" in parts:
+                rls(settings, args.rls_seconds, args.concurrency)
+        finally:
+            edge.close()
+            worker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -198,7 +198,7 @@ class NotifyAgent:
             lane.deliveries.commit()
             self.counts[d.status.value] += 1
             await self.runtime.send(Topic.DELIVERIES, d, key=d.notification_id)
-            await self.runtime.app.producer.flush()
+            await self.runtime.make_durable()
         return d
 
     def _enqueue(self, lane: _Lane, n: Notification, out: list[Delivery], why: str, attempts: int = 0) -> None:

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any
 
-from pipeline.cli._common import Exit
+from pipeline.cli._common import Exit, ip_address, tenant_id
 from pipeline.settings import Settings
 
 __all__ = ["add_commands"]
@@ -110,7 +110,7 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--wait", type=float, default=30.0, help="seconds to wait for Kafka before giving up (exit 3)")
     s.set_defaults(func=_serve)
     c = edge_sub.add_parser("check", help="print the edge's verdict for one tenant and client IP")
-    c.add_argument("--tenant", required=True)
-    c.add_argument("--ip", required=True)
+    c.add_argument("--tenant", required=True, type=tenant_id, help="the tenant whose decision to show")
+    c.add_argument("--ip", required=True, type=ip_address, help="the client IP address to look up")
     c.add_argument("--wait", type=float, default=30.0, help="seconds to wait for Kafka before giving up (exit 3)")
     c.set_defaults(func=_check)

@@ -103,12 +103,16 @@ _TOP_SQL = """
     SELECT v.tenant_id, v.ip, v.violations, v.peak, v.last_seen, b.bans
     FROM (SELECT tenant_id, ip, count() AS violations, max(count) AS peak, max(ts) AS last_seen
           FROM rl_violations FINAL
-          WHERE ts >= (SELECT max(ts) FROM rl_violations) - toIntervalSecond({since:UInt64})
+          WHERE ts >= (SELECT max(ts) FROM rl_violations
+                             WHERE {tenant:String} = '' OR tenant_id = {tenant:String})
+                - toIntervalSecond({since:UInt64})
             AND ({tenant:String} = '' OR tenant_id = {tenant:String})
           GROUP BY tenant_id, ip) AS v
     LEFT JOIN (SELECT tenant_id, ip, countIf(action = 'started') AS bans
                FROM rl_bans FINAL
-               WHERE ts >= (SELECT max(ts) FROM rl_violations) - toIntervalSecond({since:UInt64})
+               WHERE ts >= (SELECT max(ts) FROM rl_violations
+                             WHERE {tenant:String} = '' OR tenant_id = {tenant:String})
+                - toIntervalSecond({since:UInt64})
                GROUP BY tenant_id, ip) AS b ON v.tenant_id = b.tenant_id AND v.ip = b.ip
     ORDER BY v.violations DESC, v.peak DESC, v.ip LIMIT {n:UInt32}"""
 
@@ -116,7 +120,8 @@ _TOP_SQL = """
 def top_offenders(client: Any, since_s: float, tenant: str | None = None, limit: int = 20) -> list[tuple[Any, ...]]:
     """(tenant, ip, violations, peak count, last violation, bans started) over the last ``since_s``.
 
-    ``since_s`` counts back from the newest violation recorded: event time, so replays and
+    ``since_s`` counts back from the newest violation recorded (of ``tenant`` when given, so
+    another tenant's newer traffic does not move the window): event time, so replays and
     demos (which play days in minutes) get the same answer as live traffic.
     """
     params = {"since": int(since_s), "tenant": tenant or "", "n": limit}

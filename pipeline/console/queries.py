@@ -65,11 +65,13 @@ QUERIES: dict[str, Query] = {
         SELECT v.tenant_id, v.ip, v.violations, v.peak, v.last_seen, b.bans
         FROM (SELECT tenant_id, ip, count() AS violations, max(count) AS peak, max(ts) AS last_seen
               FROM rl_violations FINAL
-              WHERE ts >= (SELECT max(ts) FROM rl_violations) - toIntervalSecond({{since:UInt64}})
+              WHERE ts >= (SELECT max(ts) FROM rl_violations WHERE {_tenant("tenant_id")})
+                    - toIntervalSecond({{since:UInt64}})
                 AND {_tenant("tenant_id")} AND {_IP}
               GROUP BY tenant_id, ip) AS v
         LEFT JOIN (SELECT tenant_id, ip, countIf(action = 'started') AS bans FROM rl_bans FINAL
-                   WHERE ts >= (SELECT max(ts) FROM rl_violations) - toIntervalSecond({{since:UInt64}})
+                   WHERE ts >= (SELECT max(ts) FROM rl_violations WHERE {_tenant("tenant_id")})
+                    - toIntervalSecond({{since:UInt64}})
                    GROUP BY tenant_id, ip) AS b ON v.tenant_id = b.tenant_id AND v.ip = b.ip
         ORDER BY v.violations DESC, v.peak DESC, v.ip LIMIT {{limit:UInt32}}""",
         tenant="", ip="", since=86400, limit=100),

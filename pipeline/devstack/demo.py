@@ -147,12 +147,18 @@ def _send_malformed(settings: Settings) -> None:
 
 
 def start_pipeline(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:
-    """A ClickHouse writer and a processing worker for `settings`, as subprocesses logging to `logs`."""
+    """A ClickHouse writer and a processing worker for `settings`, as subprocesses logging to `logs`.
+
+    Each in a session of its own: a Ctrl-C at the terminal reaches only the demo, which stops them
+    in order (`stop_pipeline`); otherwise they could die first and the demo would report "a
+    pipeline process exited early" instead of an interruption.
+    """
     procs = []
     for role in ("writer", "worker"):
         with open(logs / f"{role}.log", "wb") as out:
             procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", role],  # noqa: S603
-                                          env=_env(settings), stdout=out, stderr=subprocess.STDOUT))
+                                          env=_env(settings), stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
     return procs
 
 

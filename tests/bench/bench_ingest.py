@@ -241,9 +241,12 @@ def main() -> None:
         print(f"worker committed all events in {t_worker:.1f}s (incl. start-up): {worker_rate:,.0f} events/s")
         print(f"end to end into ClickHouse (worker + writer): {e2e_rate:,.0f} events/s")
         print(f"ratio end-to-end / raw ceiling: {e2e_rate / raw_rate:.1%} (goal ≥ 25%)")
-        print(f"rollup rows: {extra['rollup_rows']:,} for {extra['tenant_minutes']:,} tenant-minutes "
-              f"({extra['rollup_rows'] / max(extra['tenant_minutes'], 1):.2f} per tenant-minute); "
-              f"late: {extra['late_rows']:,} rows, {extra['late_requests']:,} requests")
+        if extra["tenant_minutes"]:
+            print(f"rollup rows: {extra['rollup_rows']:,} for {extra['tenant_minutes']:,} tenant-minutes "
+                  f"({extra['rollup_rows'] / extra['tenant_minutes']:.2f} per tenant-minute); "
+                  f"late: {extra['late_rows']:,} rows, {extra['late_requests']:,} requests")
+        else:  # (at live density the input spans seconds of event time: no minute closed before the stop)
+            print("rollup rows: no tenant-minute closed when the worker was stopped")
         if "steady_rate" in extra:
             print(f"end to end after start-up: {extra['steady_e2e']:,.0f} events/s, "
                   f"{extra['steady_e2e'] / raw_rate:.1%} of the raw ceiling (a running worker's rate)")

@@ -247,6 +247,9 @@ def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed
     config = load_preset(preset).model_copy(update=overrides)
     console.print(f"[bold]tenantwatch demo[/]: preset {preset!r}, {config.days} simulated days, seed {seed}")
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C too, explicitly: a process started from a background job inherits SIGINT ignored,
+    # and Python then leaves it so (a demo started that way ran on through a Ctrl-C).
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     try:
         console.print("starting the local stack (Kafka from Maven Central jars, SMTP sink)…")
         stack.up()
@@ -268,6 +271,7 @@ def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         if not keep_stack:
             stack.down()
             console.print("stack stopped (use --keep-stack to leave Kafka and the SMTP sink running)")

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +42,45 @@ def wait_for(
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or condition} (last value: {last!r})")
 
 
-def requests_processed(settings: Settings) -> int:
-    """Requests the settings' workers have processed, from their status files (rewritten each second)."""
+def worker_statuses(settings: Settings, pids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """The status files of the settings' workers (rewritten each second), or of `pids` only (a
+    killed worker's file stays behind); a file being rewritten is skipped."""
     import json
 
     from pipeline.ops.processes import status_dir
 
-    total = 0
-    for path in status_dir(settings).glob("worker-*.json"):
+    paths = (status_dir(settings).glob("worker-*.json") if pids is None
+             else [status_dir(settings) / f"worker-{pid}.json" for pid in pids])
+    out = []
+    for path in paths:
         try:
-            total += json.loads(path.read_text())["events"].get("requests", 0)
-        except (ValueError, KeyError, OSError):
+            out.append(dict(json.loads(path.read_text())))
+        except (ValueError, TypeError, OSError):
             continue
-    return total
+    return out
+
+
+def events_processed(settings: Settings, topic: str = "requests") -> int:
+    """Events of one input the settings' workers have processed, from their status files."""
+    return sum(int(s.get("events", {}).get(topic, 0)) for s in worker_statuses(settings))
+
+
+def wait_processed_and_stored(settings: Settings, source: Any, outputs: Iterable[Any], timeout: float = 300) -> None:
+    """Wait until the workers committed all of input topic `source` and the writer all of `outputs` (Topics)."""
+    from pipeline.adapters.kafka_admin import caught_up
+    from pipeline.runtime.topics import topic_name
+
+    src = topic_name(settings.topic_prefix, source)
+    outs = [topic_name(settings.topic_prefix, t) for t in outputs]
+    wait_for(lambda: caught_up(settings.broker, settings.app_id, [src]), timeout=timeout,
+             what=f"the workers committing every record of {src}")
+    wait_for(lambda: caught_up(settings.broker, f"{settings.app_id}-writer", outs), timeout=timeout,
+             what="the writer storing every output")
+
+
+def requests_processed(settings: Settings) -> int:
+    """Requests the settings' workers have processed, from their status files (rewritten each second)."""
+    return events_processed(settings, "requests")
 
 
 @pytest.fixture(scope="session")

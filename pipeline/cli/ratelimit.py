@@ -31,6 +31,7 @@ from pipeline.cli._common import (
     send_admin,
     tenant_id,
 )
+from pipeline.console.queries import bind  # the one offenders query, shared with the console
 from pipeline.settings import Settings
 
 __all__ = ["add_commands", "latest_limits", "limit_params", "parse_duration", "top_offenders"]
@@ -99,24 +100,6 @@ def _tenant(args: argparse.Namespace, settings: Settings) -> int:
     return send_admin(settings, args, f"tenant.{args.tenant_command}", params)
 
 
-_TOP_SQL = """
-    SELECT v.tenant_id, v.ip, v.violations, v.peak, v.last_seen, b.bans
-    FROM (SELECT tenant_id, ip, count() AS violations, max(count) AS peak, max(ts) AS last_seen
-          FROM rl_violations FINAL
-          WHERE ts >= (SELECT max(ts) FROM rl_violations
-                             WHERE {tenant:String} = '' OR tenant_id = {tenant:String})
-                - toIntervalSecond({since:UInt64})
-            AND ({tenant:String} = '' OR tenant_id = {tenant:String})
-          GROUP BY tenant_id, ip) AS v
-    LEFT JOIN (SELECT tenant_id, ip, countIf(action = 'started') AS bans
-               FROM rl_bans FINAL
-               WHERE ts >= (SELECT max(ts) FROM rl_violations
-                             WHERE {tenant:String} = '' OR tenant_id = {tenant:String})
-                - toIntervalSecond({since:UInt64})
-               GROUP BY tenant_id, ip) AS b ON v.tenant_id = b.tenant_id AND v.ip = b.ip
-    ORDER BY v.violations DESC, v.peak DESC, v.ip LIMIT {n:UInt32}"""
-
-
 def top_offenders(client: Any, since_s: float, tenant: str | None = None, limit: int = 20) -> list[tuple[Any, ...]]:
     """(tenant, ip, violations, peak count, last violation, bans started) over the last ``since_s``.
 
@@ -124,8 +107,8 @@ def top_offenders(client: Any, since_s: float, tenant: str | None = None, limit:
     another tenant's newer traffic does not move the window): event time, so replays and
     demos (which play days in minutes) get the same answer as live traffic.
     """
-    params = {"since": int(since_s), "tenant": tenant or "", "n": limit}
-    return [tuple(r) for r in client.query(_TOP_SQL, parameters=params).result_rows]
+    query, params = bind("offenders", {"since": int(since_s), "tenant": tenant or "", "limit": limit})
+    return [tuple(r) for r in client.query(query.sql, parameters=params).result_rows]
 
 
 _TOP_COLUMNS = ("tenant_id", "ip", "violations", "peak", "last_violation", "bans")

@@ -19,20 +19,12 @@ from pipeline.cli._common import (
     send_admin,
     tenant_id,
 )
+from pipeline.console.queries import LATEST_TRIALS  # shared with the console
 from pipeline.settings import Settings
 
 __all__ = ["add_commands", "cohort_stats", "keys_per_partition", "list_trials"]
 
 # The newest state of every trial (by version), as rows of one sub-query.
-_LATEST = """
-    SELECT trial_id, argMax(tenant_id, version) AS tenant, argMax(plan, version) AS plan_,
-           argMax(status, version) AS status_, max(version) AS last_version,
-           argMax(started_at, version) AS started, argMax(ends_at, version) AS ends,
-           argMax(converted_at, version) AS converted, argMax(ts, version) AS changed_at
-    FROM trial_states GROUP BY trial_id
-"""
-
-
 def cohort_stats(client: Any) -> list[dict[str, Any]]:
     """Conversion rate and mean days to convert by start-week cohort (Monday, UTC) and plan."""
     rows = client.query(f"""
@@ -40,7 +32,7 @@ def cohort_stats(client: Any) -> list[dict[str, Any]]:
                countIf(status_ = 'converted') AS n_converted,
                avgIf(dateDiff('millisecond', started, converted) / 86400000.0,
                      status_ = 'converted' AND converted IS NOT NULL) AS avg_days
-        FROM ({_LATEST}) GROUP BY week, plan_ ORDER BY week, plan_""").result_rows  # noqa: S608 - fixed SQL
+        FROM ({LATEST_TRIALS}) GROUP BY week, plan_ ORDER BY week, plan_""").result_rows  # noqa: S608 - fixed SQL
     out = []
     for week, plan, started, converted, avg_days in rows:
         out.append({
@@ -57,7 +49,7 @@ def list_trials(client: Any, status: str | None = None, tenant: str | None = Non
     """The newest state of each trial, newest change first, optionally filtered."""
     rows = client.query(f"""
         SELECT tenant, trial_id, plan_, status_, last_version, started, ends, converted, changed_at
-        FROM ({_LATEST})
+        FROM ({LATEST_TRIALS})
         WHERE ({{status:Nullable(String)}} IS NULL OR status_ = {{status:Nullable(String)}})
           AND ({{tenant:Nullable(String)}} IS NULL OR tenant = {{tenant:Nullable(String)}})
         ORDER BY changed_at DESC, trial_id LIMIT {{limit:UInt32}}""",  # noqa: S608 - bound parameters

@@ -15,11 +15,21 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["OPEN_STATUSES", "QUERIES", "Query", "QueryError", "Result", "bind", "jsonable_rows"]
+__all__ = ["LATEST_TRIALS", "OPEN_STATUSES", "QUERIES", "Query", "QueryError", "Result", "bind", "jsonable_rows"]
 
 OPEN_STATUSES = ("active", "acknowledged")
 ANOMALY_STATUSES = ("active", "acknowledged", "resolved", "false_positive")
 TRIAL_STATUSES = ("trialing", "converted", "canceled", "expired", "suspended")
+
+# Each trial's newest state (by version), read by the console and the CLI (`trials list|stats`).
+LATEST_TRIALS = """
+    SELECT trial_id, argMax(tenant_id, version) AS tenant, argMax(plan, version) AS plan_,
+           argMax(status, version) AS status_, max(version) AS last_version,
+           argMax(started_at, version) AS started, argMax(ends_at, version) AS ends,
+           argMax(converted_at, version) AS converted, argMax(ts, version) AS changed_at
+    FROM trial_states GROUP BY trial_id
+"""
+
 
 def _tenant(col: str) -> str:
     return f"({{tenant:String}} = '' OR {col} = {{tenant:String}})"
@@ -94,11 +104,7 @@ QUERIES: dict[str, Query] = {
         GROUP BY tenant_id ORDER BY tenant_id LIMIT {{limit:UInt32}}""", tenant="", limit=500),
     "trials": _q(f"""
         SELECT tenant, trial_id, plan_ AS plan, status_ AS status, started, ends, converted, changed_at
-        FROM (SELECT trial_id, argMax(tenant_id, version) AS tenant, argMax(plan, version) AS plan_,
-                     argMax(status, version) AS status_, argMax(started_at, version) AS started,
-                     argMax(ends_at, version) AS ends, argMax(converted_at, version) AS converted,
-                     argMax(ts, version) AS changed_at
-              FROM trial_states FINAL GROUP BY trial_id)
+        FROM ({LATEST_TRIALS})
         WHERE {_tenant("tenant")} AND ({{status:String}} = '' OR status_ = {{status:String}})
           AND changed_at >= (SELECT max(ts) FROM trial_states) - toIntervalSecond({{since:UInt64}})
         ORDER BY changed_at DESC, trial_id LIMIT {{limit:UInt32}}""",

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.adapters.kafka_admin import caught_up, ensure_topics
-from pipeline.runtime.topics import Topic, topic_name
+from pipeline.adapters.kafka_admin import ensure_topics
+from pipeline.runtime.topics import Topic
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
 from schemas.commands import Action
-from tests.conftest import WorkerProcess, requests_processed, wait_for
+from tests.conftest import WorkerProcess, requests_processed, wait_for, wait_processed_and_stored
 from tests.integration.ratelimit.conftest import T0, admin, make_settings, rows, start_writer, ticks
 from tests.integration.ratelimit.test_multiworker import group_members
 
@@ -97,13 +97,8 @@ def run(settings: Settings, chdb: Any, tenants: list[str], kills: tuple[float, .
             fault(publishing)
             log(f"outage at ~{at:.0%}")
         wait_for(done.is_set, timeout=240, what="publishing done")
-        source = topic_name(settings.topic_prefix, Topic.REQUESTS)
-        outputs = [topic_name(settings.topic_prefix, t)
-                   for t in (Topic.REQUESTS, Topic.DECISIONS, Topic.VIOLATIONS, Topic.BANS, Topic.ROLLUPS)]
-        wait_for(lambda: caught_up(settings.broker, settings.app_id, [source]), timeout=300,
-                 what="the worker committing every request")
-        wait_for(lambda: caught_up(settings.broker, f"{settings.app_id}-writer", outputs), timeout=300,
-                 what="the writer storing every output")
+        wait_processed_and_stored(settings, Topic.REQUESTS,
+                                  (Topic.REQUESTS, Topic.DECISIONS, Topic.VIOLATIONS, Topic.BANS, Topic.ROLLUPS))
     finally:
         writer.__exit__(None, None, None)
         worker.stop()

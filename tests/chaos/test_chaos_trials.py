@@ -7,7 +7,6 @@ ClickHouse holds one `sent` row for each mail that arrived."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -18,13 +17,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.adapters.kafka_admin import caught_up, ensure_topics
+from pipeline.adapters.kafka_admin import ensure_topics
 from pipeline.devstack.smtp_sink import SmtpSink
-from pipeline.ops.processes import status_dir
-from pipeline.runtime.topics import Topic, topic_name
+from pipeline.runtime.topics import Topic
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess, events_processed, wait_for, wait_processed_and_stored, worker_statuses
 from tests.integration.ratelimit.conftest import make_settings, rows, start_writer
 from tests.integration.trials.cohort import Cohort, build, mails_by_recipient
 
@@ -36,22 +34,11 @@ GROUPS = 6  # five trial tenants each (converted, expired, canceled, dunning, la
 
 def worker_extra(settings: Settings) -> dict[str, Any]:
     """The capability figures of the worker's status file ({} before the first one)."""
-    for path in status_dir(settings).glob("worker-*.json"):
-        try:
-            return dict(json.loads(path.read_text()).get("extra", {}))
-        except (OSError, ValueError):
-            return {}
-    return {}
+    return next((dict(s.get("extra", {})) for s in worker_statuses(settings)), {})
 
 
 def billing_processed(settings: Settings) -> int:
-    total = 0
-    for path in status_dir(settings).glob("worker-*.json"):
-        try:
-            total += int(json.loads(path.read_text())["events"].get("billing", 0))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return total
+    return events_processed(settings, "billing")
 
 
 Fault = Callable[[WorkerProcess, SmtpSink], None]
@@ -88,13 +75,9 @@ def run(settings: Settings, chdb: Any, sink: SmtpSink, cohort: Cohort, *,
         sink.wait_for(cohort.mail_count, timeout=240)
         wait_for(lambda: worker_extra(settings).get("notify", {}).get("outbox", 1) == 0, timeout=120,
                  what="the outbox drained")
-        source = topic_name(settings.topic_prefix, Topic.BILLING)
-        outputs = [topic_name(settings.topic_prefix, t)
-                   for t in (Topic.TRIAL_STATE, Topic.TENANT_COMMANDS, Topic.NOTIFICATIONS, Topic.DELIVERIES)]
-        wait_for(lambda: caught_up(settings.broker, settings.app_id, [source]), timeout=240,
-                 what="the worker committing every billing event")
-        wait_for(lambda: caught_up(settings.broker, f"{settings.app_id}-writer", outputs), timeout=240,
-                 what="the writer storing every output")
+        wait_processed_and_stored(settings, Topic.BILLING,
+                                  (Topic.TRIAL_STATE, Topic.TENANT_COMMANDS, Topic.NOTIFICATIONS, Topic.DELIVERIES),
+                                  timeout=240)
     finally:
         writer.__exit__(None, None, None)
         worker.stop()

@@ -26,12 +26,11 @@ from pipeline.adapters.clickhouse.sinks import load_capability_sinks
 from pipeline.adapters.kafka_admin import caught_up, end_offsets, ensure_topics
 from pipeline.devstack.generator import iter_events, preset
 from pipeline.devstack.smtp_sink import SmtpSink
-from pipeline.ops.processes import status_dir
 from pipeline.runtime.topics import INPUT_TOPICS, TOPICS, WORKER_TOPICS, Topic, topic_name
 from pipeline.sdk import Publisher, partition_for
 from pipeline.settings import Settings
 from schemas.commands import Action
-from tests.conftest import WorkerProcess, requests_processed, wait_for
+from tests.conftest import WorkerProcess, requests_processed, wait_for, worker_statuses
 from tests.integration.ratelimit.conftest import admin, make_settings, rows, start_writer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
@@ -113,13 +112,8 @@ def outcome(chdb: Any, run: str) -> dict[str, Counter[tuple[Any, ...]]]:
 def rollup_figures(settings: Settings, procs: list[WorkerProcess]) -> Counter[str]:
     """The rollup stages' figures summed over the running workers (a killed one's file is stale)."""
     total: Counter[str] = Counter()
-    for proc in procs:
-        pid = proc.proc.pid if proc.proc is not None else None
-        try:
-            extra = json.loads((status_dir(settings) / f"worker-{pid}.json").read_text()).get("extra", {})
-        except (OSError, ValueError):
-            continue
-        total.update({k: v for k, v in extra.get("rollups", {}).items() if isinstance(v, int)})
+    for status in worker_statuses(settings, [p.proc.pid for p in procs if p.proc is not None]):
+        total.update({k: v for k, v in status.get("extra", {}).get("rollups", {}).items() if isinstance(v, int)})
     return total
 
 

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 from agents.anomaly.alerts import SeriesRing, alert_for, should_alert
 from agents.anomaly.detector import Step, StreamDetector
 from agents.anomaly.metrics import TenantMetrics
-from agents.anomaly.multivariate import TenantHST, TenantHSTValue
+from agents.anomaly.multivariate import TenantHST, TenantHSTValue, preload_river
 from agents.anomaly.multivariate import register_codec as register_hst_codec
 from agents.anomaly.rules import default_rule, edit_rule
 from agents.anomaly.state_codec import DetectorValue, MetricsValue, RingValue
@@ -315,6 +315,7 @@ def history_source(settings: Any) -> History | None:
 
 
 def register(runtime: Runtime) -> None:
+    preload_river()
     agent = AnomalyAgent(runtime, runtime.settings.owner_email, history_source(runtime.settings))
     runtime.add_input(Topic.ROLLUPS, RollupIn)
     runtime.add_input(Topic.METRICS, MetricPoint)

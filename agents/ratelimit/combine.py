@@ -106,13 +106,11 @@ class _Sum(MinuteCounts):
                    latency_sum=float(total), latency_count=int(count), latency_max=float(top),
                    hist={int(k): int(v) for k, v in hist}, sources=[int(s) for s in sources])
 
-    def rollup(self, tenant: str, minute: datetime, text: str) -> Rollup:
-        return Rollup(
-            id=stable_id("rollup", tenant, text, 0), tenant_id=tenant, minute=minute, part=0,
-            parts=len(self.sources), requests=self.requests, errors=self.errors, client_errors=self.client_errors,
-            blocked=self.blocked, distinct_ips=self.distinct_ips, latency_sum_ms=self.latency_sum,
-            latency_count=self.latency_count, latency_max_ms=self.latency_max,
-            latency_p50_ms=self.quantile(0.5), latency_p95_ms=self.quantile(0.95), latency_hist=self.hist)
+    def complete(self, tenant: str, minute: datetime, text: str) -> Rollup:
+        """The complete rollup of the parts added (`MinuteCounts.rollup`: sums of validated parts)."""
+        return self.rollup(id=stable_id("rollup", tenant, text, 0), tenant_id=tenant, minute=minute, part=0,
+                           parts=len(self.sources), late=False, distinct_ips=self.distinct_ips,
+                           latency_count=self.latency_count)
 
 
 class RollupCombiner:
@@ -211,7 +209,7 @@ class RollupCombiner:
             if at is None:
                 start = from_epoch(key[1] * 60.0)
                 at = minutes[key[1]] = (start, str(start))
-            out.append(m.rollup(key[0], at[0], at[1]))
+            out.append(m.complete(key[0], at[0], at[1]))
         self.counts["closed"] += len(out)
         return out
 

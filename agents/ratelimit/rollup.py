@@ -24,7 +24,7 @@ from datetime import datetime
 from schemas.ratelimit import Rollup, from_epoch
 from schemas.results import stable_id
 
-__all__ = ["MinuteCounts", "MinuteRollups", "decode_minute", "encode_minute", "hist_quantile"]
+__all__ = ["MinuteCounts", "MinuteRollups", "decode_minute", "encode_minute", "hist_quantile", "hist_quantiles"]
 
 _MARK = "~closed-before"
 
@@ -55,6 +55,16 @@ class MinuteCounts:
     def quantile(self, q: float) -> float:
         return hist_quantile(self.hist, q, self.latency_max)
 
+    def rollup(self, *, id: str, tenant_id: str, minute: datetime, part: int, parts: int, late: bool,
+               distinct_ips: int, latency_count: int) -> Rollup:
+        """These counts as a rollup row (parts and complete rows alike); both quantiles in one pass."""
+        p50, p95 = hist_quantiles(self.hist, (0.5, 0.95), self.latency_max)
+        return Rollup(
+            id=id, tenant_id=tenant_id, minute=minute, part=part, parts=parts, late=late, requests=self.requests,
+            errors=self.errors, client_errors=self.client_errors, blocked=self.blocked, distinct_ips=distinct_ips,
+            latency_sum_ms=float(self.latency_sum), latency_count=latency_count,
+            latency_max_ms=float(self.latency_max), latency_p50_ms=p50, latency_p95_ms=p95, latency_hist=self.hist)
+
 
 @dataclass(slots=True)
 class _Minute(MinuteCounts):
@@ -73,6 +83,21 @@ def hist_quantile(hist: dict[int, int], q: float, latency_max: float) -> float:
         if seen >= rank:
             return min(_upper(b), latency_max)
     return latency_max
+
+
+def hist_quantiles(hist: dict[int, int], qs: tuple[float, ...], latency_max: float) -> list[float]:
+    """`hist_quantile` for each of the ascending quantiles `qs`, in one pass over the buckets."""
+    total = sum(hist.values())
+    out: list[float] = []
+    seen, i = 0, 0
+    for b in sorted(hist):
+        seen += hist[b]
+        while i < len(qs) and seen >= qs[i] * total:
+            out.append(min(_upper(b), latency_max))
+            i += 1
+        if i == len(qs):
+            return out
+    return out + [float(latency_max)] * (len(qs) - i)
 
 
 def encode_minute(m: _Minute) -> bytes:
@@ -250,8 +275,5 @@ class MinuteRollups:
         return out
 
     def _rollup(self, m: _Minute, tenant: str, at: tuple[datetime, str], rollup_id: str, late: bool = False) -> Rollup:
-        return Rollup(
-            id=rollup_id, tenant_id=tenant, minute=at[0], part=self.part, late=late, requests=m.requests,
-            errors=m.errors, client_errors=m.client_errors, blocked=m.blocked, distinct_ips=len(m.ips),
-            latency_sum_ms=m.latency_sum, latency_count=m.requests, latency_max_ms=m.latency_max,
-            latency_p50_ms=m.quantile(0.5), latency_p95_ms=m.quantile(0.95), latency_hist=m.hist)
+        return m.rollup(id=rollup_id, tenant_id=tenant, minute=at[0], part=self.part, parts=1, late=late,
+                        distinct_ips=len(m.ips), latency_count=m.requests)

@@ -30,7 +30,10 @@ def create_app(settings: Settings, capabilities: tuple[str, ...] | None = None) 
         web_enabled=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
-        topic_allow_declare=True,
+        # Every topic, table changelogs and the leader-assignor topic included, is created before
+        # the worker starts (`run_worker` → `ensure_topics`, with the settings we want); Faust
+        # declaring them again cost one admin round trip per topic, ~0.6 s of each start-up.
+        topic_allow_declare=False,
         producer_linger=settings.producer_linger_ms / 1000,
         broker_commit_interval=settings.commit_interval_s,
         producer_max_request_size=8 << 20,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +114,9 @@ class Runtime:
         self.fence = EpochFence()
         self.checkpoints = Checkpoints(self, self.fence)
         self._last_checkpoint = self._last_batch_end = time.monotonic()
+        # How long each recent checkpoint held batches back (snapshot, seal), in ms: a pause every
+        # decision in flight waits out, so the status file shows it.
+        self._pauses: deque[float] = deque(maxlen=256)
         self._busy = 0  # batches being processed now
         self.bulk = BatchAppender(app, self._bulk_pending)
         # A worker's first outputs would otherwise wait for each topic's metadata.
@@ -121,6 +124,7 @@ class Runtime:
         self.app.timer(interval=_CHECKPOINT_TICK_S)(self._checkpoint_tick)
         # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
         run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
+        self.add_status("checkpoints", self._checkpoint_status)
         self.add_status("event_time", lambda: {"too_far_ahead": dict(self.counters.too_far_ahead),
                                                "late": dict(self.counters.late)})
 
@@ -367,6 +371,7 @@ class Runtime:
         """Make the held batches' state durable as one epoch per partition; then they become committable."""
         async with self._checkpoint_lock:
             self._gate.clear()
+            paused = time.perf_counter()
             try:
                 await self._drained.wait()
                 # No batch runs from here to the gate's reopening: no awaits in between.
@@ -377,6 +382,7 @@ class Runtime:
                 records = self._checkpoint_records(held, sealed)
             finally:
                 self._gate.set()
+                self._pauses.append((time.perf_counter() - paused) * 1000)
             for w in staged:
                 header = self.fence.header_of(w.partition, sealed[w.partition])
                 await w.writer.write_encoded(w.partition, w.encoded, header)
@@ -391,6 +397,14 @@ class Runtime:
                 ev.ack()  # the last reference: the offset becomes committable
         if held and self._idle() and not self._held:
             await self._commit_now()
+
+    def _checkpoint_status(self) -> dict[str, float]:
+        """Recent checkpoints' pauses (batches held back while the snapshot is taken), in ms."""
+        recent = sorted(self._pauses)
+        if not recent:
+            return {"recent": 0}
+        return {"recent": len(recent), "pause_ms_p50": round(recent[len(recent) // 2], 2),
+                "pause_ms_max": round(recent[-1], 2)}
 
     def _checkpoint_records(self, held: Sequence[Any], sealed: dict[int, int]) -> dict[int, Checkpoint]:
         """The checkpoint of each sealed partition: previous offsets and times, advanced by `held`."""

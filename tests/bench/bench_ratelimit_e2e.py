@@ -32,7 +32,7 @@ from pipeline.sdk import Publisher
 from pipeline.settings import Settings
 from schemas.commands import Action
 from tests.bench._stack import bench_stack
-from tests.conftest import WorkerProcess, requests_processed
+from tests.conftest import WorkerProcess, requests_processed, worker_statuses
 
 
 def event(tenant: str, ip: str, ts: float, n: int) -> dict[str, Any]:
@@ -161,6 +161,11 @@ def main() -> None:
             if len(warm) > 1:
                 print(f"  after a {args.warmup:.0f} s warm-up ({len(warm):,} decisions): p50 "
                       f"{percentile(warm, 0.5):.1f} ms, p99 {percentile(warm, 0.99):.1f} ms, max {max(warm):.1f} ms")
+            for status in worker_statuses(settings):  # batches wait out each checkpoint's snapshot
+                cp = status.get("extra", {}).get("checkpoints", {})
+                if cp.get("recent"):
+                    print(f"  checkpoint pauses (last {cp['recent']}): p50 {cp['pause_ms_p50']:.1f} ms, "
+                          f"max {cp['pause_ms_max']:.1f} ms")
 
             base = requests_processed(settings)
             rng = random.Random(7)

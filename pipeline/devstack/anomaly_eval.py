@@ -130,7 +130,7 @@ def detect(points: Iterator[MetricPoint], scored_from: float = -math.inf) -> lis
             det = dets[p.key] = StreamDetector.for_point(p, rule)
         hst = hsts[p.tenant].score_and_learn(p.metric.value, p.value)
         if p.epoch < scored_from:
-            det.learn(p.epoch, p.value)
+            det.learn(p.epoch, p.value, p.denominator)
             continue
         step = det.observe_point(p, rule, hst)
         if step.anomaly is not None:

@@ -20,9 +20,11 @@ numbers are. For most metrics that is fine while the stream is busy, and wrong a
 - a non-negative **amount** (storage, active users) moves in proportion to its size and
   cannot go below 0: it is scored as log1p(value), with at least the Poisson noise of a
   count of that size (2 active users falling to 1 is not news);
-- a **change** (the churn signal: 1 − active users / their trailing mean) is a difference
-  of shares: a move of `_CHANGE_FLOOR` (5 points) is never more than one σ, however steady
-  the stream was;
+- a **change** (the churn signal: 1 − active users / those a day or a week before) is a ratio of two
+  counts: a move of `_CHANGE_FLOOR` (5 points) is never more than one σ, however steady the
+  stream was, and with the earlier count as its denominator b it has at least the Poisson
+  noise of a/b, √((1 − e)(2 − e)/b) at an expected change e (3 users a week ago and 2 now is
+  under one σ, not a 33 % collapse);
 - **latency** is a skewed distribution, scored in log space too (a doubling is a doubling
   whatever the usual level).
 
@@ -107,6 +109,9 @@ def floor_sigma(kind: Kind, expected: float, sigma: float, denominator: float | 
         floor = max(floor, _LOG_FLOOR)
     elif kind is Kind.CHANGE:
         floor = max(floor, _CHANGE_FLOOR)
+        if denominator is not None and denominator > 0:  # a/b with a ≈ b(1 − e), both Poisson
+            kept = max(1.0 - expected, 0.0)
+            floor = max(floor, math.sqrt(kept * (1.0 + kept) / denominator))
     return max(sigma, floor)
 
 

@@ -39,10 +39,10 @@ from pydantic import ValidationError
 
 from agents.anomaly.baseline import Estimate, SeasonalBaseline
 from agents.anomaly.kinds import (
+    EXACT_MAX_N,
     KIND_OF,
     Kind,
     base_floor,
-    EXACT_MAX_N,
     binomial_z,
     decode,
     encode,
@@ -275,9 +275,10 @@ class StreamDetector:
             raise ValueError(f"{point.key} fed to the detector of {self.tenant}|{self.metric.value}")
         return self.observe(point.epoch, point.value, rule, hst_score, point.denominator)
 
-    def seed(self, history: Iterable[tuple[float, float]]) -> int:
-        """Learn a stream's history, oldest first (see `learn`); how many points were learnt."""
-        return sum(self.learn(ts, value) for ts, value in history)
+    def seed(self, history: Iterable[tuple[float, float] | tuple[float, float, float | None]]) -> int:
+        """Learn a stream's history, oldest first: (ts, value) or (ts, value, denominator) each
+        (see `learn`); how many points were learnt."""
+        return sum(self.learn(*point) for point in history)
 
     def learn(self, ts: float, value: float, denominator: float | None = None) -> bool:
         """Learn a point of the stream's history without scoring it (seeding a new stream).
@@ -348,6 +349,15 @@ class StreamDetector:
         est = est or self.baseline.estimate(ts)
         return 0.0 if est is None else floor_sigma(self.kind, est.expected, 0.0, denominator)
 
+    def _remember_counts(self, value: float, denominator: float | None, est: Estimate | None) -> None:
+        """Keep a proportion's (failures, requests, expected rate) for `_pooled`."""
+        if self.kind is not Kind.PROPORTION:
+            return
+        if denominator and est is not None:
+            self._counts.append((value * denominator, denominator, max(est.expected, 0.0)))
+        else:
+            self._counts.clear()  # a window without counts breaks the run
+
     def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
         """The baseline's estimate with σ no smaller than the metric kind's own noise."""
         est = self.baseline.estimate(ts)
@@ -403,10 +413,7 @@ class StreamDetector:
                 self._likelihood.update(own)
             limit = rule.threshold_sigma
             self._z.append(max(-limit, min(limit, own)))
-        if self.kind is Kind.PROPORTION and denominator and est is not None:
-            self._counts.append((value * denominator, denominator, max(est.expected, 0.0)))
-        elif self.kind is Kind.PROPORTION:
-            self._counts.clear()  # a window without counts breaks the run
+        self._remember_counts(value, denominator, est)
         self.baseline.update(ts, x, self._noise(ts, denominator, est))
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)

@@ -18,9 +18,9 @@ import argparse
 import math
 import sys
 from collections import defaultdict
-from itertools import chain
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from itertools import chain
 
 from agents.anomaly.detector import StreamDetector
 from agents.anomaly.incidents import Incident, IncidentReport, score_incidents
@@ -180,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", default=None,
                         help="score a generator preset's own incidents instead (e.g. demo: what `make demo` plays)")
     parser.add_argument("--backfill-days", type=int, default=None,
-                        help=f"with --preset: days of the owner's history before the preset that the streams"
-                             f" learn first, as `tenantwatch demo` seeds them (default {BACKFILL_DAYS}; 0: warm up live)")
+                        help=f"with --preset: days of the owner's history before the preset that the"
+                             f" streams learn first, as `tenantwatch demo` seeds them (default {BACKFILL_DAYS};"
+                             " 0: warm up live)")
     args = parser.parse_args(argv)
     if args.preset is not None:
         from pipeline.devstack.generator import preset

@@ -336,7 +336,8 @@ def test_a_spike_split_across_two_quiet_hours_is_confirmed_by_their_pooled_count
     first = det.observe(t, 1 / 8, rule, denominator=8.0)
     assert not first.out_of_band
     second = det.observe(t + 3600.0, 3 / 7, rule, denominator=7.0)
-    assert second.deviation_sigma is not None and second.deviation_sigma < DECISIVE * rule.threshold_sigma
+    assert second.deviation_sigma is not None
+    assert second.deviation_sigma < DECISIVE * rule.threshold_sigma
     assert second.opened
 
 

@@ -256,7 +256,7 @@ def _await_read_api(settings: Settings, procs: list[subprocess.Popen[bytes]], ti
         time.sleep(0.2)
 
 
-def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = 7,
+def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = 7, *,
              keep_stack: bool = False, backfill_days: int = BACKFILL_DAYS) -> int:
     """Run the demo; returns the exit code (130 when interrupted). Whatever ends it (done,
     Ctrl-C, SIGTERM, an error), the worker and writer are stopped, and so is the local stack

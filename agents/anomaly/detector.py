@@ -344,7 +344,7 @@ class StreamDetector:
 
     def _noise(self, ts: float, denominator: float | None, est: Estimate | None = None) -> float:
         """σ a point is learnt with at least: a ratio's count noise at its own denominator, else 0."""
-        if self.kind not in (Kind.PROPORTION, Kind.CHANGE) or not denominator:
+        if self.kind not in (Kind.PROPORTION, Kind.CHANGE, Kind.LATENCY) or not denominator:
             return 0.0
         est = est or self.baseline.estimate(ts)
         return 0.0 if est is None else floor_sigma(self.kind, est.expected, 0.0, denominator)

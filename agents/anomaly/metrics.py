@@ -9,7 +9,7 @@ point for every window that ended at or before the watermark, in time order, and
 | request_volume       | rollups    | 1 h        | Σ requests (0 when no rollup arrived)          |
 | error_rate           | rollups    | 1 h        | Σ errors (5xx) / Σ requests; none if no traffic |
 | client_error_ratio   | rollups    | 1 h        | Σ 4xx / Σ requests; none if no traffic          |
-| latency_p95          | rollups    | 1 h        | request-weighted median of the minute p95s     |
+| latency_p95          | rollups    | 1 h        | request-weighted median of the minute p95s (*) |
 | top_ip_share         | rollups    | 1 h        | Σ top-IP requests / Σ requests (see below)     |
 | revenue              | billing    | 6 h        | Σ charges − Σ refunds, minor units (0 if none) |
 | cancellations        | billing    | 1 day      | subscription + trial cancellations (0 if none) |
@@ -32,9 +32,10 @@ Poisson noise, and cancellations are rare enough that only daily counts mean any
 A rollup is added once: one seen again (same id) while its window is open is counted in
 `duplicates` and skipped, so an upstream redelivery cannot inflate a window.
 
-Ratios carry their denominator (Σ requests; for the churn signal, the active users a week
-before) in `MetricPoint.denominator`: the detector judges them against binomial (Poisson)
-noise, which depends on it.
+Ratios carry their denominator (Σ requests; for the churn signal, the fewer active users of a
+day and a week before) in `MetricPoint.denominator`: the detector judges them against binomial
+(Poisson) noise, which depends on it. (*) So does the latency p95, with the requests behind it:
+a p95 of few requests is a noisy one.
 
 Counts are 0 for an empty window, but only once the tenant's first event of that source was
 seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
@@ -323,6 +324,7 @@ class TenantMetrics:
             return []
         elif metric is _M.LATENCY_P95:
             value = _weighted_median(acc.samples)
+            den = sum(w for _, w in acc.samples) or None  # the requests behind it
         elif metric in (_M.ACTIVE_USERS, _M.STORAGE_BYTES):
             value = acc.last
         else:

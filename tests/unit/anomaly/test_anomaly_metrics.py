@@ -176,3 +176,12 @@ def test_alert_notification_carries_the_template_variables():
     assert set(TEMPLATE_VARIABLES["anomaly_alert"]) <= set(n.variables)
     assert n.id == alert_for(_anomaly(Severity.CRITICAL), "owner@example.com").id
     assert n.severity.value == "critical"
+
+
+def test_latency_carries_the_requests_behind_it():
+    """The latency p95's denominator is the requests of its minutes: a p95 of few requests is a noisy one."""
+    tm = TenantMetrics("acme")
+    for minute, (count, p95) in enumerate([(3, 50.0), (5, 80.0)]):
+        tm.add_rollup(rollup(minute, requests=count, p95=p95))
+    [point] = [p for p in tm.close(T0.timestamp() + H) if p.metric is M.LATENCY_P95]
+    assert (point.value, point.denominator) == (80.0, 8.0)

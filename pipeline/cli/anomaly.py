@@ -40,7 +40,7 @@ def _eval_scenarios(args: argparse.Namespace, settings: Settings) -> int:
     history = [] if args.history_days is None else ["--history-days", str(args.history_days)]
     preset = [] if args.preset is None else ["--preset", args.preset]
     backfill = [] if args.backfill_days is None else ["--backfill-days", str(args.backfill_days)]
-    return main((["--quick"] if args.quick else []) + history + preset + backfill)
+    return main((["--quick"] if args.quick else []) + history + preset + backfill + ["--seed", str(args.seed)])
 
 
 def _query(settings: Settings, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -138,6 +138,8 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--backfill-days", type=int, default=None,
                    help="with --preset: days of the owner's history before the preset that streams learn first,"
                         " as `tenantwatch demo` seeds them (default 14; 0: warm up live)")
+    q.add_argument("--seed", type=int, default=7,
+                   help="with --preset: the generator's seed (default: 7, as `tenantwatch demo` plays it)")
     q.set_defaults(func=_eval_scenarios)
 
     p = sub.add_parser("anomalies", help="list anomalies; acknowledge, resolve or dismiss one")

@@ -44,6 +44,7 @@ from schemas.events import EVENT_ADAPTER
 __all__ = ["BACKFILL_DAYS", "SCENARIO_RUNS", "main", "metric_points", "run_config", "run_suite", "suite"]
 
 HISTORY_DAYS = 14  # metric history each stream is seeded from before it is scored (as a new worker is)
+DEMO_SEED = 7  # the seed `tenantwatch demo` plays its preset with by default
 BACKFILL_DAYS = 14  # the owner's history `tenantwatch demo` loads before a preset (two weeks: weekends seen twice)
 
 
@@ -183,14 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"with --preset: days of the owner's history before the preset that the"
                              f" streams learn first, as `tenantwatch demo` seeds them (default {BACKFILL_DAYS};"
                              " 0: warm up live)")
+    parser.add_argument("--seed", type=int, default=DEMO_SEED,
+                        help=f"with --preset: the generator's seed (default {DEMO_SEED}, as `tenantwatch demo`)")
     args = parser.parse_args(argv)
     if args.preset is not None:
         from pipeline.devstack.generator import preset
 
         history = args.history_days or 0
         backfill = BACKFILL_DAYS if args.backfill_days is None else args.backfill_days
-        print(f"-- preset {args.preset}: {backfill} days of backfilled history, the first {history} days learnt")
-        print(run_config(preset(args.preset), history, backfill).format())
+        print(f"-- preset {args.preset}, seed {args.seed}: {backfill} days of backfilled history,"
+              f" the first {history} days learnt")
+        print(run_config(preset(args.preset).model_copy(update={"seed": args.seed}), history, backfill).format())
         return 0
     history = HISTORY_DAYS if args.history_days is None else args.history_days
     total = run_suite(suite(args.quick, history), history, verbose=True)

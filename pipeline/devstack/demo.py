@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.devstack.anomaly_eval import BACKFILL_DAYS
+from pipeline.devstack.anomaly_eval import BACKFILL_DAYS, DEMO_SEED
 from pipeline.settings import Settings
 
 __all__ = ["DemoStalled", "demo_settings", "run_demo", "start_pipeline", "stop_pipeline"]
@@ -256,7 +256,7 @@ def _await_read_api(settings: Settings, procs: list[subprocess.Popen[bytes]], ti
         time.sleep(0.2)
 
 
-def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = 7, *,
+def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = DEMO_SEED, *,
              keep_stack: bool = False, backfill_days: int = BACKFILL_DAYS) -> int:
     """Run the demo; returns the exit code (130 when interrupted). Whatever ends it (done,
     Ctrl-C, SIGTERM, an error), the worker and writer are stopped, and so is the local stack

@@ -77,7 +77,7 @@ def test_a_preset_is_scored_on_its_own_incidents(capsys: pytest.CaptureFixture[s
     does, the two live days catch all four of the preset's incidents."""
     assert anomaly_eval.main(["--preset", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert "-- preset tiny: 14 days of backfilled history" in out
+    assert "-- preset tiny, seed 7: 14 days of backfilled history" in out
     assert "incidents 4, caught on the right metric 4: recall 1.00" in out
 
 

@@ -37,7 +37,8 @@ class MetricHistory:
 
     def points(self, tenant: str, metric: MetricName, before: float) -> list[tuple[float, float, float | None]]:
         result = self.reader.read("metric_history", {
-            "tenant": tenant, "metric": metric.value, "since": max(0, math.floor(before - self.days * 86_400.0)),
-            "until": max(0, math.floor(before)), "limit": MAX_POINTS,
+            "tenant": tenant, "metric": metric.value, "limit": MAX_POINTS,  # windows start on whole minutes
+            "since_min": max(0, math.floor((before - self.days * 86_400.0) / 60)),
+            "until_min": max(0, math.floor(before / 60)),
         })
         return [(float(t), float(v), None if d is None else float(d)) for t, v, d in result["rows"]]

@@ -76,7 +76,8 @@ DEFAULT_RECIPIENT = DEFAULT_OWNER_EMAIL
 _OUT: dict[type[BaseModel], Topic] = {
     BaselineBand: Topic.BASELINES, Anomaly: Topic.ANOMALIES, AnomalyStatusChange: Topic.ANOMALY_STATUS,
 }
-History = Callable[[str, MetricName, float], list[tuple[float, float]]]  # (tenant, metric, before) → points
+# (tenant, metric, before) → points (epoch seconds, value, denominator), oldest first
+History = Callable[[str, MetricName, float], list[tuple[float, float, float | None]]]
 _ALERTS_PER_RECORD = 32  # an alert with its chart series is ~17 kB: keep Kafka records well under 1 MB
 _SOURCE = {Topic.ROLLUPS: "rollups", Topic.BILLING: "billing", Topic.USAGE: "usage", Topic.ERRORS: "errors"}
 WORKFLOW = (Action.ANOMALY_ACK, Action.ANOMALY_RESOLVE, Action.ANOMALY_FALSE_POSITIVE)
@@ -296,22 +297,40 @@ class AnomalyAgent:
 
 
 def history_source(settings: Any) -> History | None:
-    """The metric history new streams seed from: ClickHouse server only (chDB is the writer's)."""
+    """The metric history new streams seed from (None when `anomaly_seed_days` is 0).
+
+    A ClickHouse server is read directly (connected at the first new stream, so a server down
+    at start costs nothing); chDB through the writer's read API, looked up at each new stream
+    (the writer may start after the worker). Either way a failed read means a live warm-up.
+    """
     days = settings.anomaly_seed_days
-    if not days or not settings.clickhouse_dsn or settings.clickhouse_dsn.startswith("chdb://"):
+    if not days:
         return None
-    from pipeline.adapters.clickhouse.client import connect
     from pipeline.adapters.clickhouse.metric_history import MetricHistory
+    from pipeline.adapters.clickhouse.read_api import announcement_path, read_announcement
+    from pipeline.console.reads import DirectReader, ReadApiReader, ReadUnavailable
 
-    dsn = settings.clickhouse_dsn
-    reader: list[MetricHistory] = []  # connected at the first new stream, so a server down at start costs nothing
+    dsn = settings.dsn
+    if dsn.startswith("chdb://"):
+        announced = announcement_path(settings)
 
-    def points(tenant: str, metric: MetricName, before: float) -> list[tuple[float, float]]:
+        def through_writer(tenant: str, metric: MetricName, before: float) -> list[tuple[float, float, float | None]]:
+            found = read_announcement(announced)
+            if found is None:
+                raise ReadUnavailable(f"no writer serves the metric history yet ({announced} is missing)")
+            return MetricHistory(ReadApiReader(*found), days).points(tenant, metric, before)
+
+        return through_writer
+    from pipeline.adapters.clickhouse.client import connect
+
+    reader: list[MetricHistory] = []
+
+    def direct(tenant: str, metric: MetricName, before: float) -> list[tuple[float, float, float | None]]:
         if not reader:
-            reader.append(MetricHistory(connect(dsn), days))
+            reader.append(MetricHistory(DirectReader(connect(dsn)), days))
         return reader[0].points(tenant, metric, before)
 
-    return points
+    return direct
 
 
 def register(runtime: Runtime) -> None:

@@ -229,8 +229,9 @@ class Estimate:
         """Signed (value − expected)/σ; σ = 0 gives ±cap for any difference, 0 for none."""
         return _ratio(value - self.expected, self.sigma, cap)
 
-    def clipped_residual(self, value: float) -> float:
-        half = self.clip_sigma * self.sigma
+    def clipped_residual(self, value: float, noise: float = 0.0) -> float:
+        """value − expected, winsorised at `clip_sigma` × σ (σ no smaller than `noise`)."""
+        half = self.clip_sigma * max(self.sigma, noise)
         return min(max(value - self.expected, -half), half)
 
     def slow_deviation(self, value: float, cap: float = 1e6) -> float | None:
@@ -452,8 +453,14 @@ class SeasonalBaseline:
         return best
 
     # -- learning ----------------------------------------------------------------------------
-    def update(self, ts: float, value: float) -> SeasonalBaseline:
-        """Learn a point (after it was scored). Out-of-band values are winsorised first."""
+    def update(self, ts: float, value: float, noise: float = 0.0) -> SeasonalBaseline:
+        """Learn a point (after it was scored). Out-of-band values are winsorised first.
+
+        `noise`: the point's own σ when the caller knows it is larger than the stream's usual
+        spread (a proportion of few requests): it is winsorised no tighter than that, else a
+        right-skewed quiet hour (0 of 11 failing, then 2 of 11) is clipped towards 0 and the
+        level of a rare rate is learnt too low.
+        """
         self._roll_to(ts)
         models = self._models(ts)
         est = self.estimate(ts)
@@ -466,7 +473,7 @@ class SeasonalBaseline:
                 resid = min(max(resid, -half), half)
             scale.update(resid)
         if est is not None:
-            resid = est.clipped_residual(value)
+            resid = est.clipped_residual(value, noise)
             self._resid_sum += resid
             value = est.expected + resid
         self._bucket_sum += value

@@ -9,7 +9,11 @@ For each point, in this order:
    value and σ back in the metric's own units;
 2. the point is *out of band* when its deviation passes the rule (direction, threshold σ,
    minimum %); the rule *confirms* when N of the last M points were out of band, or at once
-   when the point is beyond `DECISIVE` × the threshold (a burst shorter than a window); under
+   when the point is beyond `DECISIVE` × the threshold (a burst shorter than a window). A
+   proportion's out-of-band point also confirms when the counts of the last 2..M windows,
+   pooled (Σ failures of Σ requests, against the rate expected before the run began), are
+   beyond `DECISIVE` × the threshold: at night an hour holds a handful of requests, and a
+   spike split across two such hours is certain only when both are read together; under
    a `sustained` rule a point is also out of band when a run of the last 2..M scores is (its
    z being the run's: sum/√m), so a lasting shift of moderate points is not missed;
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
@@ -35,6 +39,7 @@ from pydantic import ValidationError
 
 from agents.anomaly.baseline import Estimate, SeasonalBaseline
 from agents.anomaly.kinds import (
+    EXACT_MAX_N,
     KIND_OF,
     Kind,
     base_floor,
@@ -185,6 +190,7 @@ class StreamDetector:
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
         self._z: deque[float] = deque(maxlen=_Z_KEPT)  # recent scores, each clipped at ±threshold
         self._likelihood: Likelihood | None = None  # only under a rule with likelihood_sigma > 0
+        self._counts: deque[tuple[float, float, float]] = deque(maxlen=_Z_KEPT)  # proportions: (k, n, p expected)
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
         self.quiet_until_ts = 0.0  # ... nor before this time
         self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
@@ -199,6 +205,7 @@ class StreamDetector:
             "flags": [[n, ts] for n, ts in self._flag_ts], "quiet_until": self.quiet_until,
             "z": floats_to_text(self._z),
             "likelihood": None if self._likelihood is None else self._likelihood.snapshot(),
+            "counts": floats_to_text(x for triple in self._counts for x in triple),
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
             "episode": None if self.episode is None else self.episode.model_dump(mode="json"),
         }
@@ -243,6 +250,10 @@ class StreamDetector:
                           f"detector.flags[{i}]")
             out._flag_ts.append((pair.integer("n"), pair.number("ts")))
         out._z = deque(f.floats("z", _Z_KEPT) if "z" in data else (), maxlen=_Z_KEPT)  # type: ignore[operator]
+        flat = f.floats("counts", 3 * _Z_KEPT) if "counts" in data else ()  # type: ignore[operator]
+        if len(flat) % 3 or any(not (math.isfinite(x) and x >= 0) for x in flat):
+            raise f.fail("counts", "expected (failures, requests, rate) triples of finite numbers ≥ 0")
+        out._counts = deque((tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)), maxlen=_Z_KEPT)  # type: ignore[misc]
         raw = f.raw("likelihood") if "likelihood" in data else None  # type: ignore[operator]
         out._likelihood = None if raw is None else Likelihood.restore(raw)
         episode = f.raw("episode")
@@ -264,11 +275,12 @@ class StreamDetector:
             raise ValueError(f"{point.key} fed to the detector of {self.tenant}|{self.metric.value}")
         return self.observe(point.epoch, point.value, rule, hst_score, point.denominator)
 
-    def seed(self, history: Iterable[tuple[float, float]]) -> int:
-        """Learn a stream's history, oldest first (see `learn`); how many points were learnt."""
-        return sum(self.learn(ts, value) for ts, value in history)
+    def seed(self, history: Iterable[tuple[float, float] | tuple[float, float, float | None]]) -> int:
+        """Learn a stream's history, oldest first: (ts, value) or (ts, value, denominator) each
+        (see `learn`); how many points were learnt."""
+        return sum(self.learn(*point) for point in history)
 
-    def learn(self, ts: float, value: float) -> bool:
+    def learn(self, ts: float, value: float, denominator: float | None = None) -> bool:
         """Learn a point of the stream's history without scoring it (seeding a new stream).
 
         History replaces the warm-up: learnt points count towards `rule.warmup`, nothing is
@@ -276,7 +288,7 @@ class StreamDetector:
         """
         if self.last_ts is not None and ts <= self.last_ts:
             return False
-        self.baseline.update(ts, encode(self.kind, value))
+        self.baseline.update(ts, encode(self.kind, value), self._noise(ts, denominator))
         self.n += 1
         self.last_ts = ts
         if self.first_ts is None:
@@ -308,6 +320,43 @@ class StreamDetector:
             if abs(run) > abs(best):
                 best = run
         return best
+
+    def _pooled(self, rule: Rule, value: float, denominator: float | None, expected: float) -> float | None:
+        """A proportion's strongest pooled run: the exact binomial z of the last m = 2..M windows'
+        counts together, against the rate expected at the run's first window (before the run
+        could lift the baseline). Only while the pooled requests are few enough for the exact
+        tail (`EXACT_MAX_N`): busier windows carry their own evidence. None otherwise.
+        """
+        m_max = min(rule.confirm_m, _Z_KEPT, len(self._counts) + 1)
+        if self.kind is not Kind.PROPORTION or not denominator or m_max < 2:
+            return None
+        k, n = value * denominator, denominator
+        best: float | None = None
+        for m in range(2, m_max + 1):
+            k_i, n_i, p_i = self._counts[-(m - 1)]
+            k, n = k + k_i, n + n_i
+            if n > EXACT_MAX_N:
+                break
+            z = binomial_z(k / n, p_i, n)
+            if z is not None and (best is None or z > best):
+                best = z
+        return best
+
+    def _noise(self, ts: float, denominator: float | None, est: Estimate | None = None) -> float:
+        """σ a point is learnt with at least: a ratio's count noise at its own denominator, else 0."""
+        if self.kind not in (Kind.PROPORTION, Kind.CHANGE, Kind.LATENCY) or not denominator:
+            return 0.0
+        est = est or self.baseline.estimate(ts)
+        return 0.0 if est is None else floor_sigma(self.kind, est.expected, 0.0, denominator)
+
+    def _remember_counts(self, value: float, denominator: float | None, est: Estimate | None) -> None:
+        """Keep a proportion's (failures, requests, expected rate) for `_pooled`."""
+        if self.kind is not Kind.PROPORTION:
+            return
+        if denominator and est is not None:
+            self._counts.append((value * denominator, denominator, max(est.expected, 0.0)))
+        else:
+            self._counts.clear()  # a window without counts breaks the run
 
     def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
         """The baseline's estimate with σ no smaller than the metric kind's own noise."""
@@ -341,7 +390,7 @@ class StreamDetector:
         est = self._estimate(ts, denominator)
         x = encode(self.kind, value)
         scored = None
-        out = False
+        out = pooled_decisive = False
         if est is not None:
             scored = self._scored(ts, value, est, hst_score, denominator)
             own = scored.z
@@ -353,6 +402,8 @@ class StreamDetector:
                 run = self._run(rule, own)
                 if not out and run is not None and _passes(rule, run, scored.pct):
                     out, scored.z = True, run  # so did the run of recent points
+                pooled = self._pooled(rule, value, denominator, est.expected) if out else None
+                pooled_decisive = pooled is not None and _decisive(rule, pooled)
             if rule.likelihood_sigma > 0:
                 if self._likelihood is None:
                     self._likelihood = Likelihood()
@@ -362,7 +413,8 @@ class StreamDetector:
                 self._likelihood.update(own)
             limit = rule.threshold_sigma
             self._z.append(max(-limit, min(limit, own)))
-        self.baseline.update(ts, x)
+        self._remember_counts(value, denominator, est)
+        self.baseline.update(ts, x, self._noise(ts, denominator, est))
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if self.first_ts is None:
@@ -375,7 +427,8 @@ class StreamDetector:
             anomaly, changes = self._continue(self.episode, ts, rule, scored if out else None)
             return Step(band, anomaly, changes, None if scored is None else scored.z, out, False)
         quiet = self.n < self.quiet_until or ts < self.quiet_until_ts
-        if scored is None or not out or quiet or not (self.confirmed(rule) or _decisive(rule, scored.z)):
+        if scored is None or not out or quiet or not (
+                self.confirmed(rule) or _decisive(rule, scored.z) or pooled_decisive):
             return Step(band, None, (), None if scored is None else scored.z, out, False)
         opened, change = self._open(scored, rule)
         self.episode, self._in_band = opened, 0

@@ -9,14 +9,21 @@ point for every window that ended at or before the watermark, in time order, and
 | request_volume       | rollups    | 1 h        | Σ requests (0 when no rollup arrived)          |
 | error_rate           | rollups    | 1 h        | Σ errors (5xx) / Σ requests; none if no traffic |
 | client_error_ratio   | rollups    | 1 h        | Σ 4xx / Σ requests; none if no traffic          |
-| latency_p95          | rollups    | 1 h        | request-weighted median of the minute p95s     |
+| latency_p95          | rollups    | 1 h        | request-weighted median of the minute p95s (*) |
 | top_ip_share         | rollups    | 1 h        | Σ top-IP requests / Σ requests (see below)     |
 | revenue              | billing    | 6 h        | Σ charges − Σ refunds, minor units (0 if none) |
 | cancellations        | billing    | 1 day      | subscription + trial cancellations (0 if none) |
 | active_users         | usage      | 1 h        | latest snapshot of the window                  |
-| active_user_decline  | usage      | 1 h        | 1 − active users / mean of the previous 24     |
+| active_user_decline  | usage      | 1 h        | 1 − users / fewer of a day and a week before   |
 | storage_bytes        | usage      | 1 h        | latest snapshot of the window                  |
 | error_events         | errors     | 1 h        | ErrorEvents (0 when none)                      |
+
+The churn signal compares each hour with the same hour a day and a week before, and takes the
+fewer of those users: against the trailing day's mean it swung with the daily and weekly cycle
+(every Saturday and Monday morning "declined" or recovered by 30–60 %), and those swings, not
+churn, were what it alerted on. A loss must now show against both: a weekend is no loss
+against the weekend before, and a past usage spike, whose echo falls a day or a week later,
+is no loss against the other. It starts once a week of active-user points has been seen.
 
 Why these resolutions: the baselines bucket by the hour with a daily profile; a tenant's
 charges arrive a few per hour, so revenue needs 6 h windows for a drop to stand out of
@@ -25,8 +32,10 @@ Poisson noise, and cancellations are rare enough that only daily counts mean any
 A rollup is added once: one seen again (same id) while its window is open is counted in
 `duplicates` and skipped, so an upstream redelivery cannot inflate a window.
 
-Ratios carry their denominator (Σ requests) in `MetricPoint.denominator`: the detector
-judges them against binomial noise, which depends on it.
+Ratios carry their denominator (Σ requests; for the churn signal, the fewer active users of a
+day and a week before) in `MetricPoint.denominator`: the detector judges them against binomial
+(Poisson) noise, which depends on it. (*) So does the latency p95, with the requests behind it:
+a p95 of few requests is a noisy one.
 
 Counts are 0 for an empty window, but only once the tenant's first event of that source was
 seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
@@ -71,7 +80,8 @@ SOURCE_OF: Final[Mapping[MetricName, str]] = {
 }
 _COUNTS: Final = frozenset({_M.REQUEST_VOLUME, _M.REVENUE, _M.CANCELLATIONS, _M.ERROR_EVENTS})
 _CANCELS: Final = frozenset({BillingType.SUBSCRIPTION_CANCELED, BillingType.TRIAL_CANCELED})
-DECLINE_WINDOW: Final = 24  # active-user points in the trailing mean of the churn signal
+DECLINE_WINDOW: Final = 168  # active-user points back to the one the churn signal compares with (a week)
+_DAY_POINTS: Final = 24
 MAX_CATCH_UP: Final = 24 * 14  # at most this many windows per metric closed in one call
 _MAX_SAMPLES: Final = 100_000  # latency samples a restored window may hold
 _MAX_OPEN: Final = 10_000  # open windows per metric a restored state may hold
@@ -314,6 +324,7 @@ class TenantMetrics:
             return []
         elif metric is _M.LATENCY_P95:
             value = _weighted_median(acc.samples)
+            den = sum(w for _, w in acc.samples) or None  # the requests behind it
         elif metric in (_M.ACTIVE_USERS, _M.STORAGE_BYTES):
             value = acc.last
         else:
@@ -322,11 +333,12 @@ class TenantMetrics:
             return []
         points = [self._point(metric, start, value, den)]
         if metric is _M.ACTIVE_USERS:
-            if self.recent_users:
-                mean = sum(self.recent_users) / len(self.recent_users)
-                decline = 1.0 - value / mean if mean > 0 else 0.0
-                points.append(self._point(_M.ACTIVE_USER_DECLINE, start, decline))
-            self.recent_users.append(value)
+            users = self.recent_users
+            if len(users) == users.maxlen:
+                before = min(users[0], users[-_DAY_POINTS])  # the same hour a week and a day ago
+                decline = 1.0 - value / before if before > 0 else 0.0
+                points.append(self._point(_M.ACTIVE_USER_DECLINE, start, decline, before))
+            users.append(value)
         return points
 
     def _point(self, metric: MetricName, start: float, value: float, den: float | None = None) -> MetricPoint:

@@ -126,7 +126,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.devstack.kafka import StackError
 
     try:
-        return run_demo(settings, preset=args.preset, days=args.days, seed=args.seed, keep_stack=args.keep_stack)
+        return run_demo(settings, preset=args.preset, days=args.days, seed=args.seed, keep_stack=args.keep_stack,
+                        backfill_days=args.backfill_days)
     except (DemoStalled, StackError) as exc:
         raise CliError(str(exc)) from None
 
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=None, help="simulated days (default: the preset's)")
     p.add_argument("--seed", type=int, default=7, help="random seed of the traffic generator (default: 7)")
     p.add_argument("--keep-stack", action="store_true", help="leave Kafka and the SMTP sink running")
+    p.add_argument("--backfill-days", type=int, choices=range(31), default=14, metavar="DAYS",
+                   help="days of the owner's metric history loaded before the preset, which new anomaly"
+                        " streams seed from (default: 14; 0: they warm up live, two days)")
     p.set_defaults(func=_demo)
 
     for extend in _extensions():

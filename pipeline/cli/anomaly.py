@@ -39,7 +39,8 @@ def _eval_scenarios(args: argparse.Namespace, settings: Settings) -> int:
 
     history = [] if args.history_days is None else ["--history-days", str(args.history_days)]
     preset = [] if args.preset is None else ["--preset", args.preset]
-    return main((["--quick"] if args.quick else []) + history + preset)
+    backfill = [] if args.backfill_days is None else ["--backfill-days", str(args.backfill_days)]
+    return main((["--quick"] if args.quick else []) + history + preset + backfill + ["--seed", str(args.seed)])
 
 
 def _query(settings: Settings, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -132,8 +133,13 @@ def add_commands(sub: Any) -> None:
                                         " recall, delays, false alerts per clean tenant-day, severity mix")
     q.add_argument("--quick", action="store_true", help="one small run (what the tests guard)")
     q.add_argument("--history-days", type=int, default=None,
-                   help="days of history each stream is seeded from (default 14; with --preset 0)")
+                   help="days of the run itself each stream learns before it is scored (default 14; with --preset 0)")
     q.add_argument("--preset", default=None, help="score a generator preset's own incidents (e.g. demo)")
+    q.add_argument("--backfill-days", type=int, default=None,
+                   help="with --preset: days of the owner's history before the preset that streams learn first,"
+                        " as `tenantwatch demo` seeds them (default 14; 0: warm up live)")
+    q.add_argument("--seed", type=int, default=7,
+                   help="with --preset: the generator's seed (default: 7, as `tenantwatch demo` plays it)")
     q.set_defaults(func=_eval_scenarios)
 
     p = sub.add_parser("anomalies", help="list anomalies; acknowledge, resolve or dismiss one")

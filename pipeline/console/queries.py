@@ -63,6 +63,14 @@ QUERIES: dict[str, Query] = {
           AND last_ts >= (SELECT max(last_ts) FROM anomalies) - toIntervalSecond({{since:UInt64}})
         ORDER BY start_ts DESC, id LIMIT {{limit:UInt32}}""",
         tenant="", statuses=list(OPEN_STATUSES), since=7 * 86400, limit=200),
+    # A stream's metric points in [since, until) (epoch *minutes*: within the integer bound),
+    # oldest first: what a worker seeds a new anomaly stream from (`pipeline.adapters.clickhouse.metric_history`).
+    "metric_history": _q("""
+        SELECT toFloat64(toUnixTimestamp64Milli(ts)) / 1000 AS t, value, denominator FROM metric_points FINAL
+        WHERE tenant = {tenant:String} AND metric = {metric:String}
+          AND ts >= toDateTime64({since_min:UInt32} * 60, 3, 'UTC')
+          AND ts < toDateTime64({until_min:UInt32} * 60, 3, 'UTC')
+        ORDER BY ts LIMIT {limit:UInt32}""", tenant="", metric="", since_min=0, until_min=0, limit=100_000),
     "anomaly": _q("""
         SELECT id, tenant, metric, severity, status, direction, start_ts, detected_ts, last_ts, points, value,
                expected, round(deviation_sigma, 1) AS deviation_sigma, round(peak_sigma, 1) AS peak_sigma, verdict,

@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from itertools import chain
 
 from agents.anomaly.detector import StreamDetector
 from agents.anomaly.incidents import Incident, IncidentReport, score_incidents
@@ -34,14 +35,17 @@ from pipeline.devstack.generator.config import (
     RevenueDrop,
     Scenarios,
     UsageSpike,
+    history_of,
 )
 from pipeline.devstack.generator.engine import ground_truth, iter_records
 from schemas.anomaly import Anomaly, MetricPoint
 from schemas.events import EVENT_ADAPTER
 
-__all__ = ["SCENARIO_RUNS", "main", "run_config", "run_suite", "suite"]
+__all__ = ["BACKFILL_DAYS", "SCENARIO_RUNS", "main", "metric_points", "run_config", "run_suite", "suite"]
 
 HISTORY_DAYS = 14  # metric history each stream is seeded from before it is scored (as a new worker is)
+DEMO_SEED = 7  # the seed `tenantwatch demo` plays its preset with by default
+BACKFILL_DAYS = 14  # the owner's history `tenantwatch demo` loads before a preset (two weeks: weekends seen twice)
 
 
 def scenario_config(seed: int, peak_rpm: float, *, history_days: int = HISTORY_DAYS, days: int = 10,
@@ -130,7 +134,7 @@ def detect(points: Iterator[MetricPoint], scored_from: float = -math.inf) -> lis
             det = dets[p.key] = StreamDetector.for_point(p, rule)
         hst = hsts[p.tenant].score_and_learn(p.metric.value, p.value)
         if p.epoch < scored_from:
-            det.learn(p.epoch, p.value)
+            det.learn(p.epoch, p.value, p.denominator)
             continue
         step = det.observe_point(p, rule, hst)
         if step.anomaly is not None:
@@ -138,14 +142,20 @@ def detect(points: Iterator[MetricPoint], scored_from: float = -math.inf) -> lis
     return out
 
 
-def run_config(config: GeneratorConfig, history_days: int = HISTORY_DAYS) -> IncidentReport:
+def run_config(config: GeneratorConfig, history_days: int = HISTORY_DAYS, backfill_days: int = 0) -> IncidentReport:
+    """Score one run; its first `history_days` are learnt, not scored. With `backfill_days`, the
+    streams first learn that many days *before* the run (`history_of`: what `tenantwatch demo`
+    loads as the owner's history) and the whole run is scored."""
     truth = ground_truth(config)
     incidents = [Incident(s["id"], s["kind"], s["tenant_id"], _epoch(s["start"]), _epoch(s["end"]))
                  for s in truth["scenarios"] if s["kind"] != "trial_cohort"]
     dirty = {i.tenant for i in incidents}
     clean = sum(1 for t in truth["tenants"] if t["tenant_id"] not in dirty)
     scored_from = config.start.timestamp() + history_days * 86_400.0
-    anomalies = detect(metric_points(config), scored_from)
+    points = metric_points(config)
+    if backfill_days:
+        points = chain(metric_points(history_of(config, backfill_days)), points)
+    anomalies = detect(points, scored_from)
     return score_incidents(anomalies, incidents, clean * (config.days - history_days))
 
 
@@ -167,16 +177,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the reduced set the tests run (one small run)")
     parser.add_argument("--history-days", type=int, default=None,
                         help=f"days of metric history each stream learns before it is scored (default {HISTORY_DAYS};"
-                             " with --preset 0: the demo's streams warm up live)")
+                             " with --preset 0: the preset is scored whole, after its backfill)")
     parser.add_argument("--preset", default=None,
                         help="score a generator preset's own incidents instead (e.g. demo: what `make demo` plays)")
+    parser.add_argument("--backfill-days", type=int, default=None,
+                        help=f"with --preset: days of the owner's history before the preset that the"
+                             f" streams learn first, as `tenantwatch demo` seeds them (default {BACKFILL_DAYS};"
+                             " 0: warm up live)")
+    parser.add_argument("--seed", type=int, default=DEMO_SEED,
+                        help=f"with --preset: the generator's seed (default {DEMO_SEED}, as `tenantwatch demo`)")
     args = parser.parse_args(argv)
     if args.preset is not None:
         from pipeline.devstack.generator import preset
 
         history = args.history_days or 0
-        print(f"-- preset {args.preset}: {history} days of history")
-        print(run_config(preset(args.preset), history).format())
+        backfill = BACKFILL_DAYS if args.backfill_days is None else args.backfill_days
+        print(f"-- preset {args.preset}, seed {args.seed}: {backfill} days of backfilled history,"
+              f" the first {history} days learnt")
+        print(run_config(preset(args.preset).model_copy(update={"seed": args.seed}), history, backfill).format())
         return 0
     history = HISTORY_DAYS if args.history_days is None else args.history_days
     total = run_suite(suite(args.quick, history), history, verbose=True)

@@ -1,7 +1,10 @@
 """`tenantwatch demo`: the whole pipeline on synthetic traffic, end to end, with a summary.
 
 It runs in `<data_dir>/demo` (reset at every run, so runs do not pile up), starts the local
-stack, a processing worker and the ClickHouse writer as separate processes, publishes the
+stack, loads the owner's history (a backfill of metric points over the `--backfill-days`
+before the preset, `pipeline.devstack.backfill`: the anomaly worker seeds its baselines from
+it through the writer's read API, so the live days are judged at once), starts a processing
+worker and the ClickHouse writer as separate processes, publishes the
 generator's preset through the SDK (plus a few malformed records, to show the dead-letter
 path), shows live progress, waits until every consumer group
 has caught up, stops the processes, prints what landed in ClickHouse and where the mails
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.devstack.anomaly_eval import BACKFILL_DAYS, DEMO_SEED
 from pipeline.settings import Settings
 
 __all__ = ["DemoStalled", "demo_settings", "run_demo", "start_pipeline", "stop_pipeline"]
@@ -227,8 +231,33 @@ def demo_settings(base: Settings) -> Settings:
     return Settings(**{**base.model_dump(), "data_dir": base.data_dir / "demo", "clickhouse_dsn": None})
 
 
-def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = 7,
-             keep_stack: bool = False) -> int:
+def _load_history(console: Any, settings: Settings, config: Any, days: int) -> None:
+    """The backfill, in a child process: chDB's data path must be free when the writer starts."""
+    console.print(f"loading the owner's history: a backfill of {days} days of metric points before the preset"
+                  " (same tenants, ordinary traffic, no incidents)…")
+    done = subprocess.run([sys.executable, "-m", "pipeline.devstack.backfill", "--days", str(days)],  # noqa: S603
+                          input=config.model_dump_json().encode(), env=_env(settings), capture_output=True,
+                          check=False)
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"the history backfill failed: {tail[0]}")
+    console.print(f"history: {int(done.stdout.split()[-1]):,} metric points backfilled; anomaly streams seed from"
+                  " them, the live days are scored")
+
+
+def _await_read_api(settings: Settings, procs: list[subprocess.Popen[bytes]], timeout_s: float = 120.0) -> None:
+    """Until the writer serves its read API (new anomaly streams seed through it), or it ended."""
+    from pipeline.adapters.clickhouse.read_api import announcement_path, read_announcement
+
+    deadline = time.monotonic() + timeout_s
+    while read_announcement(announcement_path(settings)) is None and time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return  # `_follow` reports the process that ended
+        time.sleep(0.2)
+
+
+def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed: int = DEMO_SEED, *,
+             keep_stack: bool = False, backfill_days: int = BACKFILL_DAYS) -> int:
     """Run the demo; returns the exit code (130 when interrupted). Whatever ends it (done,
     Ctrl-C, SIGTERM, an error), the worker and writer are stopped, and so is the local stack
     unless `keep_stack`."""
@@ -256,8 +285,11 @@ def run_demo(base: Settings, preset: str = "demo", days: int | None = None, seed
         ensure_topics(settings)
         logs = settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        if backfill_days > 0:
+            _load_history(console, settings, config, backfill_days)
         procs = start_pipeline(settings, logs)
         try:
+            _await_read_api(settings, procs)
             pub = _Publisher(settings, config)
             pub.start()
             _follow(console, settings, procs, pub, logs)
@@ -282,10 +314,12 @@ def _interrupt(*_: object) -> None:
 
 
 # Tenant-hours the anomaly agent closed (a request_volume point each) against the stored requests
-# of those hours: the second-stage aggregation must make them equal.
+# of those hours: the second-stage aggregation must make them equal. The backfilled history has
+# metric points but no stored requests: only the live hours are compared.
 _CLOSED_HOURS_SQL = """
 SELECT count(), sum(m.value), sum(r.n), countIf(m.value != r.n)
-FROM (SELECT tenant, ts, value FROM metric_points FINAL WHERE metric = 'request_volume') AS m
+FROM (SELECT tenant, ts, value FROM metric_points FINAL WHERE metric = 'request_volume'
+      AND ts >= (SELECT toStartOfHour(min(ts)) FROM requests)) AS m
 LEFT JOIN (SELECT tenant_id AS tenant, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS ts, count() AS n
            FROM requests FINAL GROUP BY tenant, ts) AS r USING (tenant, ts)
 """

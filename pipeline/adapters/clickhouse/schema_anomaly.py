@@ -7,7 +7,8 @@
 - `anomaly_status`: the status history (every transition, with actor and reason).
 - `baselines`: the band each point was scored against (Grafana draws expected ± threshold σ).
 - `anomaly_rules`: rule history from `rule.set` commands.
-- `metric_points`: the derived metric stream; a point's identity is (tenant, metric, ts).
+- `metric_points`: the derived metric stream; a point's identity is (tenant, metric, ts). New
+  anomaly streams seed from it (with each ratio's denominator, migration 201).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ MIGRATIONS: list[Migration] = [
             tenant {_LC}, metric {_LC}, ts {_TS}, value Float64
         ) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(ts) ORDER BY (tenant, metric, ts)""",
     )),
+    # A ratio's denominator (requests; the churn signal's earlier users): a stream seeded from
+    # history learns each point with the noise of its own denominator, as it does live.
+    Migration(201, "metric points keep their denominator", (
+        "ALTER TABLE metric_points ADD COLUMN IF NOT EXISTS denominator Nullable(Float64)",
+    )),
 ]
 
 SINK_SPECS: list[SinkSpec] = [
@@ -62,5 +68,5 @@ SINK_SPECS: list[SinkSpec] = [
     SinkSpec(Topic.ANOMALY_RULES, RuleChange, "anomaly_rules",
              ("id", "tenant", "metric", "ts", "actor", "reason", "is_default", "direction", "threshold_sigma",
               "warmup", "enabled", "rule_json")),
-    SinkSpec(Topic.METRICS, MetricPoint, "metric_points", ("tenant", "metric", "ts", "value")),
+    SinkSpec(Topic.METRICS, MetricPoint, "metric_points", ("tenant", "metric", "ts", "value", "denominator")),
 ]

@@ -9,6 +9,7 @@ from pipeline.devstack.generator.config import (
     Scenarios,
     TrialCohort,
     UsageSpike,
+    history_of,
     preset,
 )
 from pipeline.devstack.generator.engine import generate, ground_truth, iter_events, iter_records
@@ -24,6 +25,7 @@ __all__ = [
     "UsageSpike",
     "generate",
     "ground_truth",
+    "history_of",
     "iter_events",
     "iter_records",
     "preset",

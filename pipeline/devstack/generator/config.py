@@ -16,6 +16,7 @@ __all__ = [
     "Scenarios",
     "TrialCohort",
     "UsageSpike",
+    "history_of",
     "preset",
 ]
 
@@ -125,6 +126,10 @@ class GeneratorConfig(_Spec):
     # Mean over tenants of charges per day (the tenant's revenue flowing through billing).
     charges_per_day: Annotated[float, Field(ge=0, le=10**6)] = 20.0
     scenarios: Scenarios = Scenarios()
+    # Days from the tenants' reference point (where their storage stands at its base size) to
+    # `start`: negative for a history played before another run (`history_of`), so storage
+    # keeps growing across the seam instead of starting over.
+    day_offset: Annotated[float, Field(ge=-366, le=0)] = 0.0
 
     @property
     def end(self) -> datetime:
@@ -160,6 +165,18 @@ class GeneratorConfig(_Spec):
             if cohort.start_hour + cohort.spread_hours + cohort.trial_days * 24 + 1 > horizon:
                 raise ValueError(f"trial cohort {cohort.name} does not finish inside the window")
         return self
+
+
+def history_of(config: GeneratorConfig, days: int) -> GeneratorConfig:
+    """The `days` before `config.start`: the same tenants' ordinary traffic, no scenarios.
+
+    The owner's history as a backfill: same seed, so the same population (sizes, zones,
+    plans, users); its own draws of traffic; storage grows on into the run that follows.
+    """
+    return config.model_copy(update={
+        "start": config.start - timedelta(days=days), "days": days, "scenarios": Scenarios(),
+        "day_offset": config.day_offset - days,
+    })
 
 
 def _tiny() -> GeneratorConfig:

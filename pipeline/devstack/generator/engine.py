@@ -333,7 +333,7 @@ def _charges(plan: Plan, chunk: Chunk, rng: np.random.Generator) -> list[tuple[i
 def _usage(
     plan: Plan, chunk: Chunk, rng: np.random.Generator, api_calls: np.ndarray
 ) -> list[tuple[int, str, str, Record]]:
-    elapsed_days = (chunk.snapshot_ms + 1) / (24 * MS_PER_HOUR)
+    elapsed_days = plan.config.day_offset + (chunk.snapshot_ms + 1) / (24 * MS_PER_HOUR)
     activity = chunk.rate.mean(axis=1)
     noise = rng.lognormal(0.0, 0.05, len(plan.population.tenants))
     ms = chunk.snapshot_ms - chunk.t0_ms

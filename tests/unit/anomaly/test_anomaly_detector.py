@@ -313,3 +313,52 @@ def test_default_rules_wait_two_days_whatever_the_resolution() -> None:
     assert not any(s.out_of_band for s in early)  # ... but not judged before two days
     later = [det.observe(T0 + i * 3600.0, 0.0, rule) for i in range(48, 50)]
     assert all(s.out_of_band for s in later)
+
+
+def _night_error_stream(seed: int, days: int = 14, n: float = 8.0, p: float = 0.005) -> tuple[StreamDetector, Rule]:
+    """An error-rate stream of `n` requests an hour failing with probability `p`, learnt as history."""
+    rule = default_rule(MetricName.ERROR_RATE)
+    det = StreamDetector("t", MetricName.ERROR_RATE, rule)
+    rng = np.random.default_rng(seed)
+    for i in range(days * 24):
+        det.learn(T0 + i * 3600.0, float(rng.binomial(int(n), p)) / n, n)
+    return det, rule
+
+
+def test_a_spike_split_across_two_quiet_hours_is_confirmed_by_their_pooled_counts() -> None:
+    """Regression: 1 of 8 then 3 of 7 failing at night, where 1 in 200 fail, was missed.
+
+    Neither hour confirms alone (the second is 4.1σ, below the decisive 4.5σ, and 2 of 3
+    points never were out of band); the two hours' counts together, 4 of 15, are far out.
+    """
+    det, rule = _night_error_stream(6)  # its last day learnt ~0.5 % failing, as drawn
+    t = T0 + 14 * DAY
+    first = det.observe(t, 1 / 8, rule, denominator=8.0)
+    assert not first.out_of_band
+    second = det.observe(t + 3600.0, 3 / 7, rule, denominator=7.0)
+    assert second.deviation_sigma is not None
+    assert second.deviation_sigma < DECISIVE * rule.threshold_sigma
+    assert second.opened
+
+
+def test_pooled_counts_need_an_out_of_band_point() -> None:
+    """Ordinary quiet nights (0 or 1 failure in 8) never open anything, pooled or not."""
+    det, rule = _night_error_stream(6)
+    rng = np.random.default_rng(7)
+    steps = [det.observe(T0 + 14 * DAY + i * 3600.0, float(rng.binomial(8, 0.005)) / 8, rule, denominator=8.0)
+             for i in range(14 * 24)]
+    assert not any(s.opened for s in steps)
+
+
+def test_a_rare_rate_of_few_requests_is_learnt_without_bias() -> None:
+    """Regression: hours of ~11 requests with 6 % 4xx were winsorised towards 0 (skewed: mostly 0,
+    sometimes 2 of 11) and the learnt rate sat near 1 %, so ordinary hours looked like storms."""
+    rule = default_rule(MetricName.CLIENT_ERROR_RATIO)
+    det = StreamDetector("t", MetricName.CLIENT_ERROR_RATIO, rule)
+    rng = np.random.default_rng(11)
+    busy = [11.0 if (i % 24) < 10 else 300.0 for i in range(21 * 24)]  # quiet nights, busy days
+    for i, n in enumerate(busy):
+        det.learn(T0 + i * 3600.0, float(rng.binomial(int(n), 0.06)) / n, n)
+    est = det.baseline.estimate(T0 + len(busy) * 3600.0 + 2 * 3600.0)  # a quiet hour
+    assert est is not None
+    assert 0.04 < est.expected < 0.08

@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.anomaly.kinds import KIND_OF, Kind, base_floor, binomial_z, decode, encode, floor_sigma, value_sigma
+from agents.anomaly.kinds import (
+    KIND_OF,
+    LATENCY_SPREAD,
+    Kind,
+    base_floor,
+    binomial_z,
+    decode,
+    encode,
+    floor_sigma,
+    value_sigma,
+)
 from schemas.anomaly import MetricName
 
 
@@ -97,3 +107,17 @@ def test_binomial_z_regressions() -> None:
 def test_proportion_without_its_denominator_gets_no_binomial_floor() -> None:
     """Regression: an unknown n was taken as 1, so σ of a 2 % rate became 0.47 and nothing was ever out of band."""
     assert floor_sigma(Kind.PROPORTION, 0.02, 0.003, None) == 0.003
+
+
+def test_latency_floor_is_the_spread_of_a_p95_of_few_requests() -> None:
+    """A p95 of 4 requests is known to LATENCY_SPREAD/2 in log space; of 10,000, the 5 % floor rules."""
+    assert floor_sigma(Kind.LATENCY, math.log1p(100.0), 0.0, 4.0) == pytest.approx(LATENCY_SPREAD / 2)
+    assert floor_sigma(Kind.LATENCY, math.log1p(100.0), 0.0, 10_000.0) == pytest.approx(0.05)
+    assert floor_sigma(Kind.LATENCY, math.log1p(100.0), 0.0, None) == pytest.approx(0.05)  # unknown n: no model
+
+
+def test_decline_floor_is_the_poisson_noise_of_the_ratio() -> None:
+    """3 users a week ago, 2 now: a 33 % "decline" is well under 1σ; among 10,000 users the 5-point floor rules."""
+    few = floor_sigma(Kind.CHANGE, 0.0, 0.0, 3.0)
+    assert few > 1 / 3
+    assert floor_sigma(Kind.CHANGE, 0.0, 0.0, 10_000.0) == pytest.approx(0.05)

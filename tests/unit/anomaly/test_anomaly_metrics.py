@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agents.anomaly.alerts import alert_for, should_alert
-from agents.anomaly.metrics import MAX_CATCH_UP, TenantMetrics
-from schemas.anomaly import Anomaly, AnomalyStatus, Direction, MetricName, Severity, Verdict
+from agents.anomaly.metrics import DECLINE_WINDOW, MAX_CATCH_UP, TenantMetrics
+from schemas.anomaly import Anomaly, AnomalyStatus, Direction, MetricName, MetricPoint, Severity, Verdict
 from schemas.events import BillingEvent, ErrorEvent, UsageEvent
 from schemas.ratelimit import Rollup
 
@@ -82,7 +83,7 @@ def test_revenue_is_charges_minus_refunds_per_six_hours_and_cancellations_per_da
 
 
 def test_usage_takes_the_latest_snapshot_and_derives_the_active_user_decline():
-    """Storage and users are the window's latest snapshot; the decline compares to the trailing mean."""
+    """Storage and users are the window's latest snapshot; no decline before a week of points."""
     tm = TenantMetrics("acme")
     events = [UsageEvent(event_id=f"u{i}", ts=T0 + timedelta(hours=i, minutes=m), tenant_id="acme",
                          storage_bytes=1000 * i + m, active_users=users)
@@ -91,7 +92,40 @@ def test_usage_takes_the_latest_snapshot_and_derives_the_active_user_decline():
     points = tm.close(T0.timestamp() + 3 * H)
     assert values(points, M.STORAGE_BYTES) == [10, 1010, 2010]
     assert values(points, M.ACTIVE_USERS) == [100, 100, 50]
-    assert values(points, M.ACTIVE_USER_DECLINE) == [pytest.approx(0.0), pytest.approx(0.5)]
+    assert values(points, M.ACTIVE_USER_DECLINE) == []
+
+
+def _users(hours: list[float]) -> list[MetricPoint]:
+    tm = TenantMetrics("acme")
+    out = []
+    for i, users in enumerate(hours):  # hour by hour, as the agent closes windows
+        tm.add([UsageEvent(event_id=f"u{i}", ts=T0 + timedelta(hours=i), tenant_id="acme", storage_bytes=1,
+                           active_users=round(users))])
+        out += tm.close(T0.timestamp() + i * H)
+    return out + tm.close(T0.timestamp() + len(hours) * H)
+
+
+def test_the_decline_compares_with_the_fewer_users_of_a_day_and_a_week_before():
+    """1 − users / min(same hour a day ago, a week ago), with that count as its denominator."""
+    week = [100.0] * DECLINE_WINDOW
+    week[0], week[-24] = 80.0, 90.0  # a week ago 80, a day ago 90: 60 now is 25 % down on 80
+    points = [p for p in _users([*week, 60.0]) if p.metric is M.ACTIVE_USER_DECLINE]
+    assert [p.value for p in points] == [pytest.approx(0.25)]
+    assert points[0].denominator == 80.0
+
+
+def test_the_daily_and_weekly_cycles_and_the_echo_of_a_spike_are_no_decline():
+    """Regression: against the trailing day's mean, every Monday morning and Saturday "declined";
+    week over week alone, a usage spike came back a week later as a loss. Neither does now."""
+    def users(h: int) -> float:
+        day, hour = divmod(h, 24)
+        weekend = 0.5 if day % 7 in (5, 6) else 1.0
+        return 100.0 * weekend * (0.3 + 0.7 * math.sin(math.pi * hour / 24) ** 2)
+
+    hours = [users(h) * (3.0 if 200 <= h < 208 else 1.0) for h in range(4 * DECLINE_WINDOW)]
+    declines = [p.value for p in _users(hours) if p.metric is M.ACTIVE_USER_DECLINE]
+    assert len(declines) == 3 * DECLINE_WINDOW
+    assert max(declines) < 0.05  # rounding to whole users only
 
 
 def test_late_events_are_counted_and_dropped():
@@ -142,3 +176,12 @@ def test_alert_notification_carries_the_template_variables():
     assert set(TEMPLATE_VARIABLES["anomaly_alert"]) <= set(n.variables)
     assert n.id == alert_for(_anomaly(Severity.CRITICAL), "owner@example.com").id
     assert n.severity.value == "critical"
+
+
+def test_latency_carries_the_requests_behind_it():
+    """The latency p95's denominator is the requests of its minutes: a p95 of few requests is a noisy one."""
+    tm = TenantMetrics("acme")
+    for minute, (count, p95) in enumerate([(3, 50.0), (5, 80.0)]):
+        tm.add_rollup(rollup(minute, requests=count, p95=p95))
+    [point] = [p for p in tm.close(T0.timestamp() + H) if p.metric is M.LATENCY_P95]
+    assert (point.value, point.denominator) == (80.0, 8.0)

@@ -15,6 +15,7 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from pipeline.adapters import rls_service
 from pipeline.settings import Settings
 from schemas.commands import Action
 from tests.conftest import ROOT, free_port, wait_for
@@ -33,6 +34,7 @@ def env(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def service(stack: Settings) -> Iterator[tuple[subprocess.Popen[bytes], Any, str]]:
     """`tenantwatch edge serve` on a free port, and a gRPC stub talking to it."""
+    rls_service.binary(stack.cache_dir)  # built (once) before the clock below starts
     port = free_port()
     log = stack.data_dir / f"edge-serve-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

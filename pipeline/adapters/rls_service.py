@@ -1,7 +1,8 @@
 """The Envoy rate-limit service (Go, ``edge/rls/``): built once with ``go build``, started from settings.
 
 ``binary(cache_dir)`` builds ``tenantwatch-rls`` into ``<cache_dir>/rls/`` under a name keyed
-by the hash of its sources (go.mod, go.sum, *.go), so a changed source builds anew and an
+by the hash of its sources (go.mod, go.sum, *.go; ``package="./cmd/rlsload"`` builds the
+benchmark's load client the same way), so a changed source builds anew and an
 unchanged one never does; builds racing each other each write their own temporary file and
 rename it into place. Modules come from the Go module proxy into the usual module cache
 (``~/go/pkg/mod``), ``-mod=mod`` against the committed ``go.sum``. ``command(settings, ...)``
@@ -39,16 +40,17 @@ def go_tool() -> str | None:
     return str(_GO_FALLBACK) if _GO_FALLBACK.exists() else None
 
 
-def _sources(src: Path) -> list[Path]:
-    return sorted(p for p in src.glob("*") if p.suffix == ".go" or p.name in ("go.mod", "go.sum"))
+def _sources(src: Path, package: str) -> list[Path]:
+    files = [*src.glob("go.*"), *(src / package).glob("*.go")]
+    return sorted(p for p in files if p.name in ("go.mod", "go.sum") or p.suffix == ".go")
 
 
-def binary(cache_dir: Path, src: Path = SOURCE) -> Path:
-    """The built service for the sources in ``src``: built now unless it already is."""
+def binary(cache_dir: Path, src: Path = SOURCE, package: str = ".", name: str = "tenantwatch-rls") -> Path:
+    """The built program ``package`` of the module in ``src`` (default: the service): built now unless it already is."""
     digest = hashlib.sha256()
-    for p in _sources(src):
-        digest.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    out = cache_dir / "rls" / f"tenantwatch-rls-{digest.hexdigest()[:16]}"
+    for p in _sources(src, package):
+        digest.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
+    out = cache_dir / "rls" / f"{name}-{digest.hexdigest()[:16]}"
     if out.exists():
         return out
     go = go_tool()
@@ -58,14 +60,14 @@ def binary(cache_dir: Path, src: Path = SOURCE) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.partial")
     env = {**os.environ, "GOFLAGS": "-mod=mod -buildvcs=false", "CGO_ENABLED": "0"}
-    done = subprocess.run([go, "build", "-trimpath", "-o", str(tmp), "."], cwd=src, env=env,  # noqa: S603
+    done = subprocess.run([go, "build", "-trimpath", "-o", str(tmp), package], cwd=src, env=env,  # noqa: S603
                           capture_output=True, text=True, check=False, timeout=900)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RlsBuildError(f"go build of {src} failed: {last}")
     tmp.replace(out)
-    for old in out.parent.glob("tenantwatch-rls-*"):  # builds of earlier sources (a running one keeps its inode)
+    for old in out.parent.glob(f"{name}-*"):  # builds of earlier sources (a running one keeps its inode)
         if old != out and not old.name.endswith(".partial"):
             old.unlink(missing_ok=True)
     return out

@@ -12,8 +12,10 @@ Run: ``python tests/bench/bench_edge.py [--requests 20000] [--seconds 15] [--rat
    does per request) for ``--seconds``, each IP crossing 5/minute at its 6th request; the delay
    is from that request to its throttle decision being in the edge's cache (from then on the
    IP is answered 429), against a real rate-limit worker.
-3. Envoy RLS: ``tenantwatch edge serve`` pinned to one core, a gRPC client process on the other
-   keeping ``--concurrency`` checks in flight for ``--rls-seconds``: checks/s and latency.
+3. Envoy RLS: ``tenantwatch edge serve`` (the Go service) on one core (GOMAXPROCS=1, pinned), the
+   Go load client (``edge/rls/cmd/rlsload``) on the other keeping ``--concurrency`` checks in
+   flight over 4 HTTP/2 connections for ``--rls-seconds``: checks/s, latency, the service's CPU
+   per check; then 2 in flight (latency alone).
 """
 
 from __future__ import annotations
@@ -237,64 +239,45 @@ def delay(edge: Any, seen: dict[str, float], rate: float, seconds: float) -> Non
 
 
 # -- 3. Envoy RLS -----------------------------------------------------------------------------
-async def rls_client(address: str, seconds: float, concurrency: int) -> None:
-    import grpc
-    from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
-    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-
-    Entry = ratelimit_pb2.RateLimitDescriptor.Entry  # a generated class
-    reqs = [rls_pb2.RateLimitRequest(domain="bench", descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=[
-        Entry(key="tenant", value=TENANT), Entry(key="remote_address", value=ip_of(i))])]) for i in range(1000)]
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
-        for r in reqs[:200]:
-            await stub.ShouldRateLimit(r)
-        lat: list[float] = []
-        end = time.perf_counter() + seconds
-
-        async def worker(k: int) -> None:
-            i = k
-            while time.perf_counter() < end:
-                t = time.perf_counter()
-                await stub.ShouldRateLimit(reqs[i % 1000])
-                lat.append((time.perf_counter() - t) * 1000)
-                i += concurrency
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        took = time.perf_counter() - t0
-    print(json.dumps({"checks": len(lat), "per_s": len(lat) / took, "p50_ms": pct(lat, 0.5),
-                      "p99_ms": pct(lat, 0.99)}))
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rls(settings: Settings, seconds: float, concurrency: int) -> None:
+def rls(settings: Settings, seconds: float, inflight: int, rate: float) -> None:
+    """The Go service (through `tenantwatch edge serve`) on one core (GOMAXPROCS=1, pinned), the Go load
+    client on the other: the client is a separate process with many RPCs in flight over several HTTP/2
+    connections; the service's own CPU per check says what one fully used core answers."""
+    from pipeline.adapters import rls_service
+
+    rls_service.binary(settings.cache_dir)
+    load = rls_service.binary(settings.cache_dir, package="./cmd/rlsload", name="rlsload")
     port = free_port()
     env = {**os.environ, "TW_BROKER": settings.broker, "TW_TOPIC_PREFIX": settings.topic_prefix,
-           "TW_APP_ID": settings.app_id, "TW_DATA_DIR": str(settings.data_dir)}
-    pin = ["taskset", "-c", "0"] if os.cpu_count() and os.cpu_count() > 1 else []  # type: ignore[operator]
+           "TW_APP_ID": settings.app_id, "TW_DATA_DIR": str(settings.data_dir), "GOMAXPROCS": "1"}
+    two = (os.cpu_count() or 1) > 1
+    pin = ["taskset", "-c", "0"] if two else []
     server = subprocess.Popen([*pin, sys.executable, "-m", "pipeline.cli", "edge", "serve", "--listen",
                                f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE)
     try:
         line = server.stdout.readline() if server.stdout else b""
         if b"rate-limit service on" not in line:
             raise SystemExit(f"edge serve did not start: {line!r}")
-        client_pin = ["taskset", "-c", "1"] if pin else []
-        for conc in dict.fromkeys((concurrency, 2)):  # saturated, then nearly idle (latency alone)
+        client_pin = ["taskset", "-c", "1"] if two else []
+        # closed loop (the most it answers), then open loop at the goal's rate (latency at a known load)
+        for label, flags in ((f"{inflight} in flight", ["-inflight", str(inflight)]),
+                             (f"{rate:,.0f}/s offered", ["-rate", str(rate)])):
             cpu_before = cpu_seconds(server.pid)
-            out = subprocess.run([*client_pin, sys.executable, __file__, "--rls-client", f"127.0.0.1:{port}",
-                                  "--rls-seconds", str(seconds), "--concurrency", str(conc)],
-                                 cwd=ROOT, capture_output=True, check=True, timeout=seconds + 120)
+            out = subprocess.run([*client_pin, str(load), "-addr", f"127.0.0.1:{port}", "-seconds", str(seconds),
+                                  "-conns", "4", *flags], capture_output=True, check=True, timeout=seconds + 120)
             got = json.loads(out.stdout.decode().strip().splitlines()[-1])
             cpu = cpu_seconds(server.pid) - cpu_before
-            print(f"Envoy RLS (server pinned to one core, client on the other, {conc} in flight, {seconds:.0f}s): "
-                  f"{got['per_s']:,.0f} checks/s, p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms")
-            print(f"  service CPU: {cpu:.1f} s for {got['checks']:,} checks = {cpu / got['checks'] * 1e6:.0f} µs a "
+            print(f"Envoy RLS, Go (GOMAXPROCS=1, pinned to one core; load client on the other, 4 HTTP/2 "
+                  f"connections, {label}, {seconds:.0f}s): {got['per_s']:,.0f} checks/s answered, "
+                  f"p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms, max {got['max_ms']:.1f} ms, "
+                  f"{got['errors']} errors, {got['unanswered']} unanswered")
+            print(f"  service CPU: {cpu:.1f} s for {got['checks']:,} checks = {cpu / got['checks'] * 1e6:.1f} µs a "
                   f"check → {got['checks'] / cpu:,.0f} checks/s per fully used core")
     finally:
         server.terminate()
@@ -307,13 +290,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0, help="delay: seconds of offered load")
     ap.add_argument("--rate", type=float, default=10_000.0, help="delay: requests/s offered")
     ap.add_argument("--rls-seconds", type=float, default=10.0)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=64, help="RLS: checks in flight (closed loop)")
+    ap.add_argument("--rls-rate", type=float, default=20_000.0, help="RLS: checks/s offered (open loop)")
     ap.add_argument("--parts", default="overhead,delay,rls", help="which parts to run (comma-separated)")
-    ap.add_argument("--rls-client", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.rls_client:
-        asyncio.run(rls_client(args.rls_client, args.rls_seconds, args.concurrency))
-        return
     import logging
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -348,7 +328,7 @@ def main() -> None:
             if "delay" in parts:
                 delay(edge, seen, args.rate, args.seconds)
             if "rls" in parts:
-                rls(settings, args.rls_seconds, args.concurrency)
+                rls(settings, args.rls_seconds, args.concurrency, args.rls_rate)
         finally:
             edge.close()
             worker.stop()

@@ -14,10 +14,11 @@ say what would happen and enforce nothing.
 Outputs are *state changes* only: a :class:`~schemas.ratelimit.Decision` when the
 (state, binding window) of a key changes (and, still "allowed", when a request uses up a
 window's quota: reason ``exhausted:<window>``, ``remaining`` 0, ``reset_ts`` when the window
-has room again, so an enforcer can refuse the next request instead of serving one over), a :class:`~schemas.ratelimit.Violation` when a
-window goes over its limit (and again at each further multiple of it, so clients that
-ignore throttling keep accruing them), :class:`~schemas.ratelimit.Ban` when a ban starts
-or ends. Throttles and bans end in event time through :meth:`RateLimiter.expire`.
+has room again, so an enforcer can refuse the next request instead of serving one over),
+a :class:`~schemas.ratelimit.Violation` when a window goes over its limit (and again at
+each further multiple of it, so clients that ignore throttling keep accruing them),
+:class:`~schemas.ratelimit.Ban` when a ban starts or ends. Throttles, bans and used-up
+quotas end in event time through :meth:`RateLimiter.expire`.
 
 State lives per key ``"tenant:ip"`` in ``store`` (any ``MutableMapping``, e.g. a Faust
 table); each value is a :class:`KeyState`, one flat array that pickles on its own. No clock
@@ -254,17 +255,23 @@ class RateLimiter:
                 binding, reset = k, r
         st.over = over
         if binding < 0:
-            if full >= 0:
-                if st.mark != _EXHAUSTED + full:
-                    self._emit(st, key, cp, t, ALLOWED, full, f"exhausted:{_NAMES[full]}", out, full_reset)
-                    self.timers.push(full_reset, key, THROTTLE_END, full_reset)
-            elif st.mark:
-                self._emit(st, key, cp, t, ALLOWED, 0, "ok", out)
+            self._allowed(st, key, cp, t, out, full, full_reset)
             return ALLOWED
         if st.mark != THROTTLED * 4 + binding:
             self._emit(st, key, cp, t, THROTTLED, binding, f"limit:{_NAMES[binding]}", out, reset)
             self.timers.push(reset, key, THROTTLE_END, reset)
         return THROTTLED
+
+    def _allowed(  # noqa: PLR0917  # private, the slow path's state passed on as it is
+        self, st: KeyState, key: str, cp: CompiledPolicy, t: float, out: Batch, full: int, reset: float,
+    ) -> None:
+        # Allowed: announce a window's quota used up (once, lifted by a timer), or the end of a refusal.
+        if full >= 0:
+            if st.mark != _EXHAUSTED + full:
+                self._emit(st, key, cp, t, ALLOWED, full, f"exhausted:{_NAMES[full]}", out, reset)
+                self.timers.push(reset, key, THROTTLE_END, reset)
+        elif st.mark:
+            self._emit(st, key, cp, t, ALLOWED, 0, "ok", out)
 
     def _violation(
         self, st: KeyState, key: str, cp: CompiledPolicy, out: Batch, *, k: int, limit: int, n: int, t: float

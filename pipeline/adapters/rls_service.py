@@ -73,7 +73,7 @@ def binary(cache_dir: Path, src: Path = SOURCE, package: str = ".", name: str = 
     return out
 
 
-def command(  # noqa: PLR0913  # the service's own options, passed through by name
+def command(
     settings: Settings, exe: Path, *, listen: str, tenant_key: str = "tenant", address_key: str = "remote_address",
     wait_s: float = 30.0,
 ) -> tuple[list[str], dict[str, str]]:

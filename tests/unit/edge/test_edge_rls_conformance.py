@@ -58,7 +58,7 @@ def _decision(draw: Any) -> tuple[bytes | None, bytes | None]:
     if kind == "json":  # a JSON object close to a decision, with a field of the wrong type or shape
         fields: dict[str, Any] = {"tenant_id": tenant, "ip": ip, "state": "throttled", "reason": "limit:minute",
                                   "ts": T0.isoformat(), "reset_ts": (T0 + timedelta(seconds=30)).isoformat()}
-        field = draw(st.sampled_from(sorted(fields) + ["limit", "remaining", "shadow"]))
+        field = draw(st.sampled_from([*sorted(fields), "limit", "remaining", "shadow"]))
         fields[field] = draw(st.sampled_from([None, 5, 5.0, -1, True, "x", "", "a" * 300, [1], "2026-03-02T09:00:00"]))
         return key, json.dumps(fields).encode()
     state = draw(st.sampled_from(["allowed", "throttled", "banned", "blocked"]))
@@ -99,7 +99,8 @@ def scripts(draw: Any) -> list[dict[str, Any]]:
             k, v = _policy(draw)
             ops.append({"op": "policy", "key": b64(k), "value": b64(v)})
         elif kind == "lookup":
-            ops.append({"op": "lookup", "entries": [[draw(st.sampled_from(TENANTS[:2])), draw(st.sampled_from(IPS[:3]))]]})
+            tenant, ip = draw(st.sampled_from(TENANTS[:2])), draw(st.sampled_from(IPS[:3]))
+            ops.append({"op": "lookup", "entries": [[tenant, ip]]})
         else:
             entries = [["tenant", draw(st.sampled_from(TENANTS))], ["remote_address", draw(st.sampled_from(IPS))]]
             extra = draw(st.lists(st.sampled_from(

@@ -38,9 +38,13 @@ func (f *Feed) Live() bool {
 
 // Run follows the topics until ctx ends, reconnecting after a failure (said once each).
 func (f *Feed) Run(ctx context.Context) {
+	said := ""
 	for ctx.Err() == nil {
 		if err := f.follow(ctx); err != nil && ctx.Err() == nil {
-			log.Printf("decisions feed: %v; retrying", err)
+			if msg := err.Error(); msg != said { // said once, not once a second
+				log.Printf("decisions feed: %v; retrying", err)
+				said = msg
+			}
 			f.reconnects.Add(1)
 			select {
 			case <-ctx.Done():

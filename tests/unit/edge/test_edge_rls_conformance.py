@@ -187,3 +187,28 @@ def test_exhausted_quota_refuses_the_next_check_in_both(rls_binary: Path) -> Non
     assert got == list(python_answers(ops))
     assert got[1]["code"] == "OVER_LIMIT"
     assert got[1]["headers"] == [["retry-after", "42"], ["ratelimit", '"minute";r=0;t=42']]
+
+
+def test_building_without_go_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `go` anywhere: a one-line error naming what is missing, nothing half-built left behind."""
+    monkeypatch.setattr(rls_service.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(rls_service, "_GO_FALLBACK", tmp_path / "no-go")
+    with pytest.raises(rls_service.RlsBuildError) as err:
+        rls_service.binary(tmp_path / "cache")
+    assert "`go` was not found" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "cache").glob("rls/*"))
+
+
+def test_a_build_is_reused_until_a_source_changes(rls_binary: Path, tmp_path: Path) -> None:
+    """The same sources give the same built file (no rebuild); another source, another name."""
+    assert rls_service.binary(rls_binary.parents[1]) == rls_binary
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in rls_service.SOURCE.glob("go.*"):
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "main.go").write_text("package main\n\nfunc main() {}\n")
+    built = rls_service.binary(tmp_path / "cache", src=src)
+    assert built.exists()
+    assert built.name != rls_binary.name
+    assert rls_service.binary(tmp_path / "cache", src=src) == built

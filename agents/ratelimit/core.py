@@ -373,19 +373,25 @@ class RateLimiter:
         return out
 
     def expire_timers(self, now: float) -> Batch:
-        """Fire the bans ending and throttles lifting by ``now`` (no eviction)."""
+        """Fire the bans ending and throttles lifting by ``now`` (no eviction).
+
+        A lift that finds no room yet re-arms itself for when there will be; if that is still
+        by ``now`` it fires in this same call, so the outcome does not depend on how many calls
+        event time is cut into (batches, watermarks: a restart cuts them elsewhere).
+        """
         out = Batch()
-        for due, key, kind, token in self.timers.pop_due(now):
-            st = self.store.get(key)
-            cp = self._compiled(key.split(":", 1)[0])
-            if st is None or cp is None:
-                continue
-            if kind == BAN_END:
-                if st.banned and st[_BAN_END] == due and (off := st.off) is not None and off.ban_start == token:
-                    self._end_ban(st, key, cp, due, out, emit_decision=True)
-            elif 0 < st.mark < BANNED * 4:  # throttled, or a quota announced used up
-                last = st.last_ts
-                self._lift(st, key, cp, max(due, last if last is not None else due), out)
+        while due_now := self.timers.pop_due(now):
+            for due, key, kind, token in due_now:
+                st = self.store.get(key)
+                cp = self._compiled(key.split(":", 1)[0])
+                if st is None or cp is None:
+                    continue
+                if kind == BAN_END:
+                    if st.banned and st[_BAN_END] == due and (off := st.off) is not None and off.ban_start == token:
+                        self._end_ban(st, key, cp, due, out, emit_decision=True)
+                elif 0 < st.mark < BANNED * 4:  # throttled, or a quota announced used up
+                    last = st.last_ts
+                    self._lift(st, key, cp, max(due, last if last is not None else due), out)
         return out
 
     def _lift(self, st: KeyState, key: str, cp: CompiledPolicy, now: float, out: Batch) -> None:

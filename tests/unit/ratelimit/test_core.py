@@ -301,3 +301,22 @@ def test_a_quiet_key_is_one_small_object() -> None:
     assert gc.get_referents(state) == [KeyState]  # no other object hangs off it
     assert sys.getsizeof(state) <= 160
     assert state.off is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(gaps=st.lists(st.floats(0.5, 30.0), min_size=3, max_size=40),
+       cuts=st.lists(st.floats(0.0, 1.0), max_size=4))
+def test_lifts_do_not_depend_on_how_event_time_is_cut(gaps: list[float], cuts: list[float]) -> None:
+    """Expiring to T in one call or in several steps gives the same decisions: a lift that re-arms
+    itself for a time already passed fires in the same call (a restart cuts event time elsewhere)."""
+    times = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+    end = times[-1] + 7200
+    got = []
+    for steps in ([], sorted(times[-1] + c * 7200 for c in cuts)):
+        lim = limiter(per_minute=3, per_hour=10)
+        _, out = hits(lim, "10.0.0.1", times)
+        decisions = [(d.state, d.reason, d.ts) for d in out.decisions]
+        for t in [*steps, end]:
+            decisions += [(d.state, d.reason, d.ts) for d in lim.expire_timers(T0 + t).decisions]
+        got.append(decisions)
+    assert got[0] == got[1]

@@ -96,7 +96,7 @@ class Decision(Record):
     tenant_id: TenantId
     ip: IpAddress
     state: DecisionState
-    reason: Annotated[str, Field(max_length=64)]  # blacklist, whitelist, ban, limit:hour, ok, disabled
+    reason: Annotated[str, Field(max_length=64)]  # blacklist, whitelist, ban, limit:hour, exhausted:hour, ok, ...
     limit: Count | None = None  # RateLimit-Limit of the binding window
     remaining: Count | None = None  # RateLimit-Remaining
     reset_ts: Timestamp | None = None  # RateLimit-Reset (absolute)

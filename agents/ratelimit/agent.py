@@ -8,7 +8,7 @@ once per changed key per runtime checkpoint (``Runtime.on_checkpoint``: every
 ``TW_CHECKPOINT_S`` or when input goes quiet; the batches in between become committable only
 then), as a few changelog batches (:class:`pipeline.runtime.bulk.BulkWriter`).
 A limiter is built lazily on the first batch of its partition after start or rebalance,
-adopting the table's keys of that partition (which re-arms ban and throttle timers):
+adopting the table's keys of that partition (which re-arms ban, throttle and used-up-quota timers):
 a restart resets neither counters nor bans.
 
 Configuration. Tenant policies live in the compacted topic ``<prefix>.ratelimit-policies``
@@ -232,6 +232,8 @@ class RateLimitAgent:
             lateness = self.runtime.clock.lateness_s
             fired = self.watermarks.get(b.partition, float("-inf"))
             due = limiter.next_due()
+            decisions = out.decisions
+            seen = 0  # decisions made when `due` was last read
             for e in b.events:  # rows: dicts of RequestEvent's validated fields
                 t = e["ts"].timestamp()
                 if t > newest:
@@ -242,7 +244,8 @@ class RateLimitAgent:
                         due = limiter.next_due()
                 tenant, ip = e["tenant_id"], e["ip"]
                 refused = decide(tenant, ip, t, out) != ALLOWED
-                if refused:  # a throttle or ban just started: its timer may be the next due
+                if refused or len(decisions) != seen:  # a throttle, ban or used-up quota: its timer may be next
+                    seen = len(decisions)
                     due = limiter.next_due()
                 blocked += refused
                 add(tenant, ip, t, status=e["status"], latency_ms=e["latency_ms"], blocked=refused)

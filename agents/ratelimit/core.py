@@ -12,10 +12,13 @@ Shadow tenants run the same logic and emit the same records flagged ``shadow=Tru
 say what would happen and enforce nothing.
 
 Outputs are *state changes* only: a :class:`~schemas.ratelimit.Decision` when the
-(state, binding window) of a key changes, a :class:`~schemas.ratelimit.Violation` when a
-window goes over its limit (and again at each further multiple of it, so clients that
-ignore throttling keep accruing them), :class:`~schemas.ratelimit.Ban` when a ban starts
-or ends. Throttles and bans end in event time through :meth:`RateLimiter.expire`.
+(state, binding window) of a key changes (and, still "allowed", when a request uses up a
+window's quota: reason ``exhausted:<window>``, ``remaining`` 0, ``reset_ts`` when the window
+has room again, so an enforcer can refuse the next request instead of serving one over),
+a :class:`~schemas.ratelimit.Violation` when a window goes over its limit (and again at
+each further multiple of it, so clients that ignore throttling keep accruing them),
+:class:`~schemas.ratelimit.Ban` when a ban starts or ends. Throttles, bans and used-up
+quotas end in event time through :meth:`RateLimiter.expire`.
 
 State lives per key ``"tenant:ip"`` in ``store`` (any ``MutableMapping``, e.g. a Faust
 table); each value is a :class:`KeyState`, one flat array that pickles on its own. No clock
@@ -50,6 +53,7 @@ _LEVEL_MAX = 255  # violation multiples tracked per window (8 bits each in KeySt
 
 # The flags word of a KeyState: mark + over << 4 + banned << 28 (all exact in a float).
 _MARK: Final = 0xF  # last emitted decision: state * 4 + binding window (throttled only)
+_EXHAUSTED: Final = 1  # mark 1 + window: "allowed" announced with the window's quota used up
 _OVER: Final = 0xFFFFFF << 4  # per window, 8 bits: how many multiples of the limit it is over
 _BANNED: Final = 1 << 28  # a ban is in force; its end is the word at _BAN_END
 _BANNED_F: Final = float(_BANNED)
@@ -69,7 +73,8 @@ class KeyState(RunLog):
 
     @property
     def mark(self) -> int:
-        """Last emitted decision: ``state * 4 + binding window`` (0: allowed, or none yet)."""
+        """Last emitted decision: ``state * 4 + binding window`` (0: allowed, or none yet), or
+        ``1 + window``: allowed, announced with that window's quota used up."""
         return int(self[FLAGS]) & _MARK
 
     @mark.setter
@@ -214,7 +219,7 @@ class RateLimiter:
             self._end_ban(st, key, cp, end, out, emit_decision=False)
             flags = st[FLAGS]
         m, h, d = cp.caps
-        if st[S0] <= m and st[S1] <= h and st[S2] <= d:
+        if st[S0] < m and st[S1] < h and st[S2] < d:  # room left in every window (upper bounds)
             if flags:  # mark or over set (not banned here): clear over, say allowed once
                 mark = int(flags) & _MARK
                 st[FLAGS] = float(mark)
@@ -224,13 +229,19 @@ class RateLimiter:
         return self._over(st, key, cp, t, out)
 
     def _over(self, st: KeyState, key: str, cp: CompiledPolicy, t: float, out: Batch) -> int:
-        # Slow path: some upper bound is above its limit; count precisely, record violations.
+        # Slow path: some upper bound reached its limit; count precisely, record violations.
         over, binding, reset = 0, -1, t
+        full, full_reset = -1, t  # a window whose quota this request used up exactly
         for k, limit in enumerate(cp.limits):
-            if limit is None or self.windows.upper(st, k) <= limit:
+            if limit is None or self.windows.upper(st, k) < limit:
                 continue
             n = round(self.windows.count(st, k, t))
-            if n <= limit:
+            if n < limit:
+                continue
+            if n == limit:
+                r = self.windows.reset_at(st, k, t, limit)
+                if r >= full_reset:
+                    full, full_reset = k, r
                 continue
             level = min(_LEVEL_MAX, (n - 1) // limit if limit else 1)
             over |= level << (8 * k)
@@ -244,13 +255,23 @@ class RateLimiter:
                 binding, reset = k, r
         st.over = over
         if binding < 0:
-            if st.mark:
-                self._emit(st, key, cp, t, ALLOWED, 0, "ok", out)
+            self._allowed(st, key, cp, t, out, full, full_reset)
             return ALLOWED
         if st.mark != THROTTLED * 4 + binding:
             self._emit(st, key, cp, t, THROTTLED, binding, f"limit:{_NAMES[binding]}", out, reset)
             self.timers.push(reset, key, THROTTLE_END, reset)
         return THROTTLED
+
+    def _allowed(  # noqa: PLR0917  # private, the slow path's state passed on as it is
+        self, st: KeyState, key: str, cp: CompiledPolicy, t: float, out: Batch, full: int, reset: float,
+    ) -> None:
+        # Allowed: announce a window's quota used up (once, lifted by a timer), or the end of a refusal.
+        if full >= 0:
+            if st.mark != _EXHAUSTED + full:
+                self._emit(st, key, cp, t, ALLOWED, full, f"exhausted:{_NAMES[full]}", out, reset)
+                self.timers.push(reset, key, THROTTLE_END, reset)
+        elif st.mark:
+            self._emit(st, key, cp, t, ALLOWED, 0, "ok", out)
 
     def _violation(
         self, st: KeyState, key: str, cp: CompiledPolicy, out: Batch, *, k: int, limit: int, n: int, t: float
@@ -352,19 +373,25 @@ class RateLimiter:
         return out
 
     def expire_timers(self, now: float) -> Batch:
-        """Fire the bans ending and throttles lifting by ``now`` (no eviction)."""
+        """Fire the bans ending and throttles lifting by ``now`` (no eviction).
+
+        A lift that finds no room yet re-arms itself for when there will be; if that is still
+        by ``now`` it fires in this same call, so the outcome does not depend on how many calls
+        event time is cut into (batches, watermarks: a restart cuts them elsewhere).
+        """
         out = Batch()
-        for due, key, kind, token in self.timers.pop_due(now):
-            st = self.store.get(key)
-            cp = self._compiled(key.split(":", 1)[0])
-            if st is None or cp is None:
-                continue
-            if kind == BAN_END:
-                if st.banned and st[_BAN_END] == due and (off := st.off) is not None and off.ban_start == token:
-                    self._end_ban(st, key, cp, due, out, emit_decision=True)
-            elif st.mark >> 2 == THROTTLED:
-                last = st.last_ts
-                self._lift(st, key, cp, max(due, last if last is not None else due), out)
+        while due_now := self.timers.pop_due(now):
+            for due, key, kind, token in due_now:
+                st = self.store.get(key)
+                cp = self._compiled(key.split(":", 1)[0])
+                if st is None or cp is None:
+                    continue
+                if kind == BAN_END:
+                    if st.banned and st[_BAN_END] == due and (off := st.off) is not None and off.ban_start == token:
+                        self._end_ban(st, key, cp, due, out, emit_decision=True)
+                elif 0 < st.mark < BANNED * 4:  # throttled, or a quota announced used up
+                    last = st.last_ts
+                    self._lift(st, key, cp, max(due, last if last is not None else due), out)
         return out
 
     def _lift(self, st: KeyState, key: str, cp: CompiledPolicy, now: float, out: Batch) -> None:
@@ -428,7 +455,7 @@ class RateLimiter:
         off = state.off
         if off is not None and off.ban_end is not None and off.ban_start is not None:
             self.timers.push(off.ban_end, key, BAN_END, off.ban_start)
-        if state.mark >> 2 == THROTTLED:
+        if 0 < state.mark < BANNED * 4:  # throttled, or a quota announced used up
             last = state.last_ts
             self.timers.push(last if last is not None else 0.0, key, THROTTLE_END, 0.0)
         last = state.last_ts
@@ -439,11 +466,12 @@ class RateLimiter:
         self, st: KeyState, key: str, cp: CompiledPolicy, t: float, state: int, window: int,
         reason: str, out: Batch, reset: float | None = None,
     ) -> None:
-        st.mark = state * 4 + window
+        exhausted = state == ALLOWED and reset is not None
+        st.mark = _EXHAUSTED + window if exhausted else state * 4 + window
         out.changed.add(key)
         tenant, ip = key.split(":", 1)
         limit = remaining = None
-        if state == THROTTLED:
+        if state == THROTTLED or exhausted:
             limit, remaining = cp.limits[window], 0
         elif state == ALLOWED:
             # the tightest limited window, for RateLimit-Limit / -Remaining

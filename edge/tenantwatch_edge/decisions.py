@@ -6,6 +6,13 @@ and of ``ratelimit-policies`` (one ``TenantPolicy`` per tenant, for the ``RateLi
 header). Only refused keys are kept: an "allowed" decision removes its key, so memory grows
 with the keys being throttled, banned or blocked, not with every client.
 
+A used-up quota. The rate limiter announces the request that uses up a window's quota: an
+"allowed" decision with ``remaining`` 0, ``reset_ts`` (when the window has room for one more)
+and reason ``exhausted:<window>``. The cache keeps it as a throttle ending at ``reset_ts``: the
+next request would cross the limit, so it is refused here instead of being served and throttled
+only after the pipeline saw it. So exactly the allowed count passes whenever the announcement
+reaches the edge before the IP's next request.
+
 Event time. Throttles and bans end in *event time*, as they do in the pipeline, where each
 partition of ``requests`` has its own watermark. The cache never reads a clock: a partition's
 ``now`` is the newest decision time applied from that partition of ``decisions`` (decisions
@@ -162,6 +169,7 @@ class DecisionCache:
             reset = d.get("reset_ts")
             reset_ts = None if reset is None else _epoch(reset)
             limit = _count(d.get("limit"), "limit")
+            remaining = _count(d.get("remaining"), "remaining")
             shadow = d.get("shadow", False)
             if not isinstance(shadow, bool):
                 raise ValueError("shadow is not a boolean")
@@ -170,11 +178,13 @@ class DecisionCache:
             return False
         if ts > self.clocks.get(partition, _NEVER):
             self.clocks[partition] = ts
+        if state == ALLOWED and remaining == 0 and reset_ts is not None:  # quota used up: refuse the next
+            state = THROTTLED
         if state == ALLOWED:
             self._entries.pop((tenant, ip), None)
         else:
             # Only names the edge knows reach a header: a record is input, not header text.
-            name = reason.removeprefix("limit:")
+            name = reason.removeprefix("limit:").removeprefix("exhausted:")
             window = name if name in WINDOWS else ("ban" if state == BANNED else "")
             self._entries[(tenant, ip)] = _Entry(state, reason, limit, window, reset_ts, shadow, partition)
         self.applied += 1

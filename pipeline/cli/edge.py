@@ -4,17 +4,18 @@
     tenantwatch edge check --tenant acme --ip 203.0.113.9
 
 `serve` runs Envoy's global rate-limit service (gRPC `ShouldRateLimit`) over the decisions
-cache; `check` catches up with the decisions topic and prints one verdict as JSON.
-Exit status: 0 ok, 2 bad usage (or the edge package is not installed), 3 Kafka unreachable.
+cache: a Go program (edge/rls/), built with `go build` on first use into the cache dir, that
+takes this process over; `check` catches up with the decisions topic and prints one verdict
+as JSON. Exit status: 0 ok, 2 bad usage (or the edge package or Go is missing, or the address
+cannot be listened on), 3 Kafka unreachable.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
+import os
 import sys
-import threading
 from typing import Any
 
 from pipeline.cli._common import Exit, ip_address, tenant_id
@@ -55,28 +56,19 @@ def _edge(settings: Settings, wait_s: float, command: str) -> Any:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    edge = _edge(settings, args.wait, "serve")
-    if not edge:
-        return EXIT_USAGE if edge is None else EXIT_UNREACHABLE
-    from tenantwatch_edge.rls import serve
+    from pipeline.adapters import rls_service
 
     try:
-        try:
-            server, port, service = serve(edge, args.listen, tenant_key=args.tenant_key, address_key=args.address_key)
-        except OSError as exc:
-            print(f"tenantwatch edge serve: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        host = args.listen.rpartition(":")[0]
-        print(f"edge: rate-limit service on {host}:{port}, {len(edge.cache)} refused key(s) cached", flush=True)
-        stop.wait()
-        server.stop(grace=1.0).wait()
-        print(json.dumps({"service": service.counts, **edge.stats()}, default=str), flush=True)
-        return 0
-    finally:
-        edge.close()
+        exe = rls_service.binary(settings.cache_dir)
+        argv, env = rls_service.command(settings, exe, listen=args.listen, tenant_key=args.tenant_key,
+                                        address_key=args.address_key, wait_s=args.wait)
+    except (rls_service.RlsBuildError, ValueError) as exc:
+        print(f"tenantwatch edge serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)  # noqa: S606  # the service takes this process over: signals, exit status
+    return 0  # not reached
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,7 +95,9 @@ def add_commands(sub: Any) -> None:
     """Add the `edge` subcommands."""
     p = sub.add_parser("edge", help="enforce rate-limit decisions at the edge (Envoy rate-limit service, checks)")
     edge_sub = p.add_subparsers(dest="edge_command", required=True)
-    s = edge_sub.add_parser("serve", help="Envoy's global rate-limit service (gRPC ShouldRateLimit) over the cache")
+    s = edge_sub.add_parser("serve", help="Envoy's global rate-limit service (gRPC ShouldRateLimit) over the cache",
+                            description="Envoy's global rate-limit service over the decisions cache: a Go program "
+                                        "(edge/rls/), built with `go build` into the cache dir on first use.")
     s.add_argument("--listen", type=_listen, default="127.0.0.1:8081", help="HOST:PORT to serve gRPC on")
     s.add_argument("--tenant-key", default="tenant", help="descriptor entry key holding the tenant id")
     s.add_argument("--address-key", default="remote_address", help="descriptor entry key holding the client IP")

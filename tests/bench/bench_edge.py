@@ -6,14 +6,18 @@ Run: ``python tests/bench/bench_edge.py [--requests 20000] [--seconds 15] [--rat
 1. Overhead in-process: the same FastAPI app called through ASGI directly (no server, no
    network), bare, behind ``EdgeMiddleware`` (a live feed, 100k refused keys in the cache, the
    tenant's policy known, every event published to the broker by the background sink), and
-   behind slowapi (in-memory storage, a limit never reached). Rounds alternate the variants so
-   a busy machine hurts them alike. Plus the cache lookup alone (hit and miss).
+   behind slowapi (in-memory storage, a limit never reached). Requests alternate the variants
+   so a busy machine hurts them alike; p50 and p99 pooled, and per round of 2,000 (median and
+   range over rounds: a round a neighbour disturbed shows as an outlier, not as the figure).
+   Plus the middleware around a no-op ASGI app, and the cache lookup alone (hit and miss).
 2. Delay: ``--rate`` requests/s offered to ``Edge.check`` + ``Edge.record`` (what the middleware
-   does per request) for ``--seconds``, each IP crossing 5/minute at its 6th request; the delay
-   is from that request to its throttle decision being in the edge's cache (from then on the
-   IP is answered 429), against a real rate-limit worker.
-3. Envoy RLS: ``tenantwatch edge serve`` pinned to one core, a gRPC client process on the other
-   keeping ``--concurrency`` checks in flight for ``--rls-seconds``: checks/s and latency.
+   does per request) for ``--seconds``, each IP using 5/minute up at its 5th request; the delay
+   is from that request to the limiter's announcement being in the edge's cache (from then on
+   the IP is answered 429), against a real rate-limit worker.
+3. Envoy RLS: ``tenantwatch edge serve`` (the Go service) on one core (GOMAXPROCS=1, pinned), the
+   Go load client (``edge/rls/cmd/rlsload``) on the other keeping ``--concurrency`` checks in
+   flight over 4 HTTP/2 connections for ``--rls-seconds``: checks/s, latency, the service's CPU
+   per check; then ``--rls-rate`` checks/s offered, and a tenth of it (latency with headroom).
 """
 
 from __future__ import annotations
@@ -117,37 +121,64 @@ async def call(app: Any, ip: bytes) -> int:
     return got[0]
 
 
+async def interleaved(variants: dict[str, Any], ips: list[bytes], rounds: int, per_round: int) -> dict[str, Any]:
+    """Latencies (µs) of each variant: ``rounds`` rounds of ``per_round`` requests per variant, one
+    request of each variant in turn (starting with a different one each time), so a noisy
+    neighbour's pause hits every variant alike. Per round and pooled."""
+    names = list(variants)
+    per: dict[str, list[list[float]]] = {k: [] for k in names}
+    clock = time.perf_counter_ns
+    k = len(names)
+    for _ in range(rounds):
+        got: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(per_round):
+            ip = ips[i % len(ips)]
+            for j in range(k):
+                name = names[(i + j) % k]
+                t = clock()
+                await call(variants[name], ip)
+                got[name].append((clock() - t) / 1000)
+        for name in names:
+            per[name].append(got[name])
+    return per
+
+
+def report(per: dict[str, list[list[float]]], base_name: str, indent: str = "  ") -> None:
+    """Per variant: pooled p50/p99, and the overhead against ``base_name`` (the same run) as the
+    difference of pooled percentiles and as the median (min–max) over rounds of the per-round one."""
+    qs = (0.5, 0.99)
+    pooled = {name: [x for r in rounds for x in r] for name, rounds in per.items()}
+    base = {q: pct(pooled[base_name], q) for q in qs}
+    base_rounds = [{q: pct(r, q) for q in qs} for r in per[base_name]]
+    for name, rounds in per.items():
+        line = f"{indent}{name:12s} " + "  ".join(f"p{round(q * 100)} {pct(pooled[name], q):7.1f} µs" for q in qs)
+        if name != base_name:
+            diffs = {q: sorted(pct(r, q) - b[q] for r, b in zip(rounds, base_rounds, strict=True)) for q in qs}
+            line += "  → overhead " + ", ".join(
+                f"p{round(q * 100)} {pct(pooled[name], q) - base[q]:+.1f} µs (per round: median "
+                f"{statistics.median(diffs[q]):+.1f}, {diffs[q][0]:+.1f}…{diffs[q][-1]:+.1f})" for q in qs)
+        print(line)
+
+
 async def overhead(edge: Any, n: int) -> None:
     variants = apps(edge)
     ips = [ip_of(200_000 + i).encode() for i in range(1000)]  # allowed IPs (not among the refused keys)
-    times: dict[str, list[float]] = {k: [] for k in variants}
     for name, app in variants.items():  # warm-up: imports, routing caches, slowapi's storage
         for i in range(2000):
             assert await call(app, ips[i % 1000]) == 200, name
-    # One request of each variant in turn: a noisy neighbour's pause hits every variant alike.
-    clock = time.perf_counter_ns
-    order = list(variants.items())
-    for i in range(n):
-        ip = ips[i % 1000]
-        for name, app in order:
-            t = clock()
-            await call(app, ip)
-            times[name].append((clock() - t) / 1000)
-    base = {q: pct(times["bare"], q) for q in (0.5, 0.9, 0.99)}
-    print(f"overhead in-process, {n:,} requests per variant (interleaved), "
+    per_round = 2000
+    rounds = max(5, n // per_round)
+    per = await interleaved(variants, ips, rounds, per_round)
+    print(f"overhead in-process, {rounds} rounds × {per_round:,} requests per variant (interleaved), "
           f"FastAPI {__import__('fastapi').__version__}:")
-    for name, ts in times.items():
-        got = {q: pct(ts, q) for q in base}
-        extra = "" if name == "bare" else "  → overhead " + ", ".join(
-            f"p{round(q * 100)} {got[q] - base[q]:+.1f} µs" for q in base)
-        print(f"  {name:8s} " + "  ".join(f"p{round(q * 100)} {v:7.1f} µs" for q, v in got.items()) + extra)
+    report(per, "bare")
     print(f"  edge events: {edge.sink.counts}")
-    await middleware_alone(edge, ips, n * 2)
+    await middleware_alone(edge, ips, rounds, per_round)
 
 
-async def middleware_alone(edge: Any, ips: list[bytes], n: int) -> None:
+async def middleware_alone(edge: Any, ips: list[bytes], rounds: int, per_round: int) -> None:
     """EdgeMiddleware around an app that answers at once, against that app alone: the middleware's
-    own cost, in a window short enough that the busy machine's pauses rarely land in it."""
+    own cost without FastAPI's around it."""
     from tenantwatch_edge import EdgeMiddleware
 
     async def noop(scope: Any, receive: Any, send: Any) -> None:
@@ -155,20 +186,12 @@ async def middleware_alone(edge: Any, ips: list[bytes], n: int) -> None:
         await send({"type": "http.response.body", "body": b"{}"})
 
     variants = {"no-op app": noop, "edge+no-op": EdgeMiddleware(noop, edge=edge, trusted_proxies=["127.0.0.1/32"])}
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    clock = time.perf_counter_ns
-    for i in range(n + 2000):
-        ip = ips[i % 1000]
-        for name, app in variants.items():
-            t = clock()
-            await call(app, ip)
-            if i >= 2000:
-                times[name].append((clock() - t) / 1000)
-    base = {q: pct(times["no-op app"], q) for q in (0.5, 0.9, 0.99)}
-    got = {q: pct(times["edge+no-op"], q) for q in base}
-    print(f"  middleware alone ({n:,} requests, interleaved with the bare no-op app): overhead " +
-          ", ".join(f"p{round(q * 100)} {got[q] - base[q]:+.1f} µs" for q in base) +
-          f" (no-op app alone p99 {base[0.99]:.1f} µs)")
+    for app in variants.values():
+        for i in range(2000):
+            await call(app, ips[i % 1000])
+    per = await interleaved(variants, ips, rounds, per_round)
+    print(f"  middleware alone, {rounds} rounds × {per_round:,} requests (interleaved with the bare no-op app):")
+    report(per, "no-op app", indent="    ")
 
 
 def lookups(edge: Any) -> None:
@@ -185,14 +208,15 @@ def lookups(edge: Any) -> None:
 
 # -- 2. delay ---------------------------------------------------------------------------------
 def tap(edge: Any) -> dict[str, float]:
-    """When each key's first throttle decision reached the cache (installed before the feed starts)."""
+    """When each key's first refusing decision (its quota used up, or throttled) reached the cache
+    (installed before the feed starts)."""
     cache = edge.cache
     seen: dict[str, float] = {}
     original = cache.apply_decision
 
     def tapped(key: bytes | None, value: bytes | None, partition: int = 0) -> bool:
         ok = bool(original(key, value, partition))
-        if ok and key is not None and value is not None and b'"throttled"' in value:
+        if ok and key is not None and value is not None and (b'"exhausted:' in value or b'"throttled"' in value):
             seen.setdefault(key.decode(), time.time())  # "tenant:ip"
         return ok
 
@@ -213,7 +237,7 @@ def delay(edge: Any, seen: dict[str, float], rate: float, seconds: float) -> Non
             v = check("lat", ip)
             refused += v.enforced
             record(t, "lat", ip, "GET", "/api/x", 429 if v.enforced else 200, 1.0, 100)
-            if n % 6 == 5:
+            if n % 6 == 4:  # the 5th uses 5/minute up: the edge refuses from its announcement on
                 crossed[f"lat:{ip}"] = t
             n += 1
         time.sleep(max(0.0, 0.002 - (time.time() - now)))
@@ -223,13 +247,13 @@ def delay(edge: Any, seen: dict[str, float], rate: float, seconds: float) -> Non
     pairs = [(t, (seen[k] - t) * 1000) for k, t in crossed.items() if k in seen]
     delays = [d for _, d in pairs]
     print(f"delay at {rate:,.0f} requests/s offered for {seconds:.0f}s: {n:,} requests ({n / seconds:,.0f}/s done), "
-          f"{len(crossed):,} IPs crossing 5/minute, {len(delays):,} throttles seen at the edge, "
+          f"{len(crossed):,} IPs using 5/minute up, {len(delays):,} announcements seen at the edge, "
           f"events {edge.sink.counts}")
     missing = sorted(set(crossed) - set(seen))
     if missing:
-        print(f"  {len(missing)} throttle(s) not seen within 60 s, e.g. {missing[:5]}; edge {edge.stats()}")
+        print(f"  {len(missing)} announcement(s) not seen within 60 s, e.g. {missing[:5]}; edge {edge.stats()}")
     if len(delays) > 1:
-        print(f"  crossing request → throttle in the edge's cache: p50 {pct(delays, 0.5):.1f} ms, "
+        print(f"  request using the quota up → refusal in the edge's cache: p50 {pct(delays, 0.5):.1f} ms, "
               f"p99 {pct(delays, 0.99):.1f} ms, max {max(delays):.1f} ms")
     warm = [d for t, d in pairs if t > start + 2]
     if len(warm) > 1:
@@ -237,64 +261,46 @@ def delay(edge: Any, seen: dict[str, float], rate: float, seconds: float) -> Non
 
 
 # -- 3. Envoy RLS -----------------------------------------------------------------------------
-async def rls_client(address: str, seconds: float, concurrency: int) -> None:
-    import grpc
-    from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
-    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-
-    Entry = ratelimit_pb2.RateLimitDescriptor.Entry  # a generated class
-    reqs = [rls_pb2.RateLimitRequest(domain="bench", descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=[
-        Entry(key="tenant", value=TENANT), Entry(key="remote_address", value=ip_of(i))])]) for i in range(1000)]
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
-        for r in reqs[:200]:
-            await stub.ShouldRateLimit(r)
-        lat: list[float] = []
-        end = time.perf_counter() + seconds
-
-        async def worker(k: int) -> None:
-            i = k
-            while time.perf_counter() < end:
-                t = time.perf_counter()
-                await stub.ShouldRateLimit(reqs[i % 1000])
-                lat.append((time.perf_counter() - t) * 1000)
-                i += concurrency
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        took = time.perf_counter() - t0
-    print(json.dumps({"checks": len(lat), "per_s": len(lat) / took, "p50_ms": pct(lat, 0.5),
-                      "p99_ms": pct(lat, 0.99)}))
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rls(settings: Settings, seconds: float, concurrency: int) -> None:
+def rls(settings: Settings, seconds: float, inflight: int, rate: float) -> None:
+    """The Go service (through `tenantwatch edge serve`) on one core (GOMAXPROCS=1, pinned), the Go load
+    client on the other: the client is a separate process with many RPCs in flight over several HTTP/2
+    connections; the service's own CPU per check says what one fully used core answers."""
+    from pipeline.adapters import rls_service
+
+    rls_service.binary(settings.cache_dir)
+    load = rls_service.binary(settings.cache_dir, package="./cmd/rlsload", name="rlsload")
     port = free_port()
     env = {**os.environ, "TW_BROKER": settings.broker, "TW_TOPIC_PREFIX": settings.topic_prefix,
-           "TW_APP_ID": settings.app_id, "TW_DATA_DIR": str(settings.data_dir)}
-    pin = ["taskset", "-c", "0"] if os.cpu_count() and os.cpu_count() > 1 else []  # type: ignore[operator]
+           "TW_APP_ID": settings.app_id, "TW_DATA_DIR": str(settings.data_dir), "GOMAXPROCS": "1"}
+    two = (os.cpu_count() or 1) > 1
+    pin = ["taskset", "-c", "0"] if two else []
     server = subprocess.Popen([*pin, sys.executable, "-m", "pipeline.cli", "edge", "serve", "--listen",
                                f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE)
     try:
         line = server.stdout.readline() if server.stdout else b""
         if b"rate-limit service on" not in line:
             raise SystemExit(f"edge serve did not start: {line!r}")
-        client_pin = ["taskset", "-c", "1"] if pin else []
-        for conc in dict.fromkeys((concurrency, 2)):  # saturated, then nearly idle (latency alone)
+        client_pin = ["taskset", "-c", "1"] if two else []
+        # closed loop (the most it answers), then open loop at the goal's rate (latency at a known load)
+        for label, flags in ((f"{inflight} in flight", ["-inflight", str(inflight)]),
+                             (f"{rate:,.0f}/s offered", ["-rate", str(rate)]),
+                             (f"{rate / 10:,.0f}/s offered", ["-rate", str(rate / 10)])):
             cpu_before = cpu_seconds(server.pid)
-            out = subprocess.run([*client_pin, sys.executable, __file__, "--rls-client", f"127.0.0.1:{port}",
-                                  "--rls-seconds", str(seconds), "--concurrency", str(conc)],
-                                 cwd=ROOT, capture_output=True, check=True, timeout=seconds + 120)
+            out = subprocess.run([*client_pin, str(load), "-addr", f"127.0.0.1:{port}", "-seconds", str(seconds),
+                                  "-conns", "4", *flags], capture_output=True, check=True, timeout=seconds + 120)
             got = json.loads(out.stdout.decode().strip().splitlines()[-1])
             cpu = cpu_seconds(server.pid) - cpu_before
-            print(f"Envoy RLS (server pinned to one core, client on the other, {conc} in flight, {seconds:.0f}s): "
-                  f"{got['per_s']:,.0f} checks/s, p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms")
-            print(f"  service CPU: {cpu:.1f} s for {got['checks']:,} checks = {cpu / got['checks'] * 1e6:.0f} µs a "
+            print(f"Envoy RLS, Go (GOMAXPROCS=1, pinned to one core; load client on the other, 4 HTTP/2 "
+                  f"connections, {label}, {seconds:.0f}s): {got['per_s']:,.0f} checks/s answered, "
+                  f"p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms, max {got['max_ms']:.1f} ms, "
+                  f"{got['errors']} errors, {got['unanswered']} unanswered")
+            print(f"  service CPU: {cpu:.1f} s for {got['checks']:,} checks = {cpu / got['checks'] * 1e6:.1f} µs a "
                   f"check → {got['checks'] / cpu:,.0f} checks/s per fully used core")
     finally:
         server.terminate()
@@ -303,17 +309,14 @@ def rls(settings: Settings, seconds: float, concurrency: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--requests", type=int, default=20_000, help="overhead: requests per variant")
+    ap.add_argument("--requests", type=int, default=30_000, help="overhead: requests per variant (rounds of 2,000)")
     ap.add_argument("--seconds", type=float, default=15.0, help="delay: seconds of offered load")
     ap.add_argument("--rate", type=float, default=10_000.0, help="delay: requests/s offered")
     ap.add_argument("--rls-seconds", type=float, default=10.0)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=64, help="RLS: checks in flight (closed loop)")
+    ap.add_argument("--rls-rate", type=float, default=20_000.0, help="RLS: checks/s offered (open loop)")
     ap.add_argument("--parts", default="overhead,delay,rls", help="which parts to run (comma-separated)")
-    ap.add_argument("--rls-client", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.rls_client:
-        asyncio.run(rls_client(args.rls_client, args.rls_seconds, args.concurrency))
-        return
     import logging
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -348,7 +351,7 @@ def main() -> None:
             if "delay" in parts:
                 delay(edge, seen, args.rate, args.seconds)
             if "rls" in parts:
-                rls(settings, args.rls_seconds, args.concurrency)
+                rls(settings, args.rls_seconds, args.concurrency, args.rls_rate)
         finally:
             edge.close()
             worker.stop()

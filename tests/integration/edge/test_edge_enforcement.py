@@ -55,8 +55,12 @@ def state_of(edge: Edge, tenant: str, ip: str) -> int:
     return edge.cache.lookup(tenant, ip).state
 
 
-def test_fastapi_throttles_an_ip_crossing_its_limit(stack: Settings, edge_factory: Any) -> None:
-    """5/minute: the crossing request is the last one served; from the decision on, every request is a 429."""
+def test_fastapi_serves_exactly_the_allowed_count(stack: Settings, edge_factory: Any) -> None:
+    """5/minute: the 5th request uses the quota up; from that announcement on, every request is a 429.
+
+    Exact when the announcement reaches the edge before the IP's next request: here the load
+    waits for it (the condition, not a time) between the 5th request and the rest.
+    """
     tenant = tenant_name("edge")
     assert admin(stack, Action.LIMITS_SET, tenant, per_minute=5, violation_threshold=1000).outcome == "accepted"
     edge = edge_factory(stack.broker, stack.topic_prefix)
@@ -65,19 +69,23 @@ def test_fastapi_throttles_an_ip_crossing_its_limit(stack: Settings, edge_factor
     server = serve_asgi(fastapi_app(edge))
     try:
         url = f"{server.url}/api/items"
-        first = load(url, tenant, "192.0.2.66", 6)  # the 6th crosses 5/minute in the pipeline
-        assert first["statuses"] == [200] * 6, "nothing was decided about this IP before these requests"
+        first = load(url, tenant, "192.0.2.66", 5)  # the 5th uses up 5/minute in the pipeline
+        assert first["statuses"] == [200] * 5, "nothing was decided about this IP before these requests"
         assert all(h["ratelimit-policy"] == '"minute";q=5;w=60, "hour";q=1000;w=3600, "day";q=10000;w=86400'
                    for h in first["headers"])
         wait_for(lambda: state_of(edge, tenant, "192.0.2.66") == THROTTLED, timeout=60,
-                 what="the throttle decision at the edge")
+                 what="the used-up quota at the edge")
+        assert edge.cache.lookup(tenant, "192.0.2.66").reason == "exhausted:minute"
         after = load(url, tenant, "192.0.2.66", 10)
         assert after["statuses"] == [429] * 10
         retry = int(after["headers"][0]["retry-after"])
         assert 1 <= retry <= 60
         assert after["headers"][0]["ratelimit"] == f'"minute";r=0;t={retry}'
-        # exactly the allowed count plus the crossing request (served before any decision on it existed)
-        assert (first["statuses"] + after["statuses"]).count(200) == 5 + 1
+        assert (first["statuses"] + after["statuses"]).count(200) == 5, "exactly the allowed count"
+        # the refused requests still count in the pipeline: the 6th crosses, and its throttle follows
+        wait_for(lambda: edge.cache.lookup(tenant, "192.0.2.66").reason == "limit:minute", timeout=60,
+                 what="the throttle decision at the edge")
+        assert load(url, tenant, "192.0.2.66", 1)["statuses"] == [429]
         assert load(url, tenant, "192.0.2.10", 3)["statuses"] == [200] * 3, "another IP of the tenant is served"
         wait_for(lambda: edge.sink.counts["sent"] >= 19, timeout=30, what="every request published")
         assert edge.sink.counts["dropped_full"] + edge.sink.counts["dropped_unavailable"] == 0

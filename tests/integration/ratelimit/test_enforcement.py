@@ -47,7 +47,9 @@ def test_abuser_is_throttled_then_banned_lists_win_and_rollups_count(stack: Sett
     abuser = [(d[1], d[2]) for d in got if d[0] == ABUSER]
     # The ban ends at its own time, as event time passes it, before the request that moved time
     # there is decided (the same wherever batches split), so that request changes nothing.
-    assert abuser == [("throttled", "limit:minute"), ("banned", "ban"), ("allowed", "ban-ended")]
+    # (the 10th request uses 10/minute up: announced, so an edge refuses the 11th)
+    assert abuser == [("allowed", "exhausted:minute"), ("throttled", "limit:minute"), ("banned", "ban"),
+                      ("allowed", "ban-ended")]
     assert not [d for d in got if d[0] in (WHITE, NORMAL)], "whitelisted and quiet IPs never change state"
     assert [(d[1], d[2]) for d in got if d[0] == BLACK] == [("blocked", "blacklist")]
     assert all(not d[3] for d in got)
@@ -74,9 +76,10 @@ def test_shadow_mode_records_but_never_enforces(stack: Settings, chdb_client: An
     assert admin(stack, Action.LIMITS_SET, tenant, **STRICT).outcome == "accepted"
     assert admin(stack, Action.TENANT_SHADOW, tenant, on=True).outcome == "accepted"
     publish(stack, [*requests(tenant, ABUSER, 60), *ticks(tenant, T0 + timedelta(seconds=120))])
-    wait_for(lambda: len(decisions(chdb_client, tenant)) >= 2, timeout=180, what="shadow decisions")
+    wait_for(lambda: len(decisions(chdb_client, tenant)) >= 3, timeout=180, what="shadow decisions")
     got = decisions(chdb_client, tenant)
-    assert [(d[1], d[2]) for d in got] == [("throttled", "limit:minute"), ("banned", "ban")]
+    assert [(d[1], d[2]) for d in got] == [("allowed", "exhausted:minute"), ("throttled", "limit:minute"),
+                                           ("banned", "ban")]
     assert all(d[3] for d in got), "no enforcing (non-shadow) decision"
     wait_for(lambda: rows(chdb_client, "SELECT count() FROM rl_bans FINAL WHERE tenant_id = {t:String}",
                           t=tenant)[0][0] == 1, what="the shadow ban")
@@ -111,9 +114,10 @@ def test_admin_commands_accepted_effective_or_rejected_without_change(stack: Set
     assert "greater than or equal to 0" in negative
     assert admin(stack, Action.IP_BAN, tenant, ip="192.0.2.99", duration_s=600).outcome == "accepted"
     publish(stack, requests(tenant, "192.0.2.1", 6, step_s=30))  # the limit in force is still 5/hour
-    wait_for(lambda: {d[0] for d in decisions(chdb_client, tenant)} >= {"192.0.2.1", "192.0.2.99"}, timeout=120,
-             what="the throttle and the manual ban")
-    got = {d[0]: d for d in decisions(chdb_client, tenant)}
+    wait_for(lambda: {d[:2] for d in decisions(chdb_client, tenant)} >= {("192.0.2.1", "throttled"),
+                                                                          ("192.0.2.99", "banned")},
+             timeout=120, what="the throttle and the manual ban")
+    got = {d[0]: d for d in decisions(chdb_client, tenant)}  # the latest of each IP (ORDER BY ts)
     assert got["192.0.2.1"][1:3] == ("throttled", "limit:hour")
     assert got["192.0.2.1"][4] == 5
     assert got["192.0.2.99"][1:3] == ("banned", "ban")

@@ -125,3 +125,38 @@ def test_hostile_records_are_counted_never_raised(value: bytes) -> None:
     assert ok or c.rejected == 1
     c.apply_policy(b"k", value)
     c.lookup("acme", "192.0.2.1")
+
+
+def _fed_by_the_limiter(per_minute: int, times: list[float]) -> list[tuple[bool, int]]:
+    """Per request: whether the edge refused it (fed every decision before the next request) and
+    the rate limiter's verdict about it, the pipeline's own core deciding."""
+    from agents.ratelimit import RateLimiter
+
+    lim = RateLimiter([TenantPolicy(tenant_id="acme", per_minute=per_minute, per_hour=None, per_day=None,
+                                    violation_threshold=1000)])
+    cache, got = DecisionCache(), []
+    t0 = T0.timestamp()
+    for t in times:
+        refused = cache.lookup("acme", "192.0.2.1").enforced
+        out = lim.decide_batch([("acme", "192.0.2.1", t0 + t)])
+        for d in out.decisions:
+            assert cache.apply_decision(b"acme:192.0.2.1", d.model_dump_json().encode())
+        got.append((refused, out.verdicts[0]))
+    return got
+
+
+def test_exactly_the_allowed_count_passes_a_burst() -> None:
+    """5/minute, 12 requests in 6 s: the 5th announces the quota used up, so the edge serves 5 and refuses 7."""
+    got = _fed_by_the_limiter(5, [i * 0.5 for i in range(12)])
+    assert [refused for refused, _ in got] == [False] * 5 + [True] * 7
+    assert [verdict for _, verdict in got] == [ALLOWED] * 5 + [THROTTLED] * 7
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.integers(1, 6), st.lists(st.floats(0.5, 40.0), min_size=1, max_size=40))
+def test_the_edge_serves_no_request_the_limiter_throttles(per_minute: int, gaps: list[float]) -> None:
+    """Whenever each decision reaches the edge before the IP's next request, no request the pipeline
+    throttles was served: the one that would cross is refused already (requests ≥ 0.5 s apart: exact counts)."""
+    times = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+    for refused, verdict in _fed_by_the_limiter(per_minute, times):
+        assert refused or verdict == ALLOWED

@@ -59,16 +59,23 @@ def test_precedence(lists: dict[str, tuple[str, ...]], banned: bool, expected: i
 
 
 def test_only_state_changes_are_emitted() -> None:
-    """allowed → throttled → allowed: one decision per change, none for steady states.
+    """allowed → quota used up → throttled → allowed: one decision per change, none for steady states.
 
     per_minute=3, every request counts (also throttled ones):
-      0 1 2 | 3 4 (throttled) | ....... 62.5: (2.5, 62.5] holds 3, 4, 62.5 → allowed
+      0 1 2 (the 3rd uses the quota up) | 3 4 (throttled) | ....... 62.5: (2.5, 62.5] holds 3, 4, 62.5
+      → allowed, and the quota used up again; 63 would be throttled
     """
     lim = limiter()
     verdicts, out = hits(lim, "10.0.0.1", [0, 1, 2, 3, 4, 62.5])
     assert verdicts == [ALLOWED] * 3 + [THROTTLED] * 2 + [ALLOWED]
-    assert [(d.state, d.reason) for d in out.decisions] == [("throttled", "limit:minute"), ("allowed", "ok")]
-    throttled = out.decisions[0]
+    assert [(d.state, d.reason) for d in out.decisions] == [
+        ("allowed", "exhausted:minute"), ("throttled", "limit:minute"), ("allowed", "exhausted:minute")]
+    exhausted = out.decisions[0]
+    assert (exhausted.limit, exhausted.remaining, exhausted.ts.timestamp()) == (3, 0, T0 + 2)
+    assert exhausted.reset_ts is not None
+    assert exhausted.reset_ts.timestamp() == T0 + 60, "room for one more once t=0 has left"
+    assert exhausted.retry_after_s == pytest.approx(58.0)
+    throttled = out.decisions[1]
     assert (throttled.limit, throttled.remaining) == (3, 0)
     # Reset, as of t=3: room for one more once t=1 has left, at 61; Retry-After from t=3
     assert throttled.reset_ts is not None
@@ -85,6 +92,33 @@ def test_throttle_lifts_in_event_time() -> None:
     lifted = lim.expire(T0 + 63)
     assert [(d.state, d.reason) for d in lifted.decisions] == [("allowed", "reset")]
     assert lim.expire(T0 + 1000).decisions == []
+
+
+def test_a_used_up_quota_lifts_in_event_time_even_if_the_ip_goes_quiet() -> None:
+    """The "exhausted" announcement is undone by expire() once the window has room, restored keys too.
+
+    per_minute=3: 0 1 2 (quota used up; room again at 60) | quiet → "reset" at 60 with 1 remaining
+    """
+    lim = limiter()
+    _, out = hits(lim, "10.0.0.1", [0, 1, 2])
+    assert [(d.state, d.reason, d.remaining) for d in out.decisions] == [("allowed", "exhausted:minute", 0)]
+    fresh = limiter()  # a worker that restored the key from its table re-arms the same timer
+    fresh.adopt("acme:10.0.0.1", pickle.loads(pickle.dumps(lim.store["acme:10.0.0.1"])))
+    for lim_ in (lim, fresh):
+        assert lim_.expire(T0 + 59.9).decisions == []
+        lifted = lim_.expire(T0 + 60)
+        assert [(d.state, d.reason, d.limit, d.remaining) for d in lifted.decisions] == [("allowed", "reset", 3, 1)]
+        assert lim_.expire(T0 + 1000).decisions == []
+
+
+def test_the_quota_of_the_window_ending_last_is_announced() -> None:
+    """Two windows used up by the same request: the announcement names the one with room latest."""
+    lim = limiter(per_minute=2, per_hour=2)
+    _, out = hits(lim, "10.0.0.1", [0, 30])
+    (d,) = out.decisions
+    assert (d.reason, d.limit, d.remaining) == ("exhausted:hour", 2, 0)
+    assert d.reset_ts is not None
+    assert d.reset_ts.timestamp() == T0 + 3600
 
 
 def test_bans_escalate_and_end_in_event_time() -> None:
@@ -267,3 +301,22 @@ def test_a_quiet_key_is_one_small_object() -> None:
     assert gc.get_referents(state) == [KeyState]  # no other object hangs off it
     assert sys.getsizeof(state) <= 160
     assert state.off is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(gaps=st.lists(st.floats(0.5, 30.0), min_size=3, max_size=40),
+       cuts=st.lists(st.floats(0.0, 1.0), max_size=4))
+def test_lifts_do_not_depend_on_how_event_time_is_cut(gaps: list[float], cuts: list[float]) -> None:
+    """Expiring to T in one call or in several steps gives the same decisions: a lift that re-arms
+    itself for a time already passed fires in the same call (a restart cuts event time elsewhere)."""
+    times = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+    end = times[-1] + 7200
+    got = []
+    for steps in ([], sorted(times[-1] + c * 7200 for c in cuts)):
+        lim = limiter(per_minute=3, per_hour=10)
+        _, out = hits(lim, "10.0.0.1", times)
+        decisions = [(d.state, d.reason, d.ts) for d in out.decisions]
+        for t in [*steps, end]:
+            decisions += [(d.state, d.reason, d.ts) for d in lim.expire_timers(T0 + t).decisions]
+        got.append(decisions)
+    assert got[0] == got[1]

@@ -67,3 +67,24 @@ def client_kwargs(settings: Settings, client: Client,
             return {"broker_credentials": SSLCredentials(context)}
         return {}
     raise ValueError(f"unknown Kafka client {client!r}")
+
+
+def missing_codecs() -> list[str]:
+    """Compression codecs a producer may use that this process could not read (empty: all readable).
+
+    Kafka clients compress record batches on request (gzip, snappy, lz4, zstd). aiokafka (the
+    worker) decodes all but gzip with cramjam; kafka-python (the writer, the admin tools) with
+    python-snappy, lz4 and zstandard. A batch in a codec without its library crashed the worker's
+    fetcher, so processes check at start-up instead.
+    """
+    from aiokafka import codec as aio
+    from kafka import codec as kp
+
+    kafka_python_lib = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+    missing = []
+    for name in ("snappy", "lz4", "zstd"):
+        if not getattr(aio, f"has_{name}")():
+            missing.append(f"{name} (aiokafka: cramjam)")
+        if not getattr(kp, f"has_{name}")():
+            missing.append(f"{name} (kafka-python: {kafka_python_lib[name]})")
+    return missing

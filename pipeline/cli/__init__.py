@@ -41,8 +41,18 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _require_codecs() -> None:
+    from pipeline.adapters.kafka_config import missing_codecs
+
+    if missing := missing_codecs():
+        raise CliError(f"cannot read compressed records: no library for {', '.join(missing)}; "
+                       "reinstall tenantwatch with its dependencies")
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.processes import run_worker
+
+    _require_codecs()
 
     # None = all; "" = none (just decoding, dead letters and admin commands)
     caps = None if args.capabilities is None else tuple(c for c in args.capabilities.split(",") if c)
@@ -52,6 +62,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _writer(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.processes import run_writer
+
+    _require_codecs()
 
     run_writer(settings)
     return 0

@@ -359,6 +359,9 @@ def main() -> None:
             if "delay" in parts:
                 delay(edge, seen, args.rate, args.seconds)
             if "rls" in parts:
+                # The service answers from the decisions it has read; the worker would only compete
+                # for the two cores with the service, its load client and the broker.
+                worker.stop()
                 rls(settings, args.rls_seconds, args.concurrency, args.rls_rate)
                 rls(settings, args.rls_seconds, args.concurrency, args.rls_rate, pinned=False)
         finally:

@@ -14,6 +14,12 @@ Two ways to own partitions:
   ``stuck_s`` without an assignment; what was read since the last commit is read again and
   replaces itself in ClickHouse (deterministic ids).
 
+A consumer can also go silent in either mode: after a broker restart, kafka-python 3.0.12 was
+seen logging "No node available for metadata refresh" for good, never reconnecting, while
+records waited. After ``silent_s`` without a record (and not paused), the writer asks the broker
+for its partitions' end offsets through the consumer: a consumer that cannot answer, or that
+has records waiting past its positions, is recreated.
+
 Broker outages of any length are waited out: connecting retries with back-off, and a commit
 that cannot reach the broker keeps its offsets for the next try. Only errors no waiting can
 fix (authorization, for one) reach the caller.
@@ -46,6 +52,7 @@ class ResultSource:
         refresh_s: float = 10.0,
         max_refused_commits: int = 3,
         stuck_s: float = 60.0,
+        silent_s: float = 30.0,
         reconnect_max_s: float = 30.0,
         consumer_config: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -57,6 +64,7 @@ class ResultSource:
         self.refresh_s = refresh_s
         self.max_refused_commits = max_refused_commits
         self.stuck_s = stuck_s
+        self.silent_s = silent_s
         self.reconnect_max_s = reconnect_max_s
         self.consumer_config = dict(consumer_config or {})
         self.clock = clock
@@ -71,6 +79,7 @@ class ResultSource:
         self._connect_backoff = 0.0
         self._next_refresh = 0.0
         self._unassigned_since: float | None = None
+        self._heard: float = clock()  # when the consumer last gave records (or was probed fine)
 
     # -- connection ----------------------------------------------------------------------
     def _connect(self) -> bool:
@@ -102,7 +111,7 @@ class ResultSource:
             return False
         self._connect_backoff = 0.0
         self.paused = False
-        self._unassigned_since = self.clock()
+        self._unassigned_since = self._heard = self.clock()
         if self.assignment == "group":
             self.consumer.subscribe(topics=self.topics)
         else:
@@ -157,8 +166,33 @@ class ResultSource:
             consumer.resume(*consumer.paused())
             self.paused = False
         batches: dict[Any, list[Any]] = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if batches or self.paused:
+            self._heard = self.clock()
+        else:
+            self._watch_silence()
         self._watch_assignment()
         return batches
+
+    def _watch_silence(self) -> None:
+        """Recreate a consumer that gave no record for `silent_s` and cannot show it is caught up."""
+        now = self.clock()
+        if self.consumer is None or now - self._heard < self.silent_s:
+            return
+        self._heard = now  # probe at most once per `silent_s`
+        from kafka.errors import KafkaError
+
+        parts = list(self.consumer.assignment())
+        if not parts:
+            return  # `_watch_assignment`'s case
+        try:
+            ends = self.consumer.end_offsets(parts, timeout_ms=5000)
+            behind = [tp for tp in parts if ends.get(tp, 0) > self.consumer.position(tp, timeout_ms=5000)]
+        except KafkaError as exc:
+            self.reconnect(f"no record for {self.silent_s:.0f}s and the broker unreachable through this consumer "
+                           f"({type(exc).__name__})")
+            return
+        if behind:
+            self.reconnect(f"no record for {self.silent_s:.0f}s while {len(behind)} partition(s) have records waiting")
 
     def _watch_assignment(self) -> None:
         if self.consumer is None:

@@ -104,3 +104,75 @@ def test_a_record_whose_decoding_raises_is_skipped() -> None:
     writer.add(topic, b"[[[[")
     assert writer.stats.records_skipped == 1
     assert writer.stats.buffered_rows == 0
+
+
+class SilentConsumer:
+    """A consumer that returns no records; its broker view (end offsets, positions) is given."""
+
+    def __init__(self, ends: dict[Any, int] | Exception, position: int = 10):
+        self.ends, self.at, self.closed, self.probes = ends, position, False, 0
+
+    def assignment(self) -> set[Any]:
+        return {TP}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {TP.partition}
+
+    def poll(self, **_: Any) -> dict[Any, list[Any]]:
+        return {}
+
+    def end_offsets(self, parts: list[Any], timeout_ms: int) -> dict[Any, int]:
+        self.probes += 1
+        if isinstance(self.ends, Exception):
+            raise self.ends
+        return self.ends
+
+    def position(self, tp: Any, timeout_ms: int) -> int:
+        return self.at
+
+    def paused(self) -> set[Any]:
+        return set()
+
+    def pause(self, *_: Any) -> None: ...
+
+    def resume(self, *_: Any) -> None: ...
+
+    def close(self, **_: Any) -> None:
+        self.closed = True
+
+
+def silent_source(consumer: SilentConsumer, now: list[float]) -> ResultSource:
+    source = ResultSource(bootstrap="127.0.0.1:1", group_id="g", topics=["tw.requests"], silent_s=30,
+                          clock=lambda: now[0])
+    source.consumer = consumer
+    return source
+
+
+@pytest.mark.parametrize("ends", [KafkaTimeoutError(), {TP: 11}], ids=["unreachable", "records-waiting"])
+def test_a_consumer_silent_for_long_is_recreated_when_it_cannot_show_it_is_caught_up(ends: Any) -> None:
+    """kafka-python 3.0.12 stayed "No node available" after a broker restart while records waited."""
+    now = [0.0]
+    consumer = SilentConsumer(ends)
+    source = silent_source(consumer, now)
+    now[0] = 29.0
+    source.poll(timeout_ms=0, max_records=10, paused=False)
+    assert consumer.probes == 0 and source.consumer is consumer  # not silent long enough yet
+    now[0] = 31.0
+    source.poll(timeout_ms=0, max_records=10, paused=False)
+    assert consumer.probes == 1
+    assert source.consumer is None and consumer.closed and source.reconnects == 1
+
+
+def test_a_silent_consumer_that_is_caught_up_or_paused_is_kept() -> None:
+    now = [0.0]
+    consumer = SilentConsumer({TP: 10}, position=10)
+    source = silent_source(consumer, now)
+    now[0] = 31.0
+    source.poll(timeout_ms=0, max_records=10, paused=False)
+    assert consumer.probes == 1 and source.consumer is consumer  # nothing waiting: quiet topics
+    now[0] = 45.0
+    source.poll(timeout_ms=0, max_records=10, paused=False)
+    assert consumer.probes == 1  # at most one probe per silent_s
+    now[0] = 100.0
+    source.poll(timeout_ms=0, max_records=10, paused=True)
+    assert consumer.probes == 1 and source.consumer is consumer  # back-pressure: no records is expected

@@ -156,11 +156,14 @@ def test_a_consumer_silent_for_long_is_recreated_when_it_cannot_show_it_is_caugh
     source = silent_source(consumer, now)
     now[0] = 29.0
     source.poll(timeout_ms=0, max_records=10, paused=False)
-    assert consumer.probes == 0 and source.consumer is consumer  # not silent long enough yet
+    assert consumer.probes == 0
+    assert source.consumer is consumer
     now[0] = 31.0
     source.poll(timeout_ms=0, max_records=10, paused=False)
     assert consumer.probes == 1
-    assert source.consumer is None and consumer.closed and source.reconnects == 1
+    assert source.consumer is None
+    assert consumer.closed
+    assert source.reconnects == 1
 
 
 def test_a_silent_consumer_that_is_caught_up_or_paused_is_kept() -> None:
@@ -169,10 +172,12 @@ def test_a_silent_consumer_that_is_caught_up_or_paused_is_kept() -> None:
     source = silent_source(consumer, now)
     now[0] = 31.0
     source.poll(timeout_ms=0, max_records=10, paused=False)
-    assert consumer.probes == 1 and source.consumer is consumer  # nothing waiting: quiet topics
+    assert consumer.probes == 1
+    assert source.consumer is consumer
     now[0] = 45.0
     source.poll(timeout_ms=0, max_records=10, paused=False)
     assert consumer.probes == 1  # at most one probe per silent_s
     now[0] = 100.0
     source.poll(timeout_ms=0, max_records=10, paused=True)
-    assert consumer.probes == 1 and source.consumer is consumer  # back-pressure: no records is expected
+    assert consumer.probes == 1
+    assert source.consumer is consumer

@@ -127,7 +127,14 @@ class ResultSource:
         if now < self._next_refresh:
             return
         self._next_refresh = now + self.refresh_s
-        wanted = {TopicPartition(t, p) for t in self.topics for p in (self.consumer.partitions_for_topic(t) or ())}
+        from kafka.errors import KafkaError
+
+        try:
+            wanted = {TopicPartition(t, p) for t in self.topics for p in (self.consumer.partitions_for_topic(t) or ())}
+        except KafkaError as exc:  # a consumer built during an outage has no metadata to fall back on
+            log.warning("writer cannot list its partitions yet (%s); retrying in %.0fs", type(exc).__name__,
+                        self.refresh_s)
+            return
         if wanted and wanted != set(self.consumer.assignment()):
             added = wanted - set(self.consumer.assignment())
             self.consumer.assign(sorted(wanted))

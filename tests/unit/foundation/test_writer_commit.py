@@ -181,3 +181,17 @@ def test_a_silent_consumer_that_is_caught_up_or_paused_is_kept() -> None:
     source.poll(timeout_ms=0, max_records=10, paused=True)
     assert consumer.probes == 1
     assert source.consumer is consumer
+
+
+def test_a_consumer_without_metadata_during_an_outage_waits_instead_of_raising() -> None:
+    """A consumer rebuilt while the broker is down cannot list partitions: the writer thread must live on."""
+    from kafka.errors import KafkaConnectionError
+
+    class Unlisted(SilentConsumer):
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            raise KafkaConnectionError("111 ECONNREFUSED")
+
+    now = [0.0]
+    source = silent_source(Unlisted({TP: 10}), now)
+    assert source.poll(timeout_ms=0, max_records=10, paused=False) == {}
+    assert source.consumer is not None

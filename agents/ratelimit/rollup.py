@@ -52,9 +52,6 @@ class MinuteCounts:
     latency_max: float = 0.0
     hist: dict[int, int] = field(default_factory=dict)
 
-    def quantile(self, q: float) -> float:
-        return hist_quantile(self.hist, q, self.latency_max)
-
     def rollup(self, *, id: str, tenant_id: str, minute: datetime, part: int, parts: int, late: bool,
                distinct_ips: int, latency_count: int) -> Rollup:
         """These counts as a rollup row (parts and complete rows alike); both quantiles in one pass."""

@@ -7,7 +7,10 @@ Wiring (see docs/WIRING.md):
   table the first time a partition is used after an assignment (a scan of that partition's
   trials), so finding what is due costs O(due), never a scan.
 - Time: the book is advanced after every event to that partition's running watermark
-  (newest event time − allowed lateness), then to the batch watermark. With
+  (newest event time − allowed lateness), then to the batch watermark; a book rebuilt after
+  a restart first catches up with the partition's time before the batch. Every step fires
+  at its own due time however far time jumps, so the mails do not depend on which tenants
+  share a partition (a quiet partition jumps further) or on where a replay was interrupted. With
   `TW_IDLE_TICK_S` set, a timer also advances books of quiet partitions to
   `wall clock − idle_tick_s` (live traffic only: it makes replays depend on the wall clock,
   so it is off by default). `trials.run_expiry` (admin) advances books to a given time.
@@ -95,13 +98,22 @@ class TrialsAgent:
     async def handle(self, batches: Sequence[PartitionBatch]) -> None:
         async with self.lock:
             for b in batches:
-                await self._step(b.partition, b.events, b.watermark)
+                await self._step(b.partition, b.events, b.watermark, b.newest_before)
 
-    async def _step(self, partition: int, events: Sequence[Any], now: float | None) -> Effects:
+    async def _step(self, partition: int, events: Sequence[Any], now: float | None,
+                    newest_before: float | None = None, *, jump: bool = False) -> Effects:
+        """Apply a batch and advance the book; `jump`: `now` comes from the wall clock or an
+        operator, not from events (stale reminders are skipped, `TrialBook.advance`)."""
         book = self.book(partition)
         try:
             effects = Effects()
             newest, lateness = self.newest.get(partition, -math.inf), self.runtime.settings.allowed_lateness_s
+            if newest_before is not None and newest_before > newest:
+                # A book rebuilt after a restart resumes at the partition's time (restored from
+                # the checkpoint), as a book that never stopped would be: whether a start arrives
+                # stale (`TrialBook.apply`) must not depend on where the worker was killed.
+                newest = newest_before
+                effects.extend(book.advance(newest - lateness))
             for event in events:
                 # Advance after each event, so what is due does not depend on how events were
                 # batched (a batch spanning days would otherwise skip reminders it jumped over).
@@ -110,7 +122,7 @@ class TrialsAgent:
                 effects.extend(book.advance(newest - lateness))
             self.newest[partition] = newest
             if now is not None:
-                effects.extend(book.advance(now))
+                effects.extend(book.advance(now, skip_stale=jump))
             await self._publish(effects)
             for view in (book.trials, book.cases):
                 assert isinstance(view, PartitionView)
@@ -146,7 +158,7 @@ class TrialsAgent:
         async with self.lock:
             for p in sorted(self.local_partitions() & set(self.books)):
                 now = self.runtime.watermark(Topic.BILLING, p)
-                await self._step(p, (), target if now is None else max(now, target))
+                await self._step(p, (), target if now is None else max(now, target), jump=True)
 
     async def run_expiry(self, cmd: AdminCommand) -> str:
         """`trials.run_expiry`: fire every timer due at `params.at` (optionally one partition)."""
@@ -165,7 +177,7 @@ class TrialsAgent:
         total = Effects()
         async with self.lock:
             for p in targets:
-                total.extend(await self._step(p, (), at))
+                total.extend(await self._step(p, (), at, jump=True))
         when = datetime.fromtimestamp(at, UTC).isoformat()
         return (f"expiry run at {when} on partitions {targets}: {len(total.notifications)} mail(s), "
                 f"{len(total.commands)} tenant command(s), {len(total.states)} state change(s)")

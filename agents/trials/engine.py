@@ -9,6 +9,8 @@ The Faust wiring owns one book per partition (or one per worker; keys are tenant
 tables in the agent. Values are small slotted dataclasses: they pickle, and `to_dict` /
 `from_dict` suit a json-codec table (safer than pickle on a changelog topic). The book always
 writes a changed value back (`table[key] = value`), which is what a Faust changelog needs.
+Each timer fires at its due time whatever `advance` jumped over; only a trial whose start
+arrives after the book's time passed a later step skips its stale reminders (`apply`).
 The due-timer index is derived from those values: after a rebalance or restart call
 `rebuild_index()` once (a scan of the partition's trials) and the book is whole again.
 With one book per partition sharing one table, pass `belongs` to keep each book's keys;
@@ -50,6 +52,7 @@ class TrialBook:
         self.trials: MutableMapping[str, Trial] = {} if trials is None else trials
         self.cases: MutableMapping[str, DunningCase] = {} if cases is None else cases
         self.index = DueIndex() if index is None else index
+        self.time = -math.inf  # the newest time the book was advanced to (event time)
 
     def apply(self, event: BillingEvent) -> Effects:
         """Apply one billing event. Timers it creates fire on the next `advance`.
@@ -70,7 +73,16 @@ class TrialBook:
             tr = apply_event(trial, event)
             if tr.changed and tr.trial is not None:
                 self._put_trial(tr.trial)
-            return out.extend(tr.effects)
+            out.extend(tr.effects)
+            started = tr.trial if event.type is BillingType.TRIAL_STARTED and tr.changed else None
+            if started is not None and started.started_at <= self.time:
+                # It arrives after its partition's time passed its start: a start that arrives once
+                # the trial has ended gets the expiry mail, not a welcome and reminders with it.
+                st = fire_due(started, self.time, self.schedule, skip_stale=True)
+                if st.changed and st.trial is not None:
+                    self._put_trial(st.trial)
+                out.extend(st.effects)
+            return out
         if event.type in _CHARGE_TYPES:
             case = self.cases.get(key)
             if case is not None:
@@ -85,14 +97,21 @@ class TrialBook:
             return out.extend(dt.effects)
         return Effects(ignored=[f"{event.type.value}: nothing to do for trials"])
 
-    def advance(self, now: float) -> Effects:
-        """Fire every timer due at or before `now` (event time); cost grows with what is due."""
+    def advance(self, now: float, *, skip_stale: bool = False) -> Effects:
+        """Fire every timer due at or before `now` (event time); cost grows with what is due.
+
+        Each step fires at its due time, whatever `now` jumped over: the outcome is the same
+        whether time moved in one step or in many. `skip_stale=True` is for jumps made by hand
+        or by the wall clock (`trials.run_expiry`, idle ticks): a reminder a later mail has
+        overtaken is skipped, with a reason, rather than sent alongside it.
+        """
+        self.time = max(self.time, now)
         out = Effects()
         for _, kind, key, version in self.index.pop_due(now):
             if kind == TRIAL:
                 trial = self.trials.get(key)
                 if trial is not None and trial.version == version:
-                    tr = fire_due(trial, now, self.schedule)
+                    tr = fire_due(trial, now, self.schedule, skip_stale=skip_stale)
                     if tr.changed and tr.trial is not None:
                         self._put_trial(tr.trial)
                     out.extend(tr.effects)

@@ -152,8 +152,15 @@ def trial_mail(trial: Trial, step: Step, ts: float) -> Notification:
     )
 
 
-def fire_due(trial: Trial, now: float, policy: SchedulePolicy) -> Transition:
-    """Run every timer of this trial due at or before `now`, oldest first."""
+def fire_due(trial: Trial, now: float, policy: SchedulePolicy, *, skip_stale: bool = False) -> Transition:
+    """Run every timer of this trial due at or before `now`, oldest first, each at its own due time.
+
+    `skip_stale`: a reminder (welcome, 7-day, 1-day) is skipped, with a reason, when a later mail
+    is due by `now` as well. Only for a trial that *arrives* stale (its start came after its
+    partition's time had passed later steps, `TrialBook.apply`): the steps a timer fires must not
+    depend on how far time moved in one step, which is a matter of which tenants share a
+    partition and where a replay was interrupted, never of the trial itself.
+    """
     effects = Effects()
     t, changed = trial, False
     while True:
@@ -163,7 +170,7 @@ def fire_due(trial: Trial, now: float, policy: SchedulePolicy) -> Transition:
         at, step = due[0]
         t = replace(t, fired=t.fired | step, version=t.version + 1)
         changed = True
-        later_mail = any(s in TEMPLATES and d <= now for d, s in due[1:])
+        later_mail = skip_stale and any(s in TEMPLATES and d <= now for d, s in due[1:])
         if step in _REMINDERS and later_mail:
             effects.ignored.append(f"{STEP_NAMES[step]} skipped for {t.trial_id}: a newer mail is due")
             continue

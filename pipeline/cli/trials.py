@@ -116,7 +116,8 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("trials", help="trial automation: expiry runs, resends, conversion stats")
     tsub = p.add_subparsers(dest="trials_command", required=True, metavar="COMMAND")
 
-    q = tsub.add_parser("run-expiry", help="fire every trial timer due at TIME (event time), on all partitions")
+    q = tsub.add_parser("run-expiry", help="fire every trial timer due at TIME (event time), on all partitions; "
+                                           "a reminder a later mail overtook by then is skipped, not sent with it")
     q.add_argument("--at", required=True, type=iso_time, metavar="TIME",
                    help="ISO 8601 time, e.g. 2026-03-20T00:00:00Z")
     add_admin_flags(q, tenant=False)

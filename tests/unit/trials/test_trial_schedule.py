@@ -71,11 +71,25 @@ def test_a_late_start_sends_only_the_newest_mail(billing: BillingFactory) -> Non
     """A start that arrives after its trial already ended: no welcome, no reminders, just expiry."""
     book = TrialBook()
     book.advance(T0 + 20 * DAY)
-    book.apply(billing("trial_started", "acme", T0, trial_days=14))
-    effects = book.advance(T0 + 20 * DAY)
+    effects = book.apply(billing("trial_started", "acme", T0, trial_days=14))
+    effects.extend(book.advance(T0 + 20 * DAY))
     assert [n.kind for n in effects.notifications] == ["trial_expired"]
     assert [c.action for c in effects.commands] == [TenantAction.SUSPEND]
     assert len(effects.ignored) == 3  # welcome, 7-day, 1-day skipped, each with a reason
+
+
+def test_a_jump_of_time_fires_every_step_at_its_due_time(billing: BillingFactory) -> None:
+    """A start on time, then time jumps past the end (a quiet partition, a replay resumed after a
+    kill): every mail goes out, each dated when it was due, as if time had moved in small steps."""
+    jump, steps = TrialBook(), TrialBook()
+    start = billing("trial_started", "acme", T0, trial_days=14)
+    for book in (jump, steps):
+        book.apply(start)
+    one = jump.advance(T0 + 20 * DAY).notifications
+    many = [n for t in range(0, 20 * 24 + 1) for n in steps.advance(T0 + t * HOUR).notifications]
+    assert [n.kind for n in one] == ["welcome", "trial_7day", "trial_1day", "trial_expired"]
+    assert [(n.id, n.kind, n.ts) for n in one] == [(n.id, n.kind, n.ts) for n in many]
+    assert one[0].ts.timestamp() == T0
 
 
 def test_conversion_does_not_hide_a_reminder_already_due(billing: BillingFactory) -> None:

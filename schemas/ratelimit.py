@@ -247,6 +247,9 @@ class RollupParts(Record):
     source: Annotated[int, Field(ge=0, le=65_535)]
     watermark: float | None = None  # None: no progress since the previous envelope
     idle: bool = False
+    # With `idle`: the offset of the last record of its requests partition the source had read
+    # (it is idle only while the partition still ends there). None: not given (older senders).
+    offset: Annotated[int, Field(ge=-1)] | None = None
     parts: list[Rollup] = Field(default_factory=list, max_length=10_000)
 
     @property

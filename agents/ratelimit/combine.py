@@ -15,8 +15,13 @@ every source partition has said it is past it (watermark propagation, as Flink d
   tenant) order. A source never heard from holds everything back, unless it said it is idle.
 - *Idle*: a source with nothing left to read (caught up with its partition, no new record for
   a while: the rate-limit agent's rule) flushes every open minute and sends ``idle`` with its
-  final watermark; it is left out of the minimum until it sends again. If every source is
-  idle, ``W`` is the largest watermark (each has flushed everything).
+  final watermark and the offset it had read up to; it is left out of the minimum until it
+  sends again, *as long as its partition still ends at that offset*: the caller passes the
+  sources whose partition has records past it (``close(backlog=...)``, from the broker's end
+  offsets), and those are waited for again, at their last watermark (none: they hold
+  everything). So a backlog published to quiet partitions (a bulk import, producers flushing
+  after an outage) is not cut short by whichever partition the worker happens to read first.
+  If every source is idle, ``W`` is the largest watermark (each has flushed everything).
 - A part of a closed minute whose source had already announced a watermark past it is a
   redelivery (at-least-once, after a restart): ignored, counted in ``duplicates``; so is a
   second part of an open minute from the same source. Any other part of a closed minute is
@@ -26,7 +31,8 @@ every source partition has said it is past it (watermark propagation, as Flink d
 
 What closes, and with what, depends only on the envelopes and their order per source: any
 interleaving of the sources or batching gives the same complete rollups (tested with
-Hypothesis), as long as no source goes idle and wakes up again with older data.
+Hypothesis), as long as no source goes idle and later receives older data that was not yet
+written when the combiner looked at its partition's end.
 
 Durability (as :class:`~agents.ratelimit.rollup.MinuteRollups`): ``take_changes()`` gives the
 table writes since the last call, keys prefixed by the combiner's partition: open minutes
@@ -36,7 +42,7 @@ table writes since the last call, keys prefixed by the combiner's partition: ope
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -52,12 +58,13 @@ PER_RECORD = 256  # rollups per Kafka record (~1-2 kB each with their histogram)
 
 
 def envelopes(source: int, parts: Sequence[Rollup], watermark: float | None, partitions: int, *,
-              everyone: bool, idle: bool = False) -> list[tuple[int, RollupParts]]:
+              everyone: bool, idle: bool = False, offset: int | None = None) -> list[tuple[int, RollupParts]]:
     """Stage 1's (target partition, envelope) list for one batch of `source`, in sending order.
 
     Each part goes to the partition its tenant key maps to; the watermark goes with the last
     envelope of each target (after every part before it), to every target if `everyone` (it
-    moved, or the source goes idle or wakes), else only to targets that get parts.
+    moved, or the source goes idle or wakes), else only to targets that get parts. `offset`:
+    with `idle`, the offset of the last record of its partition the source had read.
     """
     by_target: dict[int, list[Rollup]] = {}
     for r in parts:
@@ -69,7 +76,7 @@ def envelopes(source: int, parts: Sequence[Rollup], watermark: float | None, par
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
             out.append((q, RollupParts(source=source, watermark=watermark if last else None, idle=idle and last,
-                                       parts=chunk)))
+                                       offset=offset if idle and last else None, parts=chunk)))
     return out
 
 
@@ -128,6 +135,7 @@ class RollupCombiner:
         self._open: dict[tuple[str, int], _Sum] = {}
         self._marks: dict[int, float] = {}  # source → its watermark (epoch seconds, a minute boundary)
         self._idle: set[int] = set()
+        self._idle_at: dict[int, int] = {}  # idle source → the offset it had read when it said so
         self._closed_before: int | None = None  # minutes below this index are closed
         self.counts = {"parts": 0, "closed": 0, "late_parts": 0, "late_requests": 0, "duplicates": 0}
         self._dirty: set[tuple[str, int]] = set()
@@ -170,28 +178,41 @@ class RollupCombiner:
         if envelope.watermark is not None and (passed is None or envelope.watermark > passed):
             self._marks[s] = envelope.watermark
             self._marks_dirty = True
-        was_idle = s in self._idle
+        was = (s in self._idle, self._idle_at.get(s))
         if envelope.idle:
             self._idle.add(s)
+            if envelope.offset is None:
+                self._idle_at.pop(s, None)
+            else:
+                self._idle_at[s] = envelope.offset
         else:  # awake: waited for again (a source without a watermark yet holds everything)
             self._idle.discard(s)
-        self._marks_dirty |= was_idle != (s in self._idle)
+            self._idle_at.pop(s, None)
+        self._marks_dirty |= was != (s in self._idle, self._idle_at.get(s))
         return late
 
+    def idle_offsets(self) -> dict[int, int | None]:
+        """The idle sources and the offset each had read when it said so (None: not given)."""
+        return {s: self._idle_at.get(s) for s in sorted(self._idle)}
+
     # -- closing ------------------------------------------------------------------------------
-    def watermark(self) -> float | None:
-        """Event time every minute before which can close (None: some source holds everything)."""
+    def watermark(self, backlog: Collection[int] = ()) -> float | None:
+        """Event time every minute before which can close (None: some source holds everything).
+
+        `backlog`: idle sources whose partition has records past the offset they had read:
+        waited for again."""
         waited = set(range(self.sources)) | set(self._marks)
-        active = waited - self._idle
+        active = waited - (self._idle - set(backlog))
         if not active:
             return max(self._marks.values(), default=None)
         if any(s not in self._marks for s in active):
             return None
         return min(self._marks[s] for s in active)
 
-    def close(self) -> list[Rollup]:
-        """Complete rollups of every open minute before the watermark, by (minute, tenant)."""
-        w = self.watermark()
+    def close(self, backlog: Collection[int] = ()) -> list[Rollup]:
+        """Complete rollups of every open minute before the watermark, by (minute, tenant);
+        `backlog` as for `watermark`."""
+        w = self.watermark(backlog)
         if w is None:
             return []
         upto = int(w // 60)
@@ -232,6 +253,7 @@ class RollupCombiner:
             state = json.loads(raw)
             self._marks = {int(k): float(v) for k, v in state["marks"].items()}
             self._idle = {int(s) for s in state["idle"]}
+            self._idle_at = {int(k): int(v) for k, v in state.get("idle_at", {}).items()}
             self._closed_before = None if state["closed_before"] is None else int(state["closed_before"])
             self.counts.update({k: int(v) for k, v in state["counts"].items() if k in self.counts})
             self._counts_written = dict(self.counts)
@@ -250,6 +272,7 @@ class RollupCombiner:
         if self._marks_dirty or self.counts != self._counts_written:
             self._counts_written = dict(self.counts)
             state = {"marks": {str(k): v for k, v in sorted(self._marks.items())}, "idle": sorted(self._idle),
+                     "idle_at": {str(k): v for k, v in sorted(self._idle_at.items())},
                      "closed_before": self._closed_before, "counts": self.counts}
             out.append((f"{self.part}|{_MARKS}", json.dumps(state, separators=(",", ":")).encode()))
         self._dirty.clear()

@@ -11,11 +11,16 @@ Idle rule: every ``source_idle_s / 2`` seconds this worker looks at the requests
 holds. One whose records are all processed (processed offset = end offset - 1) and where no
 record arrived for ``source_idle_s`` (wall time: only *whether* to stop waiting depends on it,
 never an event time) flushes its open minutes (:meth:`MinuteRollups.flush`), checkpoints, and
-sends ``idle`` envelopes with its final watermark to every combiner; a partition that never
-had a record sends them with no watermark. Its next batch re-activates it. On replayed data
-(published before it is read) a partition is caught up only at its end, so what closes does
-not depend on timing; on live traffic a partition quiet for ``source_idle_s`` that then sends
-data older than the others' watermark gets its parts counted as late (never added silently).
+sends ``idle`` envelopes with its final watermark and its processed offset to every combiner
+(again whenever it read more records, dead letters only, while idle); a partition that never
+had a record sends them with no watermark. Its next batch re-activates it. A combiner leaves
+an idle source out only while the broker shows its partition ending at that offset (end
+offsets asked when a close relies on it, fresh when another source just woke): a backlog
+published to quiet partitions wakes them one by one, and the first one read cannot close the
+minutes the others are about to deliver. On replayed data (published before it is read) a
+partition is caught up only at its end anyway; on live traffic a partition quiet for
+``source_idle_s`` whose records land after a combiner looked at its end, older than the
+others' watermark, gets its parts counted as late (never added silently).
 
 Stage 2, per partition ``q`` of ``rollup-parts``: a :class:`RollupCombiner` (state in the
 fenced table ``<app>-ratelimit-combine``, written at each checkpoint like the rate limiter's
@@ -60,9 +65,11 @@ class RollupStage:
         self._writer = runtime.bulk_writer(self.table)
         self.combiners: dict[int, RollupCombiner] = {}
         self._sent: dict[int, float | None] = {}  # requests partition → the watermark last sent
-        self._idle: set[int] = set()  # requests partitions announced idle (until their next batch)
+        # requests partitions announced idle (until their next batch) → the offset they had read then
+        self._idle: dict[int, int] = {}
         self._seen: dict[int, tuple[int, float]] = {}  # requests partition → (processed offset, since)
-        self.counts = {"parts_sent": 0, "idle_announced": 0}
+        self.counts = {"parts_sent": 0, "idle_announced": 0, "end_offsets_failed": 0}
+        self._ends: tuple[float, dict[int, int]] | None = None  # (when, requests partition → end offset)
         # Held from closing a partition's minutes to sending them with its watermark (the batch
         # handler and the idle tick): a watermark never overtakes a part it covers.
         self.lock = asyncio.Lock()
@@ -99,15 +106,17 @@ class RollupStage:
         moved = source not in self._sent or mark != self._sent[source]
         woke = source in self._idle and not idle
         topic = self.runtime.topic(Topic.ROLLUP_PARTS)
-        for q, env in envelopes(source, parts, mark, self.partitions, everyone=moved or idle or woke, idle=idle):
+        read = self.runtime.processed_offset(Topic.REQUESTS, source)
+        for q, env in envelopes(source, parts, mark, self.partitions, everyone=moved or idle or woke, idle=idle,
+                                offset=read):
             await topic.send(key=None, value=encode_one(env), partition=q)
         self._sent[source] = mark
         self.counts["parts_sent"] += len(parts)
         if idle:
-            self._idle.add(source)
+            self._idle[source] = read
             self.counts["idle_announced"] += 1
         else:
-            self._idle.discard(source)
+            self._idle.pop(source, None)
 
     async def _idle_tick(self) -> None:
         consumer = getattr(self.runtime.app, "_consumer", None)  # Faust creates it when the worker starts
@@ -115,10 +124,12 @@ class RollupStage:
             return
         now = time.monotonic()
         for tp in sorted(consumer.assignment()):
-            if tp.topic != self._requests or tp.partition in self._idle:
-                continue
             p = tp.partition
             done = self.runtime.processed_offset(Topic.REQUESTS, p)
+            # An idle partition is announced again only when it read records since (dead letters
+            # only: no batch woke it), so combiners compare its partition's end with the new offset.
+            if tp.topic != self._requests or self._idle.get(p) == done:
+                continue
             seen = self._seen.get(p)
             if seen is None or seen[0] != done:
                 self._seen[p] = (done, now)
@@ -149,6 +160,25 @@ class RollupStage:
             log.info("rollup combiner %d adopted %d open minute(s)", q, comb.open_minutes)
         return comb
 
+    async def _backlog(self, comb: RollupCombiner, *, fresh: bool) -> set[int]:
+        """The combiner's idle sources whose requests partition has records past the offset they
+        had read (`RollupCombiner.close`): asked of the broker only when a close relies on an idle
+        source, at most once a second unless a source just woke (when the others' partitions may
+        have been written to as well: a backlog published to quiet partitions)."""
+        idle = {s: at for s, at in comb.idle_offsets().items() if at is not None}
+        if not idle or comb.watermark() == comb.watermark(backlog=idle):
+            return set()
+        now = time.monotonic()
+        if fresh or self._ends is None or now - self._ends[0] > 1.0:
+            try:
+                self._ends = (now, await asyncio.wait_for(self.runtime.end_offsets(Topic.REQUESTS), timeout=5.0))
+            except Exception as exc:  # the broker did not answer: go by the announcements, as before
+                self.counts["end_offsets_failed"] += 1
+                log.warning("end offsets of the requests partitions: %s", f"{type(exc).__name__}: {exc}"[:200])
+                return set()
+        ends = self._ends[1]
+        return {s for s, at in idle.items() if ends.get(s, 0) > at + 1}
+
     def _snapshot(self) -> list[StagedWrite]:
         """Checkpoint (`Runtime.on_checkpoint`): each combiner's open minutes and marks changed since the last one.
 
@@ -168,9 +198,11 @@ class RollupStage:
         for b in batches:
             comb = self.combiner(b.partition)
             late: list[Rollup] = []
+            idle_before = comb.idle_offsets()
             for env in b.events:
                 late += comb.add(env)
-            closed = comb.close()
+            woke = any(s not in comb.idle_offsets() for s in idle_before)
+            closed = comb.close(await self._backlog(comb, fresh=woke))
             out = closed + late
             for i in range(0, len(out), PER_RECORD):
                 await topic.send(key=None, value=encode_batch(out[i:i + PER_RECORD]), partition=b.partition)

@@ -164,6 +164,14 @@ class Runtime:
         """Event time of one input topic-partition (each topic keeps its own watermark)."""
         return self.clock.now((topic, partition))
 
+    async def end_offsets(self, topic: Topic) -> dict[int, int]:
+        """The broker's end offset of every partition of an input topic (raises if it does not answer)."""
+        from faust.types import TP
+
+        name = topic_name(self.settings.topic_prefix, topic)
+        got = await self.app.consumer.highwaters(*(TP(name, p) for p in range(self.settings.partitions)))
+        return {tp.partition: int(offset) for tp, offset in got.items()}
+
     def processed_offset(self, topic: Topic, partition: int) -> int:
         """Offset of the last record of an input topic-partition this worker processed (-1: none),
         dead-lettered records included: with the partition's end offset, it tells a caught-up input."""

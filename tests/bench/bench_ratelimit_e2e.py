@@ -163,6 +163,17 @@ def main() -> None:
             if len(warm) > 1:
                 print(f"  after a {args.warmup:.0f} s warm-up ({len(warm):,} decisions): p50 "
                       f"{percentile(warm, 0.5):.1f} ms, p99 {percentile(warm, 0.99):.1f} ms, max {max(warm):.1f} ms")
+            # Where the first seconds' delay is: before the broker had the request, or in the worker
+            # (its decision's timestamp minus the broker's append time of the request it decides on).
+            appended = {ts: r for r, _, ts in inputs.seen}
+            for label, keep in ((f"first {args.warmup:.0f} s", lambda ts: ts < first + args.warmup),
+                                ("after", lambda ts: ts >= first + args.warmup)):
+                worker_only = [(r - appended[ts]) * 1000 for r, _, ts in tap.seen if keep(ts) and ts in appended]
+                broker_in = [(appended[ts] - ts) * 1000 for _, _, ts in tap.seen if keep(ts) and ts in appended]
+                if len(worker_only) > 1:
+                    print(f"  {label}: request appended → decision p50 {percentile(worker_only, 0.5):.1f} / p99 "
+                          f"{percentile(worker_only, 0.99):.1f} ms; produce → appended p50 "
+                          f"{percentile(broker_in, 0.5):.1f} / p99 {percentile(broker_in, 0.99):.1f} ms")
             for status in worker_statuses(settings):  # batches wait out each checkpoint's snapshot
                 cp = status.get("extra", {}).get("checkpoints", {})
                 if cp.get("recent"):

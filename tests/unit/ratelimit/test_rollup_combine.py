@@ -172,6 +172,46 @@ def test_parts_after_their_minute_closed_are_late_rows_and_redeliveries_are_not_
     assert [r.requests for r in quiet.close()] == [3]
 
 
+def test_an_idle_source_whose_partition_has_new_records_is_waited_for_again() -> None:
+    """A backlog published to quiet partitions: the source read first cannot close the minutes the
+    others are about to deliver while the broker shows records past what those others had read."""
+    def quiet() -> RollupCombiner:
+        comb = RollupCombiner(2)
+        for s in (0, 1):
+            comb.add(RollupParts(source=s, idle=True, offset=-1))  # never had a record
+        return comb
+
+    comb = quiet()
+    assert comb.idle_offsets() == {0: -1, 1: -1}
+    comb.add(env(0, [part("a", 0, 0), part("a", 1, 0)], minute=2))  # source 0 woke with the backlog
+    assert comb.watermark() == T0 + 120, "by the announcements alone, source 1 is left out"
+    assert comb.close(backlog={1}) == [], "source 1's partition holds records: it is waited for"
+    comb.add(env(1, [part("a", 0, 1, requests=5)], minute=1))
+    assert [(r.requests, r.parts, r.late) for r in comb.close()] == [(8, 2, False)]
+    assert comb.counts["late_parts"] == 0
+
+    cut = quiet()  # the same envelopes closed by the announcements alone: source 1's part is late
+    cut.add(env(0, [part("a", 0, 0), part("a", 1, 0)], minute=2))
+    assert [r.requests for r in cut.close()] == [3, 3]
+    assert [(r.late, r.requests) for r in cut.add(env(1, [part("a", 0, 1, requests=5)], minute=1))] == [(True, 5)]
+
+
+def test_idle_offsets_are_sent_with_the_idle_envelope_and_kept_in_the_table() -> None:
+    """Only the envelope that says idle carries the offset; a restored combiner remembers it."""
+    sent = envelopes(3, [part("a", m, 3) for m in range(300)], T0 + 600, 2, everyone=True, idle=True, offset=41)
+    assert [(e.idle, e.offset) for _, e in sent if e.idle or e.offset is not None] == [(True, 41)] * 2
+    comb = RollupCombiner(4, part=1)
+    for _, e in sent:
+        comb.add(e)
+    after = RollupCombiner(4, part=1)
+    for key, raw in comb.take_changes():
+        if raw is not None:
+            after.restore(key, raw)
+    assert after.idle_offsets() == comb.idle_offsets() == {3: 41}
+    after.add(env(3, minute=11))
+    assert after.idle_offsets() == {}, "a source that sends again is awake"
+
+
 def test_a_combiner_resumes_from_its_table() -> None:
     """Restored from take_changes(), a combiner closes what one that never stopped would."""
     whole, before = RollupCombiner(2, part=1), RollupCombiner(2, part=1)

@@ -13,7 +13,12 @@ For each point, in this order:
    proportion's out-of-band point also confirms when the counts of the last 2..M windows,
    pooled (Σ failures of Σ requests, against the rate expected before the run began), are
    beyond `DECISIVE` × the threshold: at night an hour holds a handful of requests, and a
-   spike split across two such hours is certain only when both are read together; under
+   spike split across two such hours is certain only when both are read together. Revenue
+   points that carry their charge count (the denominator) pool those counts likewise: the
+   exact Poisson tail of the last N..M windows' charges, against the charges expected in
+   each, confirms once it passes the rule, as it is N windows of evidence read together (a
+   small tenant's revenue falling to nothing is certain after so many missing charges,
+   whatever the √ scores of its single windows say); under
    a `sustained` rule a point is also out of band when a run of the last 2..M scores is (its
    z being the run's: sum/√m), so a lasting shift of moderate points is not missed;
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
@@ -47,6 +52,7 @@ from agents.anomaly.kinds import (
     decode,
     encode,
     floor_sigma,
+    poisson_low_z,
     scored_raw,
     value_sigma,
 )
@@ -124,6 +130,7 @@ class _Scored:
     expected: float
     sigma: float
     denominator: float | None
+    capped: bool = False  # money: scored no further out than its charge count's exact tail
 
 
 def _grow(episode: Anomaly, p: _Scored) -> Anomaly:
@@ -190,7 +197,9 @@ class StreamDetector:
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
         self._z: deque[float] = deque(maxlen=_Z_KEPT)  # recent scores, each clipped at ±threshold
         self._likelihood: Likelihood | None = None  # only under a rule with likelihood_sigma > 0
-        self._counts: deque[tuple[float, float, float]] = deque(maxlen=_Z_KEPT)  # proportions: (k, n, p expected)
+        # Proportions: (failures k, requests n, rate p expected); money: (charges k, 1 window, charges expected).
+        self._counts: deque[tuple[float, float, float]] = deque(maxlen=_Z_KEPT)
+        self._charges: SeasonalBaseline | None = None  # money: charges per window, when points carry them
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
         self.quiet_until_ts = 0.0  # ... nor before this time
         self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
@@ -206,6 +215,7 @@ class StreamDetector:
             "z": floats_to_text(self._z),
             "likelihood": None if self._likelihood is None else self._likelihood.snapshot(),
             "counts": floats_to_text(x for triple in self._counts for x in triple),
+            "charges": None if self._charges is None else self._charges.snapshot(),
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
             "episode": None if self.episode is None else self.episode.model_dump(mode="json"),
         }
@@ -254,6 +264,8 @@ class StreamDetector:
         if len(flat) % 3 or any(not (math.isfinite(x) and x >= 0) for x in flat):
             raise f.fail("counts", "expected (failures, requests, rate) triples of finite numbers ≥ 0")
         out._counts = deque((tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)), maxlen=_Z_KEPT)  # type: ignore[misc]
+        charges = f.raw("charges") if "charges" in data else None  # type: ignore[operator]
+        out._charges = None if charges is None else SeasonalBaseline.restore(charges)
         raw = f.raw("likelihood") if "likelihood" in data else None  # type: ignore[operator]
         out._likelihood = None if raw is None else Likelihood.restore(raw)
         episode = f.raw("episode")
@@ -288,6 +300,7 @@ class StreamDetector:
         """
         if self.last_ts is not None and ts <= self.last_ts:
             return False
+        self._learn_charges(ts, denominator)
         self.baseline.update(ts, encode(self.kind, value), self._noise(ts, denominator))
         self.n += 1
         self.last_ts = ts
@@ -342,6 +355,46 @@ class StreamDetector:
                 best = z
         return best
 
+    def _pooled_charges(self, rule: Rule, charges: float | None, expected: float | None) -> float | None:
+        """Money: the lowest exact Poisson z of the last m = max(2, N)..M windows' charges together,
+        against the charges expected in them as if the run's own windows had not been learnt
+        (None without counts).
+
+        Each window learnt moves the count baseline's level by (charges − expected)/L (L: the
+        points its level averages): a run of empty windows would otherwise lower what the
+        next one is held to, and a small tenant's revenue falling to nothing would get more
+        forgiving the longer it lasts.
+        """
+        m_max = min(rule.confirm_m, _Z_KEPT, len(self._counts) + 1)
+        if self.kind is not Kind.MONEY or charges is None or not expected or self._charges is None:
+            return None
+        level_n = max(self._charges.level.n, 1)
+        recent = [*list(self._counts)[-(m_max - 1):], (charges, 1.0, expected)] if m_max > 1 else []
+        best: float | None = None
+        for m in range(max(2, rule.confirm_n), m_max + 1):
+            k = lam = drag = 0.0
+            for k_i, _, lam_i in recent[-m:]:
+                k, lam = k + k_i, lam + max(lam_i + drag, 0.0)
+                drag += (lam_i - k_i) / level_n
+            z = poisson_low_z(k, lam)
+            if z is not None and (best is None or z < best):
+                best = z
+        return best
+
+    def _expected_charges(self, ts: float) -> float | None:
+        """Money: the charges a window at `ts` usually holds (None until the counts are learnt)."""
+        est = None if self._charges is None else self._charges.estimate(ts)
+        return None if est is None else max(est.expected, 0.0)
+
+    def _learn_charges(self, ts: float, charges: float | None) -> None:
+        if self.kind is not Kind.MONEY or charges is None:
+            return
+        if self._charges is None:
+            base = self.baseline
+            self._charges = SeasonalBaseline(season=base.season, history_days=base.history_days,
+                                             sigma_floor=base_floor(Kind.COUNT))
+        self._charges.update(ts, charges)
+
     def _noise(self, ts: float, denominator: float | None, est: Estimate | None = None) -> float:
         """σ a point is learnt with at least: a ratio's count noise at its own denominator, else 0."""
         if self.kind not in (Kind.PROPORTION, Kind.CHANGE, Kind.LATENCY) or not denominator:
@@ -349,8 +402,16 @@ class StreamDetector:
         est = est or self.baseline.estimate(ts)
         return 0.0 if est is None else floor_sigma(self.kind, est.expected, 0.0, denominator)
 
-    def _remember_counts(self, value: float, denominator: float | None, est: Estimate | None) -> None:
-        """Keep a proportion's (failures, requests, expected rate) for `_pooled`."""
+    def _remember_counts(self, value: float, denominator: float | None, est: Estimate | None,
+                         charges: float | None = None) -> None:
+        """Keep a proportion's (failures, requests, expected rate) for `_pooled`, and money's
+        (charges, 1, charges expected) for `_pooled_charges`."""
+        if self.kind is Kind.MONEY:
+            if denominator is not None and charges is not None:
+                self._counts.append((denominator, 1.0, charges))
+            else:
+                self._counts.clear()  # a window without its count breaks the run
+            return
         if self.kind is not Kind.PROPORTION:
             return
         if denominator and est is not None:
@@ -373,11 +434,16 @@ class StreamDetector:
         return replace(est, sigma=sigma, bucket_sigma=slow)
 
     def _scored(self, ts: float, value: float, est: Estimate, hst_score: float | None,
-                denominator: float | None) -> _Scored:
+                denominator: float | None, *, charges: float | None = None) -> _Scored:
         kind, mu, sd = self.kind, est.expected, est.sigma
         expected = decode(kind, mu)
         sigma = value_sigma(kind, mu, sd)
         z = est.deviation(encode(kind, value))
+        if kind is Kind.MONEY and denominator is not None and charges is not None:
+            exact = poisson_low_z(denominator, charges)  # fewer charges than usual: how rare is that?
+            if exact is not None and z < exact:
+                return _Scored(ts, value, est, exact, _pct(value, expected), hst_score, expected, sigma,
+                               denominator, capped=True)
         if kind is Kind.PROPORTION and denominator and sd == floor_sigma(kind, mu, 0.0, denominator):
             exact = binomial_z(value, mu, denominator)  # σ is the binomial floor: use the exact tail
             if exact is not None:
@@ -389,14 +455,16 @@ class StreamDetector:
         """Score, learn and track one point (`ts` in epoch seconds; `denominator`: a proportion's n)."""
         est = self._estimate(ts, denominator)
         x = encode(self.kind, value)
+        charges = self._expected_charges(ts) if self.kind is Kind.MONEY and denominator is not None else None
         scored = None
         out = pooled_decisive = False
         if est is not None:
-            scored = self._scored(ts, value, est, hst_score, denominator)
+            scored = self._scored(ts, value, est, hst_score, denominator, charges=charges)
             own = scored.z
             if self._warm(rule, ts) and rule.enabled:
                 out = _passes(rule, scored.z, scored.pct)
-                slow = est.slow_deviation(x)
+                # A money point fills its hour-bucket alone: the slow test would score it again, uncapped.
+                slow = None if scored.capped else est.slow_deviation(x)
                 if not out and slow is not None and _passes(rule, slow, scored.pct):
                     out, scored.z = True, slow  # the slow timescale caught it: report its z
                 run = self._run(rule, own)
@@ -404,6 +472,10 @@ class StreamDetector:
                     out, scored.z = True, run  # so did the run of recent points
                 pooled = self._pooled(rule, value, denominator, est.expected) if out else None
                 pooled_decisive = pooled is not None and _decisive(rule, pooled)
+                pooled = self._pooled_charges(rule, denominator, charges)
+                if pooled is not None and _passes(rule, pooled, scored.pct):
+                    out = pooled_decisive = True  # N windows of missing charges, read together
+                    scored.z = min(scored.z, pooled)
             if rule.likelihood_sigma > 0:
                 if self._likelihood is None:
                     self._likelihood = Likelihood()
@@ -413,7 +485,8 @@ class StreamDetector:
                 self._likelihood.update(own)
             limit = rule.threshold_sigma
             self._z.append(max(-limit, min(limit, own)))
-        self._remember_counts(value, denominator, est)
+        self._remember_counts(value, denominator, est, charges)
+        self._learn_charges(ts, denominator)
         self.baseline.update(ts, x, self._noise(ts, denominator, est))
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)

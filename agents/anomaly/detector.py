@@ -355,22 +355,38 @@ class StreamDetector:
                 best = z
         return best
 
-    def _pooled_charges(self, rule: Rule, charges: float | None, expected: float | None) -> float | None:
-        """Money: the lowest exact Poisson z of the last m = max(2, N)..M windows' charges together,
-        against the charges expected in them as if the run's own windows had not been learnt
-        (None without counts).
+    def _pooled_charges(self, rule: Rule, charges: float | None,
+                        expected: float | None) -> tuple[float | None, float | None]:
+        """Money: the lowest exact Poisson z of the last m windows' charges together (m ≥ max(2, N)),
+        against the charges expected in them as if the run's own windows had not been learnt,
+        over m ≤ M and over every m; (None, None) without counts.
+
+        m runs to the rule's M, and on over a run of windows without any charge (up to
+        `_Z_KEPT`): a tenant of two charges a window whose revenue falls to nothing needs four
+        empty windows to tell, and a run of M would never get there, since the baseline learns
+        the empty windows as it goes. Only empty runs go on: for them the pooled z only grows
+        with m, so the longer run is one test, not a search of ordinary quiet stretches for a
+        low sum (letting runs of merely low windows go on doubled the false revenue alerts).
+        The longer run only confirms: the z an anomaly reports (and its severity reads) is
+        that of at most M windows, as the run test's is, so a revenue that stays at nothing
+        is not made critical by the mere passing of time.
 
         Each window learnt moves the count baseline's level by (charges − expected)/L (L: the
-        points its level averages): a run of empty windows would otherwise lower what the
-        next one is held to, and a small tenant's revenue falling to nothing would get more
-        forgiving the longer it lasts.
+        points its level averages); the pooled expectation adds that drag back, else a run of
+        empty windows lowers what the next one is held to.
         """
-        m_max = min(rule.confirm_m, _Z_KEPT, len(self._counts) + 1)
         if self.kind is not Kind.MONEY or charges is None or not expected or self._charges is None:
-            return None
+            return None, None
         level_n = max(self._charges.level.n, 1)
-        recent = [*list(self._counts)[-(m_max - 1):], (charges, 1.0, expected)] if m_max > 1 else []
+        recent = [*self._counts, (charges, 1.0, expected)]
+        empty = 0  # newest windows in a row without a charge
+        for k_i, _, _ in reversed(recent):
+            if k_i > 0:
+                break
+            empty += 1
+        m_max = min(max(rule.confirm_m, empty), len(recent))
         best: float | None = None
+        within: float | None = None  # the best of m ≤ M
         for m in range(max(2, rule.confirm_n), m_max + 1):
             k = lam = drag = 0.0
             for k_i, _, lam_i in recent[-m:]:
@@ -379,7 +395,9 @@ class StreamDetector:
             z = poisson_low_z(k, lam)
             if z is not None and (best is None or z < best):
                 best = z
-        return best
+            if m == rule.confirm_m:
+                within = best
+        return (best if m_max <= rule.confirm_m else within), best
 
     def _expected_charges(self, ts: float) -> float | None:
         """Money: the charges a window at `ts` usually holds (None until the counts are learnt)."""
@@ -472,10 +490,10 @@ class StreamDetector:
                     out, scored.z = True, run  # so did the run of recent points
                 pooled = self._pooled(rule, value, denominator, est.expected) if out else None
                 pooled_decisive = pooled is not None and _decisive(rule, pooled)
-                pooled = self._pooled_charges(rule, denominator, charges)
+                shown, pooled = self._pooled_charges(rule, denominator, charges)
                 if pooled is not None and _passes(rule, pooled, scored.pct):
                     out = pooled_decisive = True  # N windows of missing charges, read together
-                    scored.z = min(scored.z, pooled)
+                    scored.z = scored.z if shown is None else min(scored.z, shown)
             if rule.likelihood_sigma > 0:
                 if self._likelihood is None:
                     self._likelihood = Likelihood()

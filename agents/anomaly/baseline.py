@@ -20,11 +20,7 @@ catches level shifts and bursts of moderate points that no single point reveals.
 
 `Season.AUTO` scores each point under the three models (none, daily, weekly) and uses the
 seasonal ones only where their σ is clearly smaller (`auto_gain`): a normal night is then
-expected, while a flat series never pays for a profile it does not have. A profile's σ is
-trusted only once it rests on at least as many residuals as the profile has slots in use
-(a week of them for an hourly weekly profile, 28 for 6-hour revenue): twelve residuals of
-a weekly profile of 6-hour points made a flat tenant's charges "expected" at 0.7 in one
-window and 5.2 in the next, which the σ of a dozen points happened to favour.
+expected, while a flat series never pays for a profile it does not have.
 
 Robustness: before a value is learnt it is winsorised to expected ± `clip_sigma`·σ, and the
 residuals feeding σ are clipped at `scale_clip_sigma`·σ, so an anomaly cannot drag the
@@ -120,21 +116,18 @@ class SlotProfile:
     so the mean is a plain sum over at most `window` floats.
     """
 
-    __slots__ = ("_count", "_pos", "_values", "occupied", "slots", "window")
+    __slots__ = ("_count", "_pos", "_values", "slots", "window")
 
     def __init__(self, slots: int, window: int) -> None:
         self.slots, self.window = slots, window
         self._values = array("d", bytes(8 * slots * window))
         self._count = array("H", bytes(2 * slots))
         self._pos = array("H", bytes(2 * slots))
-        self.occupied = 0  # slots with at least one sample
 
     def update(self, slot: int, x: float) -> None:
         base = slot * self.window
         self._values[base + self._pos[slot]] = x
         self._pos[slot] = (self._pos[slot] + 1) % self.window
-        if not self._count[slot]:
-            self.occupied += 1
         self._count[slot] = min(self._count[slot] + 1, self.window)
 
     def count(self, slot: int) -> int:
@@ -166,7 +159,6 @@ class SlotProfile:
                 type(p) is int and 0 <= p < window for p in pos):
             raise f.fail("count", "counts and positions must lie within the window")
         out._values, out._count, out._pos = values, array("H", count), array("H", pos)
-        out.occupied = sum(1 for c in count if c)
         return out
 
 
@@ -455,8 +447,7 @@ class SeasonalBaseline:
         for season in (Season.DAILY, Season.WEEKLY):
             scale = self._scales[season]
             sigma = scale.sigma()
-            ready = (season in models and sigma is not None
-                     and scale.n >= max(self.min_points, self._offsets[season].occupied))
+            ready = season in models and sigma is not None and scale.n >= self.min_points
             if ready and sigma is not None and sigma < self.auto_gain * best_sigma:
                 best, best_sigma = season, sigma
         return best

@@ -15,10 +15,10 @@ For each point, in this order:
    beyond `DECISIVE` × the threshold: at night an hour holds a handful of requests, and a
    spike split across two such hours is certain only when both are read together. Revenue
    points that carry their charge count (the denominator) pool those counts likewise: the
-   exact Poisson tail of the last N..M windows' charges, against the charges expected in
-   each, confirms once it passes the rule, as it is N windows of evidence read together (a
-   small tenant's revenue falling to nothing is certain after so many missing charges,
-   whatever the √ scores of its single windows say); under
+   exact Poisson tail of the last N..M windows' charges (longer runs while they hold no
+   charge at all), against the charges expected in each, confirms once it passes the rule,
+   as it is N windows of evidence read together (a small tenant's revenue falling to nothing
+   is certain after so many missing charges, whatever its single windows say); under
    a `sustained` rule a point is also out of band when a run of the last 2..M scores is (its
    z being the run's: sum/√m), so a lasting shift of moderate points is not missed;
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
@@ -399,19 +399,18 @@ class StreamDetector:
                 within = best
         return (best if m_max <= rule.confirm_m else within), best
 
-    def _expected_charges(self, ts: float) -> float | None:
-        """Money: the charges a window at `ts` usually holds (None until the counts are learnt)."""
-        est = None if self._charges is None else self._charges.estimate(ts)
-        return None if est is None else max(est.expected, 0.0)
+    def _charge_estimate(self, ts: float) -> Estimate | None:
+        """Money: the count baseline's estimate of the charges a window at `ts` holds (None until learnt)."""
+        return None if self._charges is None else self._charges.estimate(ts)
 
-    def _learn_charges(self, ts: float, charges: float | None) -> None:
+    def _learn_charges(self, ts: float, charges: float | None, scored: tuple[Estimate | None] | None = None) -> None:
         if self.kind is not Kind.MONEY or charges is None:
             return
         if self._charges is None:
             base = self.baseline
             self._charges = SeasonalBaseline(season=base.season, history_days=base.history_days,
                                              sigma_floor=base_floor(Kind.COUNT))
-        self._charges.update(ts, charges)
+        self._charges.update(ts, charges, scored=scored)
 
     def _noise(self, ts: float, denominator: float | None, est: Estimate | None = None) -> float:
         """σ a point is learnt with at least: a ratio's count noise at its own denominator, else 0."""
@@ -437,9 +436,8 @@ class StreamDetector:
         else:
             self._counts.clear()  # a window without counts breaks the run
 
-    def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
-        """The baseline's estimate with σ no smaller than the metric kind's own noise."""
-        est = self.baseline.estimate(ts)
+    def _floored(self, est: Estimate | None, denominator: float | None) -> Estimate | None:
+        """The baseline's estimate `est` with σ no smaller than the metric kind's own noise."""
         if est is None:
             return None
         kind = self.kind
@@ -468,32 +466,42 @@ class StreamDetector:
                 z = exact
         return _Scored(ts, value, est, z, _pct(value, expected), hst_score, expected, sigma, denominator)
 
+    def _judge(self, rule: Rule, scored: _Scored, x: float, charges: float | None) -> tuple[bool, bool]:
+        """(out of band, confirmed at once by pooled counts) for a warm stream's scored point;
+        `scored.z` becomes the z of whichever test caught it."""
+        own, est = scored.z, scored.est
+        out = _passes(rule, own, scored.pct)
+        # A money point fills its hour-bucket alone: the slow test would score it again, uncapped.
+        slow = None if scored.capped else est.slow_deviation(x)
+        if not out and slow is not None and _passes(rule, slow, scored.pct):
+            out, scored.z = True, slow  # the slow timescale caught it: report its z
+        run = self._run(rule, own)
+        if not out and run is not None and _passes(rule, run, scored.pct):
+            out, scored.z = True, run  # so did the run of recent points
+        pooled = self._pooled(rule, scored.value, scored.denominator, est.expected) if out else None
+        decisive = pooled is not None and _decisive(rule, pooled)
+        shown, pooled = self._pooled_charges(rule, scored.denominator, charges)
+        if pooled is not None and _passes(rule, pooled, scored.pct):
+            out = decisive = True  # N windows of missing charges, read together
+            scored.z = scored.z if shown is None else min(scored.z, shown)
+        return out, decisive
+
     def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None,
                 denominator: float | None = None) -> Step:
         """Score, learn and track one point (`ts` in epoch seconds; `denominator`: a proportion's n)."""
-        est = self._estimate(ts, denominator)
+        raw = self.baseline.estimate(ts)
+        est = self._floored(raw, denominator)
         x = encode(self.kind, value)
-        charges = self._expected_charges(ts) if self.kind is Kind.MONEY and denominator is not None else None
+        counted = self.kind is Kind.MONEY and denominator is not None
+        charge_est = self._charge_estimate(ts) if counted else None
+        charges = None if charge_est is None else max(charge_est.expected, 0.0)
         scored = None
         out = pooled_decisive = False
         if est is not None:
             scored = self._scored(ts, value, est, hst_score, denominator, charges=charges)
             own = scored.z
             if self._warm(rule, ts) and rule.enabled:
-                out = _passes(rule, scored.z, scored.pct)
-                # A money point fills its hour-bucket alone: the slow test would score it again, uncapped.
-                slow = None if scored.capped else est.slow_deviation(x)
-                if not out and slow is not None and _passes(rule, slow, scored.pct):
-                    out, scored.z = True, slow  # the slow timescale caught it: report its z
-                run = self._run(rule, own)
-                if not out and run is not None and _passes(rule, run, scored.pct):
-                    out, scored.z = True, run  # so did the run of recent points
-                pooled = self._pooled(rule, value, denominator, est.expected) if out else None
-                pooled_decisive = pooled is not None and _decisive(rule, pooled)
-                shown, pooled = self._pooled_charges(rule, denominator, charges)
-                if pooled is not None and _passes(rule, pooled, scored.pct):
-                    out = pooled_decisive = True  # N windows of missing charges, read together
-                    scored.z = scored.z if shown is None else min(scored.z, shown)
+                out, pooled_decisive = self._judge(rule, scored, x, charges)
             if rule.likelihood_sigma > 0:
                 if self._likelihood is None:
                     self._likelihood = Likelihood()
@@ -504,8 +512,8 @@ class StreamDetector:
             limit = rule.threshold_sigma
             self._z.append(max(-limit, min(limit, own)))
         self._remember_counts(value, denominator, est, charges)
-        self._learn_charges(ts, denominator)
-        self.baseline.update(ts, x, self._noise(ts, denominator, est))
+        self._learn_charges(ts, denominator, (charge_est,) if counted else None)
+        self.baseline.update(ts, x, self._noise(ts, denominator, est), scored=(raw,))
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if self.first_ts is None:

@@ -132,7 +132,8 @@ class MetricPoint(Record):
     metric: MetricName
     ts: Timestamp
     value: Finite
-    # A proportion's denominator (requests in the window): what its binomial noise depends on.
+    # A proportion's denominator (requests in the window): what its binomial noise depends on;
+    # revenue's is the number of successful charges it sums (its Poisson noise depends on it).
     denominator: NonNegative | None = None
 
     @property

@@ -453,8 +453,12 @@ class SeasonalBaseline:
         return best
 
     # -- learning ----------------------------------------------------------------------------
-    def update(self, ts: float, value: float, noise: float = 0.0) -> SeasonalBaseline:
+    def update(self, ts: float, value: float, noise: float = 0.0, *,
+               scored: tuple[Estimate | None] | None = None) -> SeasonalBaseline:
         """Learn a point (after it was scored). Out-of-band values are winsorised first.
+
+        `scored`: (`estimate(ts)`,) when the caller has just asked for it and learnt nothing
+        since: the same estimate, not computed twice (half the cost of a point).
 
         `noise`: the point's own σ when the caller knows it is larger than the stream's usual
         spread (a proportion of few requests): it is winsorised no tighter than that, else a
@@ -463,7 +467,7 @@ class SeasonalBaseline:
         """
         self._roll_to(ts)
         models = self._models(ts)
-        est = self.estimate(ts)
+        est = self.estimate(ts) if scored is None else scored[0]
         for season, expected in models.items():
             scale = self._scales[season]
             sigma = scale.sigma()

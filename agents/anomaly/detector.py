@@ -13,7 +13,12 @@ For each point, in this order:
    proportion's out-of-band point also confirms when the counts of the last 2..M windows,
    pooled (Σ failures of Σ requests, against the rate expected before the run began), are
    beyond `DECISIVE` × the threshold: at night an hour holds a handful of requests, and a
-   spike split across two such hours is certain only when both are read together; under
+   spike split across two such hours is certain only when both are read together. Revenue
+   points that carry their charge count (the denominator) pool those counts likewise: the
+   exact Poisson tail of the last N..M windows' charges (longer runs while they hold no
+   charge at all), against the charges expected in each, confirms once it passes the rule,
+   as it is N windows of evidence read together (a small tenant's revenue falling to nothing
+   is certain after so many missing charges, whatever its single windows say); under
    a `sustained` rule a point is also out of band when a run of the last 2..M scores is (its
    z being the run's: sum/√m), so a lasting shift of moderate points is not missed;
 3. learn the point (the baseline winsorises outliers, so an anomaly does not drag it);
@@ -47,6 +52,7 @@ from agents.anomaly.kinds import (
     decode,
     encode,
     floor_sigma,
+    poisson_low_z,
     scored_raw,
     value_sigma,
 )
@@ -124,6 +130,7 @@ class _Scored:
     expected: float
     sigma: float
     denominator: float | None
+    capped: bool = False  # money: scored no further out than its charge count's exact tail
 
 
 def _grow(episode: Anomaly, p: _Scored) -> Anomaly:
@@ -190,7 +197,9 @@ class StreamDetector:
         self._flag_ts: deque[tuple[int, float]] = deque(maxlen=_FLAGS_KEPT)
         self._z: deque[float] = deque(maxlen=_Z_KEPT)  # recent scores, each clipped at ±threshold
         self._likelihood: Likelihood | None = None  # only under a rule with likelihood_sigma > 0
-        self._counts: deque[tuple[float, float, float]] = deque(maxlen=_Z_KEPT)  # proportions: (k, n, p expected)
+        # Proportions: (failures k, requests n, rate p expected); money: (charges k, 1 window, charges expected).
+        self._counts: deque[tuple[float, float, float]] = deque(maxlen=_Z_KEPT)
+        self._charges: SeasonalBaseline | None = None  # money: charges per window, when points carry them
         self.quiet_until = 0  # no new episode before point number `quiet_until` ...
         self.quiet_until_ts = 0.0  # ... nor before this time
         self.episode: Anomaly | None = None  # open (or closed-by-hand, still out of band)
@@ -206,6 +215,7 @@ class StreamDetector:
             "z": floats_to_text(self._z),
             "likelihood": None if self._likelihood is None else self._likelihood.snapshot(),
             "counts": floats_to_text(x for triple in self._counts for x in triple),
+            "charges": None if self._charges is None else self._charges.snapshot(),
             "quiet_until_ts": self.quiet_until_ts, "in_band": self._in_band,
             "episode": None if self.episode is None else self.episode.model_dump(mode="json"),
         }
@@ -254,6 +264,8 @@ class StreamDetector:
         if len(flat) % 3 or any(not (math.isfinite(x) and x >= 0) for x in flat):
             raise f.fail("counts", "expected (failures, requests, rate) triples of finite numbers ≥ 0")
         out._counts = deque((tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)), maxlen=_Z_KEPT)  # type: ignore[misc]
+        charges = f.raw("charges") if "charges" in data else None  # type: ignore[operator]
+        out._charges = None if charges is None else SeasonalBaseline.restore(charges)
         raw = f.raw("likelihood") if "likelihood" in data else None  # type: ignore[operator]
         out._likelihood = None if raw is None else Likelihood.restore(raw)
         episode = f.raw("episode")
@@ -288,6 +300,7 @@ class StreamDetector:
         """
         if self.last_ts is not None and ts <= self.last_ts:
             return False
+        self._learn_charges(ts, denominator)
         self.baseline.update(ts, encode(self.kind, value), self._noise(ts, denominator))
         self.n += 1
         self.last_ts = ts
@@ -342,6 +355,63 @@ class StreamDetector:
                 best = z
         return best
 
+    def _pooled_charges(self, rule: Rule, charges: float | None,
+                        expected: float | None) -> tuple[float | None, float | None]:
+        """Money: the lowest exact Poisson z of the last m windows' charges together (m ≥ max(2, N)),
+        against the charges expected in them as if the run's own windows had not been learnt,
+        over m ≤ M and over every m; (None, None) without counts.
+
+        m runs to the rule's M, and on over a run of windows without any charge (up to
+        `_Z_KEPT`): a tenant of two charges a window whose revenue falls to nothing needs four
+        empty windows to tell, and a run of M would never get there, since the baseline learns
+        the empty windows as it goes. Only empty runs go on: for them the pooled z only grows
+        with m, so the longer run is one test, not a search of ordinary quiet stretches for a
+        low sum (letting runs of merely low windows go on doubled the false revenue alerts).
+        The longer run only confirms: the z an anomaly reports (and its severity reads) is
+        that of at most M windows, as the run test's is, so a revenue that stays at nothing
+        is not made critical by the mere passing of time.
+
+        Each window learnt moves the count baseline's level by (charges − expected)/L (L: the
+        points its level averages); the pooled expectation adds that drag back, else a run of
+        empty windows lowers what the next one is held to.
+        """
+        if self.kind is not Kind.MONEY or charges is None or not expected or self._charges is None:
+            return None, None
+        level_n = max(self._charges.level.n, 1)
+        recent = [*self._counts, (charges, 1.0, expected)]
+        empty = 0  # newest windows in a row without a charge
+        for k_i, _, _ in reversed(recent):
+            if k_i > 0:
+                break
+            empty += 1
+        m_max = min(max(rule.confirm_m, empty), len(recent))
+        best: float | None = None
+        within: float | None = None  # the best of m ≤ M
+        for m in range(max(2, rule.confirm_n), m_max + 1):
+            k = lam = drag = 0.0
+            for k_i, _, lam_i in recent[-m:]:
+                k, lam = k + k_i, lam + max(lam_i + drag, 0.0)
+                drag += (lam_i - k_i) / level_n
+            z = poisson_low_z(k, lam)
+            if z is not None and (best is None or z < best):
+                best = z
+            if m == rule.confirm_m:
+                within = best
+        return (best if m_max <= rule.confirm_m else within), best
+
+    def _charge_estimate(self, ts: float) -> Estimate | None:
+        """Money: the count baseline's estimate of the charges a window at `ts` holds (None until learnt)."""
+        return None if self._charges is None else self._charges.estimate(ts)
+
+    def _learn_charges(self, ts: float, charges: float | None, scored: tuple[Estimate | None] | None = None) -> None:
+        if self.kind is not Kind.MONEY or charges is None:
+            return
+        if self._charges is None:
+            base = self.baseline
+            self._charges = SeasonalBaseline(season=base.season, history_days=base.history_days,
+                                             sigma_floor=base_floor(Kind.COUNT))
+        self._charges.update(ts, charges, scored=scored)
+
     def _noise(self, ts: float, denominator: float | None, est: Estimate | None = None) -> float:
         """σ a point is learnt with at least: a ratio's count noise at its own denominator, else 0."""
         if self.kind not in (Kind.PROPORTION, Kind.CHANGE, Kind.LATENCY) or not denominator:
@@ -349,8 +419,16 @@ class StreamDetector:
         est = est or self.baseline.estimate(ts)
         return 0.0 if est is None else floor_sigma(self.kind, est.expected, 0.0, denominator)
 
-    def _remember_counts(self, value: float, denominator: float | None, est: Estimate | None) -> None:
-        """Keep a proportion's (failures, requests, expected rate) for `_pooled`."""
+    def _remember_counts(self, value: float, denominator: float | None, est: Estimate | None,
+                         charges: float | None = None) -> None:
+        """Keep a proportion's (failures, requests, expected rate) for `_pooled`, and money's
+        (charges, 1, charges expected) for `_pooled_charges`."""
+        if self.kind is Kind.MONEY:
+            if denominator is not None and charges is not None:
+                self._counts.append((denominator, 1.0, charges))
+            else:
+                self._counts.clear()  # a window without its count breaks the run
+            return
         if self.kind is not Kind.PROPORTION:
             return
         if denominator and est is not None:
@@ -358,9 +436,8 @@ class StreamDetector:
         else:
             self._counts.clear()  # a window without counts breaks the run
 
-    def _estimate(self, ts: float, denominator: float | None) -> Estimate | None:
-        """The baseline's estimate with σ no smaller than the metric kind's own noise."""
-        est = self.baseline.estimate(ts)
+    def _floored(self, est: Estimate | None, denominator: float | None) -> Estimate | None:
+        """The baseline's estimate `est` with σ no smaller than the metric kind's own noise."""
         if est is None:
             return None
         kind = self.kind
@@ -373,37 +450,58 @@ class StreamDetector:
         return replace(est, sigma=sigma, bucket_sigma=slow)
 
     def _scored(self, ts: float, value: float, est: Estimate, hst_score: float | None,
-                denominator: float | None) -> _Scored:
+                denominator: float | None, *, charges: float | None = None) -> _Scored:
         kind, mu, sd = self.kind, est.expected, est.sigma
         expected = decode(kind, mu)
         sigma = value_sigma(kind, mu, sd)
         z = est.deviation(encode(kind, value))
+        if kind is Kind.MONEY and denominator is not None and charges is not None:
+            exact = poisson_low_z(denominator, charges)  # fewer charges than usual: how rare is that?
+            if exact is not None and z < exact:
+                return _Scored(ts, value, est, exact, _pct(value, expected), hst_score, expected, sigma,
+                               denominator, capped=True)
         if kind is Kind.PROPORTION and denominator and sd == floor_sigma(kind, mu, 0.0, denominator):
             exact = binomial_z(value, mu, denominator)  # σ is the binomial floor: use the exact tail
             if exact is not None:
                 z = exact
         return _Scored(ts, value, est, z, _pct(value, expected), hst_score, expected, sigma, denominator)
 
+    def _judge(self, rule: Rule, scored: _Scored, x: float, charges: float | None) -> tuple[bool, bool]:
+        """(out of band, confirmed at once by pooled counts) for a warm stream's scored point;
+        `scored.z` becomes the z of whichever test caught it."""
+        own, est = scored.z, scored.est
+        out = _passes(rule, own, scored.pct)
+        # A money point fills its hour-bucket alone: the slow test would score it again, uncapped.
+        slow = None if scored.capped else est.slow_deviation(x)
+        if not out and slow is not None and _passes(rule, slow, scored.pct):
+            out, scored.z = True, slow  # the slow timescale caught it: report its z
+        run = self._run(rule, own)
+        if not out and run is not None and _passes(rule, run, scored.pct):
+            out, scored.z = True, run  # so did the run of recent points
+        pooled = self._pooled(rule, scored.value, scored.denominator, est.expected) if out else None
+        decisive = pooled is not None and _decisive(rule, pooled)
+        shown, pooled = self._pooled_charges(rule, scored.denominator, charges)
+        if pooled is not None and _passes(rule, pooled, scored.pct):
+            out = decisive = True  # N windows of missing charges, read together
+            scored.z = scored.z if shown is None else min(scored.z, shown)
+        return out, decisive
+
     def observe(self, ts: float, value: float, rule: Rule, hst_score: float | None = None,
                 denominator: float | None = None) -> Step:
         """Score, learn and track one point (`ts` in epoch seconds; `denominator`: a proportion's n)."""
-        est = self._estimate(ts, denominator)
+        raw = self.baseline.estimate(ts)
+        est = self._floored(raw, denominator)
         x = encode(self.kind, value)
+        counted = self.kind is Kind.MONEY and denominator is not None
+        charge_est = self._charge_estimate(ts) if counted else None
+        charges = None if charge_est is None else max(charge_est.expected, 0.0)
         scored = None
         out = pooled_decisive = False
         if est is not None:
-            scored = self._scored(ts, value, est, hst_score, denominator)
+            scored = self._scored(ts, value, est, hst_score, denominator, charges=charges)
             own = scored.z
             if self._warm(rule, ts) and rule.enabled:
-                out = _passes(rule, scored.z, scored.pct)
-                slow = est.slow_deviation(x)
-                if not out and slow is not None and _passes(rule, slow, scored.pct):
-                    out, scored.z = True, slow  # the slow timescale caught it: report its z
-                run = self._run(rule, own)
-                if not out and run is not None and _passes(rule, run, scored.pct):
-                    out, scored.z = True, run  # so did the run of recent points
-                pooled = self._pooled(rule, value, denominator, est.expected) if out else None
-                pooled_decisive = pooled is not None and _decisive(rule, pooled)
+                out, pooled_decisive = self._judge(rule, scored, x, charges)
             if rule.likelihood_sigma > 0:
                 if self._likelihood is None:
                     self._likelihood = Likelihood()
@@ -413,8 +511,9 @@ class StreamDetector:
                 self._likelihood.update(own)
             limit = rule.threshold_sigma
             self._z.append(max(-limit, min(limit, own)))
-        self._remember_counts(value, denominator, est)
-        self.baseline.update(ts, x, self._noise(ts, denominator, est))
+        self._remember_counts(value, denominator, est, charges)
+        self._learn_charges(ts, denominator, (charge_est,) if counted else None)
+        self.baseline.update(ts, x, self._noise(ts, denominator, est), scored=(raw,))
         self.n += 1
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if self.first_ts is None:

@@ -12,7 +12,12 @@ numbers are. For most metrics that is fine while the stream is busy, and wrong a
   is scored as √value, its variance-stabilising transform: σ there no longer grows with the
   level, a drop to 0 stands out by about 2√(charges per window) σ (far out for a busy tenant,
   honestly less for one with two charges a window), and the band's lower edge stays ≥ 0;
-  a window whose refunds exceed its charges counts as 0;
+  a window whose refunds exceed its charges counts as 0. The √ transform stabilises the
+  variance of *many* charges; with few, its normal tail overstates a quiet window (no charge
+  where 2.3 are usual happens one window in ten, not one in fifty as −2.1σ says). So when a
+  window carries its charge count (the point's denominator) and that count is below the
+  usual one, the window is scored no further out than the exact Poisson tail of so few
+  charges (`poisson_low_z`); the detector pools those counts over a run of windows too;
   When that binomial floor is what bounds σ and the rate is above its usual level, the
   normal approximation understates rare events (3 failures in 7 requests where 1 in 200
   fail is rarer than one in 100,000, not 3.4σ): the point is scored by the exact binomial
@@ -47,8 +52,8 @@ from typing import Final
 
 from schemas.anomaly import MetricName
 
-__all__ = ["KIND_OF", "LATENCY_SPREAD", "REL_FLOOR", "Kind", "base_floor", "binomial_z", "decode", "encode",
-           "floor_sigma", "scored_raw", "value_sigma"]
+__all__ = ["EXACT_MAX_N", "KIND_OF", "LATENCY_SPREAD", "REL_FLOOR", "Kind", "base_floor", "binomial_z", "decode",
+           "encode", "floor_sigma", "poisson_low_z", "scored_raw", "value_sigma"]
 
 
 class Kind(StrEnum):
@@ -169,3 +174,22 @@ def binomial_z(value: float, expected: float, n: float) -> float | None:
     top = max(terms)
     tail = math.exp(top) * math.fsum(math.exp(t - top) for t in terms)
     return -_NORMAL.inv_cdf(min(max(tail, 1e-300), 0.5))
+
+
+_POISSON_MAX: Final = 1000.0  # above this many expected events the normal approximation is good
+
+
+def poisson_low_z(k: float, lam: float) -> float | None:
+    """z (≤ 0) of P(N ≤ k) for N ~ Poisson(`lam`); None when k is not below `lam` or `lam` is
+    out of range (≤ 0, or so large the normal approximation serves).
+
+    The normal quantile of the exact lower tail, so it reads like any other (signed) score.
+    """
+    count = math.floor(max(k, 0.0) + 1e-9)
+    if not 0 < lam <= _POISSON_MAX or count >= lam:
+        return None
+    log_lam = math.log(lam)
+    terms = [j * log_lam - lam - math.lgamma(j + 1) for j in range(count + 1)]
+    top = max(terms)
+    tail = math.exp(top) * math.fsum(math.exp(t - top) for t in terms)
+    return _NORMAL.inv_cdf(min(max(tail, 1e-300), 0.5))

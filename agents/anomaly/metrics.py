@@ -11,7 +11,7 @@ point for every window that ended at or before the watermark, in time order, and
 | client_error_ratio   | rollups    | 1 h        | Σ 4xx / Σ requests; none if no traffic          |
 | latency_p95          | rollups    | 1 h        | request-weighted median of the minute p95s (*) |
 | top_ip_share         | rollups    | 1 h        | Σ top-IP requests / Σ requests (see below)     |
-| revenue              | billing    | 6 h        | Σ charges − Σ refunds, minor units (0 if none) |
+| revenue              | billing    | 6 h        | Σ charges − Σ refunds, minor units (0 if none) (†) |
 | cancellations        | billing    | 1 day      | subscription + trial cancellations (0 if none) |
 | active_users         | usage      | 1 h        | latest snapshot of the window                  |
 | active_user_decline  | usage      | 1 h        | 1 − users / fewer of a day and a week before   |
@@ -35,7 +35,9 @@ A rollup is added once: one seen again (same id) while its window is open is cou
 Ratios carry their denominator (Σ requests; for the churn signal, the fewer active users of a
 day and a week before) in `MetricPoint.denominator`: the detector judges them against binomial
 (Poisson) noise, which depends on it. (*) So does the latency p95, with the requests behind it:
-a p95 of few requests is a noisy one.
+a p95 of few requests is a noisy one. (†) Revenue carries the number of successful charges
+behind it: a window of a small tenant holds a handful, and how rare a quiet window is depends
+on how many charges it usually holds, not on the sum alone.
 
 Counts are 0 for an empty window, but only once the tenant's first event of that source was
 seen (a worker without the rate limiter emits no request volume, rather than zeros). Ratios
@@ -252,6 +254,7 @@ class TenantMetrics:
             if metric is _M.REVENUE and event.amount_minor is not None:
                 if event.type is BillingType.CHARGE_SUCCEEDED:
                     acc.total += event.amount_minor
+                    acc.den += 1
                 elif event.type is BillingType.REFUND:
                     acc.total -= event.amount_minor
             elif metric is _M.CANCELLATIONS and event.type in _CANCELS:
@@ -320,6 +323,8 @@ class TenantMetrics:
         den = None
         if metric in _COUNTS:
             value = acc.total if acc is not None else 0.0
+            if metric is _M.REVENUE:
+                den = acc.den if acc is not None else 0.0  # successful charges
         elif acc is None:
             return []
         elif metric is _M.LATENCY_P95:

@@ -19,12 +19,15 @@ alerts per clean tenant-day in `tenantwatch eval scenarios`, at 3σ 0.01 with th
 | client_error_ratio   | up        | 3σ        | 2 of 3  | API abuse: 4xx storms (scanning, bad keys)    |
 | error_events         | up        | 3σ        | 2 of 3  | the app's own error reports piling up         |
 
-How soon a revenue drop can be told: a 6 h window of a small tenant holds one to three
-charges, and no charge in two windows happens by chance once in 10 (one a window) to once
-in 700 (3.3 a window) such stretches; 2-of-3 confirmation at 3σ (or a run as unlikely)
-holds false alarms near 1 in 200,000 points. So a drop to 0 of such a tenant is confirmed
-after three or four windows (`eval scenarios`: worst 4, the tenant with ~1.2 charges per
-window), a busier tenant's in one or two: the delay is the data's, not a smoothing.
+How soon a revenue drop can be told: a 6 h window of a small tenant holds one to four
+charges. Revenue points carry their charge count, and the detector pools the charges of a run
+of windows against what each was expected to hold (exact Poisson tail, `detector`): the run
+confirms once it is beyond 3σ, i.e. once about 6.6 expected charges are missing (e^-6.6, one
+stretch in 700). So a drop to nothing is confirmed after two windows at 3.3+ charges a
+window, three at 2.2-3.3, four at 1.7-2.2 (`eval scenarios`: worst 3, mean 2.0; the quick
+run's tenant with 1.9 a window, 4), a busier tenant's in one or two: the delay is the data's,
+not a smoothing. Within two windows for every tenant would mean alerting on two empty
+windows where 2.3 charges are usual, which happens by chance once in 100 such stretches.
 
 Every rule waits `warmup` points (two days of hourly points by default: enough for the
 level and a first daily profile; revenue 16 six-hour points = 4 days, cancellations 14 days)
@@ -37,7 +40,8 @@ Severity is not part of the rule: see `severity.py`.
 
 (*) `sustained`: the mean score of the last M points counts too. Revenue windows are sums of
 a few independent charges, so three windows each a little low are strong evidence together
-(a small tenant's revenue falling to 0 is 2.5σ per window, and 4σ over three). Streams whose
+(points without a charge count: a small tenant's revenue falling to 0 is 2.5σ per window in
+√ space, 4σ over three; with the count, the pooled charges above are the exact word). Streams whose
 residuals run in streaks (usage, latency) would raise false alarms with it, so it is off there.
 """
 

@@ -52,6 +52,14 @@ def bench_throughput(n: int) -> None:
         det.observe(t, x, RULE)
     _rate("StreamDetector.observe (band + episode records)", n, time.perf_counter() - start)
 
+    revenue = default_rule(MetricName.REVENUE)
+    charges = [(t, max(0, round(x / 400))) for t, x in _stream(n, 6 * 3600.0, seed=2)]  # ~2-4 charges a window
+    det = StreamDetector("acme", MetricName.REVENUE, revenue)
+    start = time.perf_counter()
+    for t, k in charges:
+        det.observe(t, 4000.0 * k, revenue, denominator=float(k))
+    _rate("StreamDetector.observe, revenue with its charge counts", n, time.perf_counter() - start)
+
     det = StreamDetector("acme", MetricName.REQUEST_VOLUME, RULE)
     hst = TenantHST()
     start = time.perf_counter()

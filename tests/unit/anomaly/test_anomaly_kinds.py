@@ -1,4 +1,4 @@
-"""Metric kinds: the scored space, the σ floors, and the exact binomial tail against a plain-sum oracle."""
+"""Metric kinds: the scored space, the σ floors, and the exact binomial and Poisson tails against plain-sum oracles."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from agents.anomaly.kinds import (
     decode,
     encode,
     floor_sigma,
+    poisson_low_z,
     value_sigma,
 )
 from schemas.anomaly import MetricName
@@ -121,3 +122,33 @@ def test_decline_floor_is_the_poisson_noise_of_the_ratio() -> None:
     few = floor_sigma(Kind.CHANGE, 0.0, 0.0, 3.0)
     assert few > 1 / 3
     assert floor_sigma(Kind.CHANGE, 0.0, 0.0, 10_000.0) == pytest.approx(0.05)
+
+
+def _poisson_oracle(k: int, lam: float) -> float:
+    """P(N ≤ k), N ~ Poisson(lam): e^-λ times Σ λ^j / j!, the sum in exact rational arithmetic."""
+    q = Fraction(lam)
+    return math.exp(-lam) * float(sum(q**j / math.factorial(j) for j in range(k + 1)))
+
+
+@given(st.floats(0.05, 200.0), st.data())
+def test_poisson_low_z_matches_the_exact_tail(lam: float, data: st.DataObject) -> None:
+    """poisson_low_z is the normal quantile of the exact lower tail; None unless k is below λ."""
+    k = data.draw(st.integers(0, math.ceil(lam) + 3))
+    z = poisson_low_z(k, lam)
+    if k >= lam:
+        assert z is None
+        return
+    assert z is not None
+    tail = max(_poisson_oracle(k, lam), 1e-300)
+    assert z == pytest.approx(NormalDist().inv_cdf(min(tail, 0.5)), rel=1e-6, abs=1e-6)
+
+
+def test_poisson_low_z_regressions() -> None:
+    """No charge where 2.28 are usual happens one window in ten (−1.27σ, not the √ model's −2σ);
+    none in three such windows once in a thousand (−3.07σ); out-of-range rates give None."""
+    one = poisson_low_z(0, 2.28)
+    assert one == pytest.approx(-1.27, abs=0.01)
+    three = poisson_low_z(0, 3 * 2.28)
+    assert three == pytest.approx(-3.07, abs=0.01)
+    assert poisson_low_z(0, 0.0) is None
+    assert poisson_low_z(5, 1e6) is None  # so many expected: the normal approximation serves

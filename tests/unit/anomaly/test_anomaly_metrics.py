@@ -79,6 +79,7 @@ def test_revenue_is_charges_minus_refunds_per_six_hours_and_cancellations_per_da
             billing(5, 8.0, "subscription_canceled"), billing(6, 9.0, "trial_canceled")])
     points = tm.close(T0.timestamp() + 24 * H)
     assert values(points, M.REVENUE) == [4000, 300, 0, 0]
+    assert [p.denominator for p in points if p.metric is M.REVENUE] == [1, 1, 0, 0]  # successful charges
     assert values(points, M.CANCELLATIONS) == [2]
 
 

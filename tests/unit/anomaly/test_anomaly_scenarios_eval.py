@@ -38,25 +38,28 @@ def test_every_incident_is_caught_on_its_right_metric(quick: IncidentReport) -> 
 
 
 def test_alerts_are_mostly_true_and_clean_tenants_stay_quiet(quick: IncidentReport) -> None:
-    """Precision ≥ 0.8 and ≤ 0.05 false alerts per clean tenant-day."""
+    """Precision ≥ 0.85 (the goal: 0.8) and ≤ 0.05 false alerts per clean tenant-day."""
     assert quick.precision is not None, quick.format()
-    assert quick.precision >= 0.8, quick.format()
+    assert quick.precision >= 0.85, quick.format()
     assert quick.clean_tenant_days > 0
     assert quick.false_per_clean_day is not None, quick.format()
     assert quick.false_per_clean_day <= 0.05, quick.format()
 
 
 def test_detection_delays(quick: IncidentReport) -> None:
-    """Volume and error incidents within one metric window of onset; revenue drops within four.
+    """Volume and error incidents within one metric window of onset; revenue drops within four,
+    three on average.
 
-    The goal for revenue is two windows (12 h); a drop to nothing of a tenant with one to three
-    charges per 6 h window takes three to four, as its data allows no less: no charge in two
-    windows happens by chance once in 10 (one charge a window) to once in 700 (3.3) such
-    stretches, while the rule's 2-of-3 confirmation holds false alarms near 1 in 200,000.
+    The goal for revenue is two windows (12 h); a drop to nothing of a tenant with about two
+    charges per 6 h window (this run's second drop: 1.9) takes four, as its data allows no less:
+    the windows' charges pooled are only beyond 3σ once 6.6 charges are missing (e^-6.6, one in
+    700), and no charge in two windows happens there once in 45 such stretches.
     """
     for kind in ("abusive_ips", "error_spike", "usage_spike"):
         assert max(quick.delays_windows[kind]) <= 1.0, quick.format()
-    assert max(quick.delays_windows["revenue_drop"]) <= 4.0, quick.format()
+    revenue = quick.delays_windows["revenue_drop"]
+    assert max(revenue) <= 4.0, quick.format()
+    assert sum(revenue) / len(revenue) <= 3.0, quick.format()
 
 
 def test_critical_stays_rare(quick: IncidentReport) -> None:

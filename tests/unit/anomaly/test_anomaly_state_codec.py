@@ -18,12 +18,14 @@ from agents.anomaly.alerts import SeriesRing
 from agents.anomaly.baseline import RollingQuantiles, SeasonalBaseline
 from agents.anomaly.detector import StreamDetector
 from agents.anomaly.metrics import TenantMetrics
+from agents.anomaly.rules import default_rule
 from agents.anomaly.state_codec import DETECTOR_CODEC, METRICS_CODEC, RING_CODEC, register_codecs
 from pipeline.runtime import table_codecs
 from schemas.anomaly import BaselineBand, Direction, MetricName, Rule, to_datetime
 from schemas.events import UsageEvent
 
 T0 = 1_767_571_200.0  # 2026-01-05 00:00 UTC
+SIX_H = 6 * 3600.0
 RULE = Rule(metric=MetricName.REQUEST_VOLUME, direction=Direction.UP, threshold_sigma=4.0, warmup=50, confirm_n=2,
             confirm_m=3, resolve_after=5, cooldown=10)
 
@@ -58,6 +60,19 @@ def test_a_detector_mid_episode_round_trips_and_continues_identically() -> None:
     tail = _points(300, start=3003, seed=9)
     assert [a.observe(t, x, RULE) for t, x in tail] == [b.observe(t, x, RULE) for t, x in tail]
     assert len(data) < 64_000, "a detector's table record stays small"
+
+
+def test_a_revenue_detector_with_its_charge_counts_round_trips_and_continues_identically() -> None:
+    """The count baseline and the run of (charges, expected) windows travel with the detector."""
+    a = _money_detector()
+    data = codecs.dumps(DETECTOR_CODEC, a)
+    b = codecs.loads(DETECTOR_CODEC, data)
+    assert codecs.dumps(DETECTOR_CODEC, b) == data
+    rule = default_rule(MetricName.REVENUE)
+    tail = [(T0 + (80 + i) * SIX_H, 0.0 if i < 4 else 15000.0, 0.0 if i < 4 else 3.0) for i in range(12)]
+    steps_a = [a.observe(t, x, rule, denominator=k) for t, x, k in tail]
+    assert steps_a == [b.observe(t, x, rule, denominator=k) for t, x, k in tail]
+    assert any(s.opened for s in steps_a), "four empty windows where three charges are usual confirm a drop"
 
 
 def test_tenant_metrics_and_a_ring_round_trip() -> None:
@@ -147,6 +162,17 @@ def _small_detector() -> StreamDetector:
     return det
 
 
+def _money_detector(windows: int = 80) -> StreamDetector:
+    """A revenue stream whose points carry their charge counts (so it keeps a count baseline)."""
+    rule = default_rule(MetricName.REVENUE)
+    det = StreamDetector("acme", MetricName.REVENUE, rule)
+    rng = np.random.default_rng(4)
+    for i in range(windows):
+        k = int(rng.poisson(3.0))
+        det.observe(T0 + i * SIX_H, 5000.0 * k, rule, denominator=float(k))
+    return det
+
+
 def _small_metrics() -> TenantMetrics:
     tm = TenantMetrics("acme")
     acc = tm._acc(MetricName.LATENCY_P95, T0)
@@ -157,7 +183,10 @@ def _small_metrics() -> TenantMetrics:
 
 
 def _use(obj: Any) -> None:
-    if isinstance(obj, StreamDetector):
+    if isinstance(obj, StreamDetector) and obj.metric is MetricName.REVENUE:
+        for i in range(3):
+            obj.observe(T0 + (200 + i) * SIX_H, 0.0, default_rule(MetricName.REVENUE), denominator=0.0)
+    elif isinstance(obj, StreamDetector):
         obj.observe(T0 + 300 * 600.0, 100.0, RULE)
     else:
         obj.add_usage(UsageEvent(event_id="u1", ts=to_datetime(T0 + 60), tenant_id="acme", active_users=3,
@@ -165,7 +194,8 @@ def _use(obj: Any) -> None:
         obj.close(T0 + 10 * 86_400)
 
 
-@pytest.mark.parametrize(("codec", "make"), [(DETECTOR_CODEC, _small_detector), (METRICS_CODEC, _small_metrics)])
+@pytest.mark.parametrize(("codec", "make"), [(DETECTOR_CODEC, _small_detector), (DETECTOR_CODEC, _money_detector),
+                                             (METRICS_CODEC, _small_metrics)])
 @settings(max_examples=120, deadline=None)
 @given(data=st.data())
 def test_any_mutated_record_is_refused_or_works(codec: str, make: Any, data: st.DataObject) -> None:

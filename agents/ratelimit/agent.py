@@ -143,9 +143,14 @@ class RateLimitAgent:
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         # Rebuild from the table after any assignment change: revoked keys leave memory,
         # assigned ones are adopted (with their timers) on their partition's next batch.
-        # Faust waited for every fetched batch to be acknowledged (so checkpointed) before
-        # this; whatever an order changed since is checkpointed here, before memory is dropped.
-        await self.runtime.checkpoint()
+        # What batches and orders changed is checkpointed first, and memory is dropped before
+        # another batch runs: a batch of a newly assigned partition that ran while the
+        # checkpoint wrote (and was acknowledged by the next one) lost its counts and open
+        # minutes with the memory, and a chaos run stored 43-84 of 125 requests of the first
+        # minutes a rebalance moved as the traffic started.
+        await self.runtime.checkpoint(then=self._forget)
+
+    def _forget(self) -> None:
         self.limiters.clear()
         self.watermarks.clear()
         self.rollups.clear()

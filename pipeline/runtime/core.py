@@ -375,8 +375,13 @@ class Runtime:
             ev.message.incref()  # take_events' ack is not the last one: the checkpoint's is
         self._held.extend(events)
 
-    async def checkpoint(self) -> None:
-        """Make the held batches' state durable as one epoch per partition; then they become committable."""
+    async def checkpoint(self, then: Callable[[], None] | None = None) -> None:
+        """Make the held batches' state durable as one epoch per partition; then they become committable.
+
+        `then`: called once the checkpoint is durable, before any further batch runs (the gate
+        stays closed through the writes): a capability that drops its memory after a
+        checkpoint (a rebalance) must not lose a batch that ran while the checkpoint wrote.
+        """
         async with self._checkpoint_lock:
             self._gate.clear()
             paused = time.perf_counter()
@@ -389,20 +394,28 @@ class Runtime:
                 sealed = {p: self.fence.seal(p) for p in covered}
                 records = self._checkpoint_records(held, sealed)
             finally:
-                self._gate.set()
-                self._pauses.append((time.perf_counter() - paused) * 1000)
-            for w in staged:
-                header = self.fence.header_of(w.partition, sealed[w.partition])
-                await w.writer.write_encoded(w.partition, w.encoded, header)
-            if records:  # (every held batch's partition is among them)
-                await self.make_durable()  # the epoch's state and outputs, before its checkpoint records
-                await self.checkpoints.write(records)
-                await self.make_durable()
-                for p, cp in records.items():
-                    self.fence.commit(p, cp)
-            self._last_checkpoint = time.monotonic()
-            for ev in held:
-                ev.ack()  # the last reference: the offset becomes committable
+                if then is None:
+                    self._gate.set()
+                    self._pauses.append((time.perf_counter() - paused) * 1000)
+            try:
+                for w in staged:
+                    header = self.fence.header_of(w.partition, sealed[w.partition])
+                    await w.writer.write_encoded(w.partition, w.encoded, header)
+                if records:  # (every held batch's partition is among them)
+                    await self.make_durable()  # the epoch's state and outputs, before its checkpoint records
+                    await self.checkpoints.write(records)
+                    await self.make_durable()
+                    for p, cp in records.items():
+                        self.fence.commit(p, cp)
+                self._last_checkpoint = time.monotonic()
+                for ev in held:
+                    ev.ack()  # the last reference: the offset becomes committable
+                if then is not None:
+                    then()
+            finally:
+                if then is not None:
+                    self._gate.set()
+                    self._pauses.append((time.perf_counter() - paused) * 1000)
         if held and self._idle() and not self._held:
             await self._commit_now()
 

@@ -170,6 +170,42 @@ def test_no_batch_starts_while_a_checkpoint_takes_its_snapshot() -> None:
     asyncio.run(scenario())
 
 
+def test_memory_dropped_after_a_checkpoint_loses_no_batch_that_ran_while_it_wrote() -> None:
+    """Would fail if a batch could start while a checkpoint with `then` (a rebalance dropping the
+    capabilities' memory) was still writing: its effects would be dropped, its offsets committed."""
+
+    async def scenario() -> None:
+        rt, appender = runtime(checkpoint_s=60)
+        order: list[str] = []
+        rt.on_checkpoint(lambda: [StagedWrite(Writer(appender), 0, [("k", 1, (b"k", b"1"))])])  # type: ignore[arg-type]
+        rt._held.append(Consumer().event(0))
+
+        async def batch() -> None:  # what `process` does first: wait for the gate
+            while not rt._gate.is_set():
+                await rt._gate.wait()
+            order.append("batch")
+
+        task = asyncio.ensure_future(rt.checkpoint(then=lambda: order.append("memory dropped")))
+        await asyncio.sleep(0.01)  # the snapshot is taken; the state write is in flight
+        waiting = asyncio.ensure_future(batch())
+        await asyncio.sleep(0.01)
+        assert order == [], "no batch runs while the checkpoint that drops memory writes"
+        await complete(appender, 2)
+        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(waiting, 5)
+        assert order == ["memory dropped", "batch"]
+        assert rt._gate.is_set()
+
+        plain = asyncio.ensure_future(rt.checkpoint())  # without `then` the gate reopens after the snapshot
+        rt._held.append(Consumer().event(1))
+        await asyncio.sleep(0.01)
+        assert rt._gate.is_set()
+        await complete(appender, 4)
+        await asyncio.wait_for(plain, 5)
+
+    asyncio.run(scenario())
+
+
 def test_resume_from_a_checkpoint_skips_what_it_covers_and_restores_event_time() -> None:
     """Would fail if a restarted worker counted records its recovered state already holds."""
     from pipeline.runtime.state import Checkpoint

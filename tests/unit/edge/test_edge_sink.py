@@ -70,3 +70,20 @@ def test_a_full_queue_drops_at_once() -> None:
     sink = EventSink("unused", "tw.requests", capacity=10)
     assert offer(sink, 25) == 10
     assert sink.counts["dropped_full"] == 15
+
+
+def test_a_missing_broker_leaves_no_thread_behind() -> None:
+    """Would fail if the sink built Kafka producers against a broker that does not answer: kafka-python
+    3 kept such a producer's bootstrap running (and logging) after the sink was closed."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    sink = EventSink(f"127.0.0.1:{port}", "tw.requests", capacity=10).start()
+    assert offer(sink, 3) == 3
+    wait_for(lambda: sink.counts["dropped_unavailable"] == 3, timeout=10, what="the events dropped as unavailable")
+    before = set(threading.enumerate())
+    sink.close(timeout=3)
+    assert not sink._thread.is_alive()
+    assert not [t for t in threading.enumerate() if t not in before or "kafka" in t.name.lower()]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from tenantwatch_edge.broker import reachable
 from tenantwatch_edge.decisions import DecisionCache
 
 __all__ = ["DecisionFeed"]
@@ -64,6 +65,8 @@ class DecisionFeed:
     def _consumer(self) -> Any:
         from kafka import KafkaConsumer
 
+        if not reachable(self.bootstrap):  # (a consumer that fails to bootstrap leaves a thread behind)
+            raise ConnectionError(f"no broker answers at {self.bootstrap}")
         return KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                              request_timeout_ms=5000, fetch_max_wait_ms=50, client_id="tenantwatch-edge-feed",
                              **self.options)

@@ -14,7 +14,6 @@ by default; kafka-python 3 itself buffers without bound until ``delivery_timeout
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 
 from kafka.partitioner.default import murmur2
 
+from tenantwatch_edge.broker import reachable
 from tenantwatch_edge.events import build
 
 __all__ = ["EventSink"]
@@ -33,18 +33,6 @@ log = logging.getLogger(__name__)
 _MAX_BATCH = 500  # events per JSON-array record at most (≈ 150 kB)
 _YIELD_EVERY = 32  # events built between two offers of the GIL (≈ 0.2 ms of work)
 Request = tuple[float, str, str, str, str, int, float, int]  # ts, tenant, ip, method, path, status, ms, bytes
-
-
-def _reachable(bootstrap: str, timeout: float = 1.0) -> bool:
-    """Whether any bootstrap server accepts a TCP connection (one short attempt each)."""
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
 
 
 class EventSink:
@@ -94,9 +82,8 @@ class EventSink:
     def _kafka_producer(self) -> Any:
         from kafka import KafkaProducer
 
-        if not _reachable(self.bootstrap):
-            # kafka-python 3 leaves the network thread of a producer that failed to bootstrap
-            # running, retrying and logging for good: no producer until a broker answers at all.
+        if not reachable(self.bootstrap):
+            # (`tenantwatch_edge.broker`: a producer that fails to bootstrap leaves a thread behind)
             raise ConnectionError(f"no broker answers at {self.bootstrap}")
         return KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", max_block_ms=1000,
                              request_timeout_ms=5000, delivery_timeout_ms=30_000, retries=3,

@@ -87,3 +87,21 @@ def test_a_missing_broker_leaves_no_thread_behind() -> None:
     sink.close(timeout=3)
     assert not sink._thread.is_alive()
     assert not [t for t in threading.enumerate() if t not in before or "kafka" in t.name.lower()]
+
+
+def test_a_feed_without_a_broker_leaves_no_thread_behind() -> None:
+    """Would fail if the decisions feed built a consumer per retry against a broker that does not
+    answer (kafka-python 3 kept each one's bootstrap thread running)."""
+    import socket
+
+    from tenantwatch_edge.decisions import DecisionCache
+    from tenantwatch_edge.feed import DecisionFeed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    before = set(threading.enumerate())
+    feed = DecisionFeed(DecisionCache(), f"127.0.0.1:{port}", "tw").start()
+    wait_for(lambda: feed.counts["reconnects"] >= 2, timeout=15, what="two failed attempts")
+    feed.close(timeout=3)
+    assert not [t for t in threading.enumerate() if t not in before]

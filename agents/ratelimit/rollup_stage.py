@@ -201,7 +201,7 @@ class RollupStage:
             idle_before = comb.idle_offsets()
             for env in b.events:
                 late += comb.add(env)
-            woke = any(s not in comb.idle_offsets() for s in idle_before)
+            woke = not idle_before.keys() <= comb.idle_offsets().keys()
             closed = comb.close(await self._backlog(comb, fresh=woke))
             out = closed + late
             for i in range(0, len(out), PER_RECORD):

@@ -148,18 +148,22 @@ def silent_source(consumer: SilentConsumer, now: list[float]) -> ResultSource:
     return source
 
 
+def poll_at(source: ResultSource, now: list[float], t: float, *, paused: bool = False) -> None:
+    """One poll of the writer's source with the clock at `t`."""
+    now[0] = t
+    source.poll(timeout_ms=0, max_records=10, paused=paused)
+
+
 @pytest.mark.parametrize("ends", [KafkaTimeoutError(), {TP: 11}], ids=["unreachable", "records-waiting"])
 def test_a_consumer_silent_for_long_is_recreated_when_it_cannot_show_it_is_caught_up(ends: Any) -> None:
     """kafka-python 3.0.12 stayed "No node available" after a broker restart while records waited."""
     now = [0.0]
     consumer = SilentConsumer(ends)
     source = silent_source(consumer, now)
-    now[0] = 29.0
-    source.poll(timeout_ms=0, max_records=10, paused=False)
+    poll_at(source, now, 29.0)
     assert consumer.probes == 0
     assert source.consumer is consumer
-    now[0] = 31.0
-    source.poll(timeout_ms=0, max_records=10, paused=False)
+    poll_at(source, now, 31.0)
     assert consumer.probes == 1
     assert source.consumer is None
     assert consumer.closed
@@ -170,15 +174,12 @@ def test_a_silent_consumer_that_is_caught_up_or_paused_is_kept() -> None:
     now = [0.0]
     consumer = SilentConsumer({TP: 10}, position=10)
     source = silent_source(consumer, now)
-    now[0] = 31.0
-    source.poll(timeout_ms=0, max_records=10, paused=False)
+    poll_at(source, now, 31.0)
     assert consumer.probes == 1
     assert source.consumer is consumer
-    now[0] = 45.0
-    source.poll(timeout_ms=0, max_records=10, paused=False)
+    poll_at(source, now, 45.0)
     assert consumer.probes == 1  # at most one probe per silent_s
-    now[0] = 100.0
-    source.poll(timeout_ms=0, max_records=10, paused=True)
+    poll_at(source, now, 100.0, paused=True)
     assert consumer.probes == 1
     assert source.consumer is consumer
 

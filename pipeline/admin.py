@@ -34,12 +34,14 @@ def build_command(
 
 def send_command(settings: Settings, command: AdminCommand, wait_s: float = 30.0) -> AuditRecord | None:
     """Publish `command`; return its audit record, or None if no worker answered within `wait_s`."""
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
     from kafka.structs import TopicPartition
+
+    from pipeline.adapters.kafka_clients import SafeConsumer
 
     audit_topic = topic_name(settings.topic_prefix, Topic.AUDIT)
     kafka = client_kwargs(settings, "kafka-python")
-    consumer = KafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False, **kafka)
+    consumer = SafeConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False, **kafka)
     try:
         parts = [TopicPartition(audit_topic, p) for p in sorted(consumer.partitions_for_topic(audit_topic) or ())]
         consumer.assign(parts)
@@ -47,9 +49,11 @@ def send_command(settings: Settings, command: AdminCommand, wait_s: float = 30.0
         for tp in parts:
             consumer.position(tp)  # resolve "end" now, before the command can be answered
         producer = KafkaProducer(bootstrap_servers=settings.broker, acks="all", **kafka)
-        producer.send(topic_name(settings.topic_prefix, Topic.COMMANDS), key=command.tenant_id.encode(),
-                      value=encode_one(command)).get(timeout=30)
-        producer.close()
+        try:
+            producer.send(topic_name(settings.topic_prefix, Topic.COMMANDS), key=command.tenant_id.encode(),
+                          value=encode_one(command)).get(timeout=30)
+        finally:
+            producer.close()  # a failed send must not leave its sender thread running
         if wait_s <= 0:
             return None
         codec: Codec[AuditRecord] = Codec(AuditRecord)

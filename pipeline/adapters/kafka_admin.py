@@ -22,9 +22,9 @@ def ensure_topics(settings: Settings, extra: Mapping[str, bool] | None = None,
     `extra` adds topics by full name (value: compacted), e.g. a Faust app's table changelogs;
     `one_partition` adds topics of a single partition (Faust's leader-assignor topic).
     """
-    from kafka.admin import KafkaAdminClient
+    from pipeline.adapters.kafka_clients import SafeAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.broker, client_id=f"{settings.app_id}-admin",
+    admin = SafeAdminClient(bootstrap_servers=settings.broker, client_id=f"{settings.app_id}-admin",
                              **client_kwargs(settings, "kafka-python"))
     try:
         existing = set(admin.list_topics())
@@ -62,10 +62,11 @@ def end_offsets(bootstrap: str, topics: list[str], options: Mapping[str, Any] | 
     """
     import time
 
-    from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(options or {}))
+    from pipeline.adapters.kafka_clients import SafeConsumer
+
+    consumer = SafeConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(options or {}))
     try:
         tps = []
         for t in topics:
@@ -92,10 +93,11 @@ def committed_offsets(bootstrap: str, group: str, attempts: int = 5, options: Ma
     """
     import time
 
-    from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
+    from pipeline.adapters.kafka_clients import SafeAdminClient
+
+    admin = SafeAdminClient(bootstrap_servers=bootstrap, **(options or {}))
 
     def fetch() -> dict[tuple[str, int], int]:
         offsets = admin.list_group_offsets({group: None}).get(group, {})

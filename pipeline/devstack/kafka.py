@@ -215,10 +215,11 @@ class KafkaBroker:
         coordinator not available" meanwhile; clients that met it first were seen limping for
         minutes (a ClickHouse writer inserted a tenth of its rows in 180 s).
         """
-        from kafka.admin import KafkaAdminClient
         from kafka.errors import KafkaError
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tw-stack-warmup")
+        from pipeline.adapters.kafka_clients import SafeAdminClient
+
+        admin = SafeAdminClient(bootstrap_servers=self.bootstrap, client_id="tw-stack-warmup")
         try:
             while True:
                 try:

@@ -85,11 +85,12 @@ class ResultSource:
     def _connect(self) -> bool:
         if self.clock() < self._next_connect:
             return False
-        from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
+        from pipeline.adapters.kafka_clients import SafeConsumer
+
         try:
-            self.consumer = KafkaConsumer(
+            self.consumer = SafeConsumer(
                 bootstrap_servers=self.bootstrap,
                 group_id=self.group_id,
                 enable_auto_commit=False,

@@ -90,15 +90,20 @@ def test_install_is_idempotent_and_keeps_the_same_object():
     assert queue.qsize() == 0
 
 
-def test_never_committed_partitions_nothing_read_from_are_rewound() -> None:
-    """Would fail if records skipped during a rebalance stayed behind the fetch position (two-worker test lost half)."""
+def test_never_committed_partitions_are_rewound_and_their_read_offsets_reset() -> None:
+    """Would fail if records skipped during a rebalance stayed behind the fetch position (two-worker
+    test lost half), or if records Faust's fetch loop marked read while the flow was stopped (their
+    queue then cleared) stayed unread: a partition with a read offset was left out (a two-worker
+    chaos run lost the first records of the partitions the new worker took)."""
     fresh, committed, reading, changelog = TP("tw.requests", 0), TP("tw.requests", 1), TP("tw.requests", 2), TP(
         "app-keys-changelog", 0)
     consumer = FakeConsumer({fresh, committed, reading, changelog}, {committed: 7, fresh: None},
                             {fresh: None, committed: 7, reading: 3})
     app = SimpleNamespace(consumer=consumer, topics=[SimpleNamespace(topics=("tw.requests",))])
-    asyncio.run(_seek_uncommitted(app))
-    assert consumer.rewound == [("tw.requests", 0)]
+    assert asyncio.run(_seek_uncommitted(app)) == 2
+    assert sorted(consumer.rewound) == [("tw.requests", 0), ("tw.requests", 2)]
+    assert consumer._read_offset[reading] is None  # else the fetch loop drops offsets 0..2 as read
+    assert consumer._read_offset[committed] == 7
 
 
 def test_runtime_skips_records_it_has_processed_already() -> None:
@@ -139,3 +144,16 @@ def test_worker_consumers_fetch_with_a_short_broker_wait_and_large_partition_fet
     wait_ms, partition_bytes = asyncio.run(consumer_settings())
     assert wait_ms == Settings().fetch_wait_ms < 1500
     assert partition_bytes == 16 << 20
+
+
+def test_the_faust_consumer_still_has_what_the_rewind_uses() -> None:
+    """Fails loudly on a Faust release that renames what `_seek_uncommitted` reads and writes."""
+    import faust
+
+    app = faust.App("tw-compat-probe", broker="kafka://127.0.0.1:1")
+    consumer = app.consumer  # built, not started: no broker needed
+    assert isinstance(consumer._read_offset, dict)
+    assert consumer._read_offset[TP("t", 0)] is None
+    assert isinstance(consumer._committed_offset, dict)
+    assert callable(consumer._thread.seek_to_beginning)
+    assert callable(consumer.perform_seek)

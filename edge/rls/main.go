@@ -38,8 +38,8 @@ func fail(code int, format string, args ...any) {
 //     service's CPU at 20k checks/s); a worker keeps its grown stack. A call that finds every
 //     worker busy still gets a goroutine of its own, so the pool bounds nothing.
 //   - fixed flow-control windows: a window set by hand turns off grpc-go's BDP estimation,
-//     which answers incoming data with a PING of its own (one more frame to write and flush)
-//     to size a window that a check's 100-byte messages never come near.
+//     which sends a PING of its own each round trip while data arrives (one more frame to
+//     write and flush) to size a window that a check's 100-byte messages never come near.
 func serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.NumStreamWorkers(streamWorkers),
@@ -69,7 +69,7 @@ func main() {
 	flag.Parse()
 	if os.Getenv("GOGC") == "" {
 		// The live heap is a few MB (the cache, connections, the event queue) and a check
-		// allocates about 3 kB, so Go's default (a collection when the heap doubles) ran ~30
+		// allocates 3-4 kB, so Go's default (a collection when the heap doubles) ran ~30
 		// collections a second at 20k checks/s, each a few ms of marking that the calls wait
 		// behind. Five times the live heap: ~6 a second, for ~20 MB more memory.
 		debug.SetGCPercent(400)

@@ -70,8 +70,8 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		// The live heap is a few MB (the cache, connections, the event queue) and a check
 		// allocates 3-4 kB, so Go's default (a collection when the heap doubles) ran ~30
-		// collections a second at 20k checks/s, each a few ms of marking that the calls wait
-		// behind. Five times the live heap: ~6 a second, for ~20 MB more memory.
+		// collections a second at 20k checks/s, each a few ms of marking with assists charged to
+		// the calls. Five times the live heap: ~5 a second, a heap target of 25-40 MB, not ~8.
 		debug.SetGCPercent(400)
 	}
 	if *conform {

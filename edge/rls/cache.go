@@ -243,10 +243,13 @@ func parseDecision(value []byte) (decision, error) {
 }
 
 // ApplyDecision applies one record of the decisions topic; false (and counted) if it is not one.
+//
+// The record is parsed before the write lock is taken: the lock is held for the map update only,
+// so a burst of decisions does not hold up the checks' lookups for a JSON parse each.
 func (c *Cache) ApplyDecision(k, value []byte, partition int32) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if value == nil { // a tombstone: the key has no decision any more
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		if !utf8.Valid(k) {
 			c.rejected++
 			return false
@@ -257,6 +260,8 @@ func (c *Cache) ApplyDecision(k, value []byte, partition int32) bool {
 		return true
 	}
 	d, err := parseDecision(value)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err != nil {
 		c.rejected++
 		return false

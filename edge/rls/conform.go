@@ -44,7 +44,7 @@ func runConform(tenantKey, addressKey string) {
 	var events []json.RawMessage
 	svc := &Service{cache: cache, live: func() bool { return true }, tenantKey: tenantKey, addressKey: addressKey,
 		publish: func(ts time.Time, tenant, ip, method, path string, status int) {
-			if ev := buildEvent("conform.1", ts, tenant, ip, method, path, status); ev != nil {
+			if ev := buildEvent("conform", 1, ts, tenant, ip, method, path, status); ev != nil {
 				events = append(events, ev)
 			}
 		}}

@@ -6,8 +6,16 @@
 // HPACK; flow control; the trailers' grpc-status checked), because a full gRPC client costs
 // about as much CPU per call as the service does and would be what the benchmark measured.
 //
-//	-rate N      offer N checks/s in 1 ms steps (open loop: latency at a known load), or
+//	-rate N      offer N checks/s (open loop: latency at a known load), or
 //	-inflight N  keep N checks in flight (closed loop: the most the service answers)
+//
+// Open loop, check i is due at start + i/N, and its latency runs from then, not from when it was
+// written: a client that falls behind (descheduled, or held up by flow control) must not hide
+// the wait from the figures (coordinated omission). Checks are written when due, to within
+// the sleep's precision (nanosleep, tens of µs; Go's timers wake in whole milliseconds here,
+// which sent checks in bunches of N/1000, each bunch queueing behind itself at the service).
+// Besides the latency from the due time, it prints the latency from the write (what the
+// service and the network add) and how late the writes were (what the client adds).
 package main
 
 import (
@@ -18,8 +26,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -41,16 +51,25 @@ type conn struct {
 	next    uint32
 	window  int64 // the service's connection-level receive window for our DATA
 	windowC *sync.Cond
-	sent    map[uint32]time.Time
+	sent    map[uint32]stamp
 	smu     sync.Mutex
-	done    chan float64 // latency (ms) of each answered check; -1: an error
+	done    chan result
+}
+
+// stamp: when a check was due and when it was written.
+type stamp struct{ due, wrote time.Time }
+
+// result of one check: latency (ms) from its due time and from its write; ok false for an error.
+type result struct {
+	fromDue, fromWrite float64
+	ok                 bool
 }
 
 type hpackBuf struct{ b []byte }
 
 func (h *hpackBuf) Write(p []byte) (int, error) { h.b = append(h.b, p...); return len(p), nil }
 
-func dial(addr string, done chan float64) (*conn, error) {
+func dial(addr string, done chan result) (*conn, error) {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -63,7 +82,7 @@ func dial(addr string, done chan float64) (*conn, error) {
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	hb := &hpackBuf{}
 	c := &conn{w: w, fr: fr, enc: hpack.NewEncoder(hb), hdrs: hb, next: 1, window: 65535,
-		sent: map[uint32]time.Time{}, done: done}
+		sent: map[uint32]stamp{}, done: done}
 	c.windowC = sync.NewCond(&c.mu)
 	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}); err != nil {
 		return nil, err
@@ -78,8 +97,8 @@ func dial(addr string, done chan float64) (*conn, error) {
 	return c, nil
 }
 
-// send writes one check (HEADERS + DATA); flush says whether to push the buffer out now.
-func (c *conn) send(addr string, msg []byte, flush bool) error {
+// send writes one check (HEADERS + DATA) due at `due`; flush says whether to push the buffer out now.
+func (c *conn) send(addr string, msg []byte, due time.Time, flush bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for c.window < int64(len(msg)) {
@@ -94,7 +113,7 @@ func (c *conn) send(addr string, msg []byte, flush bool) error {
 		_ = c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
 	c.smu.Lock()
-	c.sent[id] = time.Now()
+	c.sent[id] = stamp{due, time.Now()}
 	c.smu.Unlock()
 	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hdrs.b, EndHeaders: true}); err != nil {
 		return err
@@ -122,11 +141,8 @@ func (c *conn) finish(id uint32, ok bool) {
 	if !found {
 		return
 	}
-	if ok {
-		c.done <- float64(time.Since(t).Microseconds()) / 1000
-	} else {
-		c.done <- -1
-	}
+	now := time.Now()
+	c.done <- result{ms(now.Sub(t.due)), ms(now.Sub(t.wrote)), ok}
 }
 
 func (c *conn) read(addr string) {
@@ -176,6 +192,17 @@ func (c *conn) read(addr string) {
 	}
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// sleepUntil waits until t with nanosleep: Go's timers (time.Sleep) wake in whole milliseconds
+// on Linux when the process is otherwise idle, too coarse for checks 50 µs apart.
+func sleepUntil(t time.Time) {
+	for d := time.Until(t); d > 0; d = time.Until(t) {
+		ts := syscall.NsecToTimespec(d.Nanoseconds())
+		_ = syscall.Nanosleep(&ts, nil)
+	}
+}
+
 func headerValue(f *http2.MetaHeadersFrame, name string) string {
 	for _, h := range f.Fields {
 		if h.Name == name {
@@ -194,6 +221,10 @@ func main() {
 	tenant := flag.String("tenant", "acme", "tenant descriptor value")
 	keys := flag.Int("keys", 1000, "distinct client addresses (10.x.y.z) cycled through")
 	flag.Parse()
+	// nanosleep holds the sender's P (the Go runtime's processor) while it sleeps: with one P
+	// (a client pinned to one core) the readers would wait for the sender's sleep to end and
+	// the answers' latency would be the client's
+	runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0)))
 	msgs := make([][]byte, *keys)
 	for i := range msgs {
 		ip := fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255)
@@ -203,7 +234,7 @@ func main() {
 		msgs[i] = binary.BigEndian.AppendUint32([]byte{0}, uint32(len(b)))
 		msgs[i] = append(msgs[i], b...)
 	}
-	done := make(chan float64, 1<<16)
+	done := make(chan result, 1<<16)
 	cs := make([]*conn, *conns)
 	for i := range cs {
 		c, err := dial(*addr, done)
@@ -213,52 +244,62 @@ func main() {
 		}
 		cs[i] = c
 	}
-	var lat []float64
+	var lat, wrote, late []float64
 	errs, sent := 0, 0
-	collect := func(v float64) {
-		if v < 0 {
+	collect := func(r result) {
+		if !r.ok {
 			errs++
 		} else {
-			lat = append(lat, v)
+			lat = append(lat, r.fromDue)
+			wrote = append(wrote, r.fromWrite)
 		}
 	}
 	for i := range 200 { // warm-up, not counted
-		_ = cs[i%len(cs)].send(*addr, msgs[i%len(msgs)], true)
+		_ = cs[i%len(cs)].send(*addr, msgs[i%len(msgs)], time.Now(), true)
 		<-done
 	}
 	start := time.Now()
 	end := start.Add(time.Duration(*seconds * float64(time.Second)))
 	if *rate > 0 {
-		tick := time.NewTicker(time.Millisecond)
-		for now := range tick.C {
-			if now.After(end) {
-				break
+		interval := time.Duration(float64(time.Second) / *rate)
+		total := int(*seconds * *rate)
+		used := make([]bool, len(cs))
+		for sent < total {
+			sleepUntil(start.Add(time.Duration(sent) * interval))
+			now := time.Now()
+			for ; sent < total; sent++ { // every check due by now (more than one only if late)
+				due := start.Add(time.Duration(sent) * interval)
+				if due.After(now) {
+					break
+				}
+				late = append(late, ms(now.Sub(due)))
+				k := sent % len(cs)
+				_ = cs[k].send(*addr, msgs[sent%len(msgs)], due, false)
+				used[k] = true
 			}
-			due := int(now.Sub(start).Seconds() * *rate)
-			for ; sent < due; sent++ {
-				_ = cs[sent%len(cs)].send(*addr, msgs[sent%len(msgs)], false)
-			}
-			for _, c := range cs {
-				c.flush()
+			for k, c := range cs {
+				if used[k] {
+					c.flush()
+					used[k] = false
+				}
 			}
 		drain:
 			for {
 				select {
-				case v := <-done:
-					collect(v)
+				case r := <-done:
+					collect(r)
 				default:
 					break drain
 				}
 			}
 		}
-		tick.Stop()
 	} else {
 		for ; sent < *inflight; sent++ {
-			_ = cs[sent%len(cs)].send(*addr, msgs[sent%len(msgs)], true)
+			_ = cs[sent%len(cs)].send(*addr, msgs[sent%len(msgs)], time.Now(), true)
 		}
 		for time.Now().Before(end) {
 			collect(<-done)
-			_ = cs[sent%len(cs)].send(*addr, msgs[sent%len(msgs)], true)
+			_ = cs[sent%len(cs)].send(*addr, msgs[sent%len(msgs)], time.Now(), true)
 			sent++
 		}
 	}
@@ -267,20 +308,28 @@ func main() {
 wait:
 	for len(lat)+errs < sent {
 		select {
-		case v := <-done:
-			collect(v)
+		case r := <-done:
+			collect(r)
 		case <-timeout:
 			break wait
 		}
 	}
-	slices.Sort(lat)
-	q := func(p float64) float64 {
-		if len(lat) == 0 {
+	q := func(xs []float64, p float64) float64 {
+		if len(xs) == 0 {
 			return 0
 		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+		return xs[min(len(xs)-1, int(p*float64(len(xs))))]
 	}
-	out, _ := json.Marshal(map[string]any{"sent": sent, "checks": len(lat), "per_s": float64(len(lat)) / took,
-		"p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1), "errors": errs, "unanswered": sent - len(lat) - errs})
+	for _, xs := range [][]float64{lat, wrote, late} {
+		slices.Sort(xs)
+	}
+	got := map[string]any{"sent": sent, "checks": len(lat), "per_s": float64(len(lat)) / took,
+		"p50_ms": q(lat, 0.5), "p99_ms": q(lat, 0.99), "p999_ms": q(lat, 0.999), "max_ms": q(lat, 1),
+		"errors": errs, "unanswered": sent - len(lat) - errs}
+	if *rate > 0 { // from the write, and the client's own lateness (latency above is from the due time)
+		got["write_p50_ms"], got["write_p99_ms"] = q(wrote, 0.5), q(wrote, 0.99)
+		got["late_p50_ms"], got["late_p99_ms"] = q(late, 0.5), q(late, 0.99)
+	}
+	out, _ := json.Marshal(got)
 	fmt.Println(string(out))
 }

@@ -68,11 +68,15 @@ def test_critical_stays_rare(quick: IncidentReport) -> None:
 
 
 def test_the_run_prints_the_figures(run: tuple[IncidentReport, str]) -> None:
-    """Each run prints precision, recall, delays, false alerts per clean tenant-day and the severity mix."""
+    """Each run prints precision, recall, delays, false alerts per clean tenant-day and the severity mix,
+    and each incident with the metric that caught it and its delay."""
     out = run[1]
     assert "10 tenants, peak 5 rpm: 14 days of history, then 6 days scored" in out
     for text in ("precision", "recall", "delay revenue_drop", "false alerts per clean tenant-day", "severity mix"):
         assert text in out
+    listed = [line.split() for line in out.splitlines() if line.startswith("  revenue_drop-")]
+    assert len(listed) == 2, out  # each incident on its own line: tenant, metric, delay
+    assert all(words[2] == "revenue" and words[-1] == "windows" for words in listed), out
 
 
 def test_a_preset_is_scored_on_its_own_incidents(capsys: pytest.CaptureFixture[str]) -> None:

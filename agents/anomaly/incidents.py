@@ -7,11 +7,16 @@ window length (the metric's resolution, `metrics.RESOLUTIONS`).
 
 - an anomaly *belongs* to an incident of its tenant when it starts between one metric window
   before the incident's start and `AFTERMATH` windows after its end (a usage spike ending
-  makes users "drop" back: a consequence, not a false alarm); every other anomaly is false;
+  makes users "drop" back: a consequence, not a false alarm), and the window whose point
+  confirmed it ends after the incident's start (a window that holds none of the incident
+  cannot have seen it); every other anomaly is false;
 - an incident is *caught* when an anomaly on one of its right metrics belongs to it; its
   delay runs from the incident's start to the *end* of the window whose point confirmed the
   first such anomaly (when that point can first exist), in hours and in windows of the
-  metric that caught it;
+  metric that caught it, so it is never 0: one window is the least a point-in-window
+  detector can do (the abuse burst that starts at 15:00 and is confirmed by the 15:00–16:00
+  point is caught 1 h = 1 window after onset), and an onset in the middle of a window counts
+  only its rest;
 - false alerts per clean tenant-day count the anomalies of tenants with no incident, over the
   days those tenants were scored (after the warm-up).
 """
@@ -26,7 +31,7 @@ from typing import Final
 from agents.anomaly.metrics import RESOLUTIONS
 from schemas.anomaly import Anomaly, MetricName, Severity
 
-__all__ = ["AFTERMATH", "RIGHT_METRICS", "Incident", "IncidentReport", "score_incidents"]
+__all__ = ["AFTERMATH", "RIGHT_METRICS", "Catch", "Incident", "IncidentReport", "score_incidents"]
 
 _M = MetricName
 RIGHT_METRICS: Final[Mapping[str, frozenset[MetricName]]] = {
@@ -47,6 +52,17 @@ class Incident:
     end: float
 
 
+@dataclass(frozen=True, slots=True)
+class Catch:
+    """How one incident was caught: by which metric, how long after onset."""
+
+    incident: str
+    tenant: str
+    metric: MetricName
+    delay_h: float
+    delay_windows: float
+
+
 @dataclass(slots=True)
 class IncidentReport:
     anomalies: int = 0
@@ -56,6 +72,7 @@ class IncidentReport:
     missed: list[str] = field(default_factory=list)
     delays_h: dict[str, list[float]] = field(default_factory=dict)  # kind → hours from onset
     delays_windows: dict[str, list[float]] = field(default_factory=dict)  # kind → metric windows
+    catches: list[Catch] = field(default_factory=list)  # per incident, in the order scored
     clean_alerts: int = 0
     clean_tenant_days: float = 0.0
     severity: Counter[str] = field(default_factory=Counter)
@@ -77,12 +94,21 @@ class IncidentReport:
         for name in ("anomalies", "true_anomalies", "incidents", "caught", "clean_alerts", "clean_tenant_days"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.missed += other.missed
+        self.catches += other.catches
         for mine, theirs in ((self.delays_h, other.delays_h), (self.delays_windows, other.delays_windows)):
             for kind, values in theirs.items():
                 mine.setdefault(kind, []).extend(values)
         self.severity.update(other.severity)
         self.false_by_metric.update(other.false_by_metric)
         return self
+
+    def format_catches(self) -> str:
+        """One line per caught incident: its tenant, the metric that caught it and its delay."""
+        if not self.catches:
+            return "caught: none"
+        lines = [f"  {c.incident:15} {c.tenant:16} {c.metric.value:13} after {c.delay_h:5.1f} h"
+                 f" = {c.delay_windows:.2f} windows" for c in self.catches]
+        return "\n".join(["caught (delay: from onset to the end of the window that confirmed it):", *lines])
 
     def format(self) -> str:
         def num(v: float | None, spec: str) -> str:
@@ -112,7 +138,8 @@ class IncidentReport:
 def _belongs(a: Anomaly, inc: Incident) -> bool:
     res = RESOLUTIONS[a.metric]
     start = a.start_ts.timestamp()
-    return a.tenant == inc.tenant and inc.start - res <= start < inc.end + AFTERMATH * res
+    seen = a.detected_ts.timestamp() + res > inc.start  # its confirming window holds some of the incident
+    return a.tenant == inc.tenant and seen and inc.start - res <= start < inc.end + AFTERMATH * res
 
 
 def score_incidents(anomalies: Iterable[Anomaly], incidents: Sequence[Incident],
@@ -139,7 +166,8 @@ def score_incidents(anomalies: Iterable[Anomaly], incidents: Sequence[Incident],
             continue
         out.caught += 1
         detected, metric = hits[0]
-        delay = max(0.0, detected + RESOLUTIONS[metric] - inc.start)
+        delay = detected + RESOLUTIONS[metric] - inc.start  # > 0: see `_belongs`
         out.delays_h.setdefault(inc.kind, []).append(delay / 3600.0)
         out.delays_windows.setdefault(inc.kind, []).append(delay / RESOLUTIONS[metric])
+        out.catches.append(Catch(inc.id, inc.tenant, metric, delay / 3600.0, delay / RESOLUTIONS[metric]))
     return out

@@ -5,7 +5,8 @@ usage spikes, abusive IPs) and none on the others, derives the metric streams ex
 agent does (`TenantMetrics`, fed the rate limiter's minute rollups of the requests), seeds every stream from its
 first `--history-days` (as a new worker seeds from the owner's metric history), feeds the
 rest through `StreamDetector` with the default rules, and scores the anomalies against the
-generator's ground truth (`agents.anomaly.incidents`). Runs vary the seed, tenant sizes (peak requests
+generator's ground truth (`agents.anomaly.incidents`); each run lists its incidents with the
+metric that caught each and how long after onset. Runs vary the seed, tenant sizes (peak requests
 per minute) and tenant time zones (so daily seasonality falls at different hours).
 
 No Kafka, no ClickHouse: the same pure cores the worker runs, so the figures are those of
@@ -168,6 +169,7 @@ def run_suite(configs: Sequence[GeneratorConfig], history_days: int = HISTORY_DA
             print(f"-- seed {config.seed}, {config.n_tenants} tenants, peak {config.peak_rpm:g} rpm:"
                   f" {history_days} days of history, then {config.days - history_days} days scored")
             print(report.format())
+            print(report.format_catches())
         total.merge(report)
     return total
 
@@ -194,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         backfill = BACKFILL_DAYS if args.backfill_days is None else args.backfill_days
         print(f"-- preset {args.preset}, seed {args.seed}: {backfill} days of backfilled history,"
               f" the first {history} days learnt")
-        print(run_config(preset(args.preset).model_copy(update={"seed": args.seed}), history, backfill).format())
+        report = run_config(preset(args.preset).model_copy(update={"seed": args.seed}), history, backfill)
+        print(report.format())
+        print(report.format_catches())
         return 0
     history = HISTORY_DAYS if args.history_days is None else args.history_days
     total = run_suite(suite(args.quick, history), history, verbose=True)

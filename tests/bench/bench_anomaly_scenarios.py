@@ -2,9 +2,9 @@
 
 Run: `.venv/bin/python tests/bench/bench_anomaly_scenarios.py`. Three generated populations
 (1.5, 5 and 20 requests per minute at peak; every incident kind; six clean tenants each),
-seeded from 14 days of history, then 10 days scored. Prints each run and the total:
-precision, recall on the right metric, detection delay per incident kind, false alerts per
-clean tenant-day and the severity mix. The goals: recall 1.00, precision ≥ 0.8, ≤ 0.05 false
+seeded from 14 days of history, then 10 days scored. Prints each run (every incident with its
+delay) and the total: precision, recall on the right metric, detection delay per incident kind,
+false alerts per clean tenant-day and the severity mix. The goals: recall 1.00, precision ≥ 0.8, ≤ 0.05 false
 alerts per clean tenant-day, volume and error incidents within one window, revenue within two.
 """
 

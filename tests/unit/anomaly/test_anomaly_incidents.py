@@ -61,3 +61,26 @@ def test_latest_version_of_an_episode_counts_once_and_reports_merge() -> None:
     total = r.merge(score_incidents([], INCIDENTS[1:], clean_tenant_days=5.0))
     assert (total.anomalies, total.incidents, total.caught, total.clean_tenant_days) == (1, 2, 1, 10.0)
     assert total.recall == 0.5
+
+
+def test_a_window_that_ends_at_onset_has_not_seen_the_incident() -> None:
+    """Regression: an anomaly confirmed by the window just before onset (it may start one window
+    early) was a catch with its delay clamped to 0; it is a false alert, and the incident is caught
+    only by the window that holds its first hour: 1 h = 1 window after onset."""
+    early = _anomaly("acme", MetricName.ERROR_RATE, 9, 9)  # window 9–10 h; the spike starts at 10 h
+    r = score_incidents([early], INCIDENTS[:1], clean_tenant_days=1.0)
+    assert (r.true_anomalies, r.caught, r.missed) == (0, 0, ["error_spike-0"])
+    later = _anomaly("acme", MetricName.ERROR_RATE, 9, 10)  # flagged at 9 h, confirmed by the 10–11 h point
+    r = score_incidents([later], INCIDENTS[:1], clean_tenant_days=1.0)
+    assert (r.true_anomalies, r.caught) == (1, 1)
+    assert r.delays_windows == {"error_spike": [1.0]}
+
+
+def test_each_catch_is_listed_with_its_metric_and_delay() -> None:
+    """The per-incident list says which metric caught each incident and how long after onset."""
+    revenue = _anomaly("bluth", MetricName.REVENUE, 30, 30)  # 6 h windows: 24 h onset, window 30–36 h
+    r = score_incidents([revenue, _anomaly("acme", MetricName.ERROR_RATE, 11, 11)], INCIDENTS, 1.0)
+    assert [(c.incident, c.metric, c.delay_h, c.delay_windows) for c in r.catches] == [
+        ("error_spike-0", MetricName.ERROR_RATE, 2.0, 2.0), ("revenue_drop-0", MetricName.REVENUE, 12.0, 2.0)]
+    assert "revenue_drop-0  bluth            revenue       after  12.0 h = 2.00 windows" in r.format_catches()
+    assert r.merge(score_incidents([], INCIDENTS[:1], 1.0)).catches == r.catches

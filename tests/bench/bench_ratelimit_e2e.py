@@ -8,12 +8,21 @@ Run: ``python tests/bench/bench_ratelimit_e2e.py [--seconds 20] [--rate 10000] [
    ``ts``; the consume-time delay is printed too.
 2. Throughput: ``--events`` requests published as fast as possible (a backlog), timed from
    the first send until the worker's status file counts them all.
+
+By default the broker and the worker are fresh: the measured traffic is the first either has
+seen, and their first seconds are the slowest (both are printed). Diagnostic options:
+``--prewarm S`` first offers the same traffic for another tenant for S seconds, so the delay is
+measured on a broker and a worker past their start; ``--restart-worker`` then restarts the
+worker (a warm broker, a fresh worker); ``--pin-worker`` puts the worker on one core and the
+broker and this process (publisher and taps) on the other, so the harness does not take the
+worker's CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -84,14 +93,14 @@ def wait(cond: Any, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def steady(settings: Settings, pub: Publisher, rate: float, seconds: float) -> int:
+def steady(settings: Settings, pub: Publisher, rate: float, seconds: float, tenant: str = "lat") -> int:
     """Offer `rate` events/s for `seconds`: each IP sends 6, the 6th is over its 5/minute limit."""
     n, start = 0, time.time()
     end = start + seconds
     while (now := time.time()) < end:
         due = int((now - start) * rate)
         while n < due:
-            pub.publish(event("lat", ip_of(n // 6), time.time(), n))
+            pub.publish(event(tenant, ip_of(n // 6), time.time(), n))
             n += 1
         pub.flush()
         time.sleep(max(0.0, 0.005 - (time.time() - now)))
@@ -111,8 +120,53 @@ def stamp_on_arrival(settings: Settings) -> None:
         admin.close()
 
 
+def pin_all_threads(pid: int, cpus: set[int]) -> None:
+    """Pin every thread `pid` has now (threads it starts later inherit their creator's cores)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except ProcessLookupError:  # a thread that just ended
+            continue
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
+
+
+def set_limits(settings: Settings, tenants: tuple[str, ...]) -> None:
+    for tenant in tenants:
+        cmd = build_command(settings, action=Action.LIMITS_SET, tenant=tenant, actor="bench",
+                            params={"per_minute": 5, "per_hour": 1000, "per_day": 10000})
+        record = send_command(settings, cmd, wait_s=180)
+        if record is None or record.outcome != "accepted":
+            raise SystemExit(f"limits.set not accepted: {record}")
+
+
+def prepare(settings: Settings, args: argparse.Namespace, worker: WorkerProcess, pinned: bool) -> WorkerProcess:
+    """Limits set; the optional pre-warm (and worker restart after it); the worker pinned. Returns the worker."""
+    if pinned:
+        assert worker.proc is not None
+        pin_all_threads(worker.proc.pid, {1})
+        print("worker pinned to core 1; the broker and the bench's publisher and taps to core 0")
+    set_limits(settings, ("lat", "warm") if args.prewarm else ("lat",))
+    if args.prewarm:
+        base = requests_processed(settings)
+        with Publisher(settings.broker, prefix=settings.topic_prefix, batch_events=50, linger_ms=1) as pub:
+            warm = steady(settings, pub, args.rate, args.prewarm, tenant="warm")
+        wait(lambda: requests_processed(settings) >= base + warm, 180, "the pre-warm traffic")
+        print(f"pre-warmed with {warm:,} events of another tenant over {args.prewarm:.0f} s")
+        if args.restart_worker:
+            worker.stop()
+            worker = WorkerProcess(settings, "ratelimit").start()
+            if pinned:
+                assert worker.proc is not None
+                pin_all_threads(worker.proc.pid, {1})
+            set_limits(settings, ("lat",))  # answered: the new worker has joined and reads its inputs
+            print("worker restarted after the pre-warm (a warm broker, a fresh worker)")
+    if pinned:
+        assert worker.proc is not None
+        pin_all_threads(worker.proc.pid, {1})  # and the threads its start-up made
+    return worker
 
 
 def main() -> None:
@@ -123,17 +177,22 @@ def main() -> None:
     # The first ~4 s after traffic starts decide slower (p99 144-232 ms over them, 80-85 ms after,
     # on a quiet machine): both are printed.
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the steady-state delay")
+    ap.add_argument("--prewarm", type=float, default=0.0,
+                    help="seconds of the same traffic for another tenant first (a broker and worker past their start)")
+    ap.add_argument("--restart-worker", action="store_true",
+                    help="with --prewarm: restart the worker after it (a warm broker, a fresh worker)")
+    ap.add_argument("--pin-worker", action="store_true",
+                    help="the worker on one core, the broker and this process (publisher, taps) on another")
     args = ap.parse_args()
+    pinned = args.pin_worker and len(os.sched_getaffinity(0)) > 1
+    if pinned:  # before the broker starts: it inherits this process's core
+        os.sched_setaffinity(0, {0})
     with bench_stack() as (settings, _):
         ensure_topics(settings)
         stamp_on_arrival(settings)
         worker = WorkerProcess(settings, "ratelimit").start()
         try:
-            cmd = build_command(settings, action=Action.LIMITS_SET, tenant="lat", actor="bench",
-                                params={"per_minute": 5, "per_hour": 1000, "per_day": 10000})
-            record = send_command(settings, cmd, wait_s=180)
-            if record is None or record.outcome != "accepted":
-                raise SystemExit(f"limits.set not accepted: {record}")
+            worker = prepare(settings, args, worker, pinned)
             tap = DecisionTap(settings)
             tap.start()
             inputs = DecisionTap(settings, Topic.REQUESTS)  # the part of the delay before the worker

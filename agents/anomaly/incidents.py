@@ -24,7 +24,7 @@ window length (the metric's resolution, `metrics.RESOLUTIONS`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -57,6 +57,7 @@ class Catch:
     """How one incident was caught: by which metric, how long after onset."""
 
     incident: str
+    kind: str
     tenant: str
     metric: MetricName
     delay_h: float
@@ -70,13 +71,27 @@ class IncidentReport:
     incidents: int = 0
     caught: int = 0
     missed: list[str] = field(default_factory=list)
-    delays_h: dict[str, list[float]] = field(default_factory=dict)  # kind → hours from onset
-    delays_windows: dict[str, list[float]] = field(default_factory=dict)  # kind → metric windows
     catches: list[Catch] = field(default_factory=list)  # per incident, in the order scored
     clean_alerts: int = 0
     clean_tenant_days: float = 0.0
     severity: Counter[str] = field(default_factory=Counter)
     false_by_metric: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def delays_h(self) -> dict[str, list[float]]:
+        """Kind → hours from onset of each caught incident."""
+        return self._by_kind(lambda c: c.delay_h)
+
+    @property
+    def delays_windows(self) -> dict[str, list[float]]:
+        """Kind → metric windows from onset of each caught incident."""
+        return self._by_kind(lambda c: c.delay_windows)
+
+    def _by_kind(self, value: Callable[[Catch], float]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for c in self.catches:
+            out.setdefault(c.kind, []).append(value(c))
+        return out
 
     @property
     def precision(self) -> float | None:
@@ -95,9 +110,6 @@ class IncidentReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.missed += other.missed
         self.catches += other.catches
-        for mine, theirs in ((self.delays_h, other.delays_h), (self.delays_windows, other.delays_windows)):
-            for kind, values in theirs.items():
-                mine.setdefault(kind, []).extend(values)
         self.severity.update(other.severity)
         self.false_by_metric.update(other.false_by_metric)
         return self
@@ -121,8 +133,9 @@ class IncidentReport:
             f"false alerts per clean tenant-day {num(self.false_per_clean_day, '.3f')}"
             f" ({self.clean_alerts} over {self.clean_tenant_days:.0f} tenant-days)",
         ]
-        for kind in sorted(self.delays_h):
-            hours, wins = self.delays_h[kind], self.delays_windows[kind]
+        delays_h, delays_windows = self.delays_h, self.delays_windows
+        for kind in sorted(delays_h):
+            hours, wins = delays_h[kind], delays_windows[kind]
             lines.append(f"  delay {kind:13} worst {max(hours):5.1f} h = {max(wins):.2f} windows"
                          f" (mean {sum(hours) / len(hours):.1f} h over {len(hours)})")
         mix = ", ".join(f"{s.value} {self.severity.get(s.value, 0)}" for s in Severity)
@@ -167,7 +180,5 @@ def score_incidents(anomalies: Iterable[Anomaly], incidents: Sequence[Incident],
         out.caught += 1
         detected, metric = hits[0]
         delay = detected + RESOLUTIONS[metric] - inc.start  # > 0: see `_belongs`
-        out.delays_h.setdefault(inc.kind, []).append(delay / 3600.0)
-        out.delays_windows.setdefault(inc.kind, []).append(delay / RESOLUTIONS[metric])
-        out.catches.append(Catch(inc.id, inc.tenant, metric, delay / 3600.0, delay / RESOLUTIONS[metric]))
+        out.catches.append(Catch(inc.id, inc.kind, inc.tenant, metric, delay / 3600.0, delay / RESOLUTIONS[metric]))
     return out

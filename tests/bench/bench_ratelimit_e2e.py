@@ -144,10 +144,6 @@ def set_limits(settings: Settings, tenants: tuple[str, ...]) -> None:
 
 def prepare(settings: Settings, args: argparse.Namespace, worker: WorkerProcess, pinned: bool) -> WorkerProcess:
     """Limits set; the optional pre-warm (and worker restart after it); the worker pinned. Returns the worker."""
-    if pinned:
-        assert worker.proc is not None
-        pin_all_threads(worker.proc.pid, {1})
-        print("worker pinned to core 1; the broker and the bench's publisher and taps to core 0")
     set_limits(settings, ("lat", "warm") if args.prewarm else ("lat",))
     if args.prewarm:
         base = requests_processed(settings)
@@ -158,14 +154,12 @@ def prepare(settings: Settings, args: argparse.Namespace, worker: WorkerProcess,
         if args.restart_worker:
             worker.stop()
             worker = WorkerProcess(settings, "ratelimit").start()
-            if pinned:
-                assert worker.proc is not None
-                pin_all_threads(worker.proc.pid, {1})
             set_limits(settings, ("lat",))  # answered: the new worker has joined and reads its inputs
             print("worker restarted after the pre-warm (a warm broker, a fresh worker)")
-    if pinned:
+    if pinned:  # every thread it has now; the ones it starts later inherit the core
         assert worker.proc is not None
-        pin_all_threads(worker.proc.pid, {1})  # and the threads its start-up made
+        pin_all_threads(worker.proc.pid, {1})
+        print("worker pinned to core 1; the broker and the bench's publisher and taps to core 0")
     return worker
 
 

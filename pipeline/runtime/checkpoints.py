@@ -83,15 +83,11 @@ class Checkpoints:
 
     async def _read_all(self) -> dict[bytes, bytes]:
         """The latest value per key of the (small, compacted) checkpoint topic."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
-        from pipeline.adapters.kafka_config import client_kwargs
+        from pipeline.adapters.kafka_reader import reader
 
-        settings = self.runtime.settings
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, enable_auto_commit=False,
-                                    **client_kwargs(settings, "aiokafka"))
-        await consumer.start()
-        try:
+        async with reader(self.runtime.settings) as consumer:
             # Created with the inputs' partition count before the worker starts (`ensure_topics`).
             parts = [TopicPartition(self.topic, p) for p in range(self.runtime.settings.partitions)]
             consumer.assign(parts)
@@ -105,8 +101,6 @@ class Checkpoints:
                         if m.key is not None and m.value is not None:
                             latest[m.key] = m.value
             return latest
-        finally:
-            await consumer.stop()
 
     async def _on_recovered(self, *args: Any, **kwargs: Any) -> None:
         """Compensate skipped keys, then hand the checkpoints to the runtime."""

@@ -22,7 +22,8 @@ from pipeline.runtime.checkpoints import Checkpoints
 from pipeline.runtime.clock import EventClock
 from pipeline.runtime.codec import Codec, Rejected, RowCodec, encode_batches, encode_one
 from pipeline.runtime.dlq import RecordSpan, dead_letter, source_of
-from pipeline.runtime.faust_adapter import run_while_draining, start_early
+from pipeline.runtime.faust_adapter import cap_commits, run_while_draining, seek_partition, start_early, stream_start
+from pipeline.runtime.offsets import Admitted, Gap, Key, OffsetTracker
 from pipeline.runtime.state import Checkpoint, EpochFence
 from pipeline.runtime.topics import Topic, topic_name
 from pipeline.settings import Settings
@@ -102,7 +103,8 @@ class Runtime:
         self._status: dict[str, Callable[[], Any]] = {}
         self._commands: Any = None
         self._bulk_pending: list[asyncio.Future[Any]] = []
-        self._done: dict[tuple[str, int], int] = {}  # highest offset processed per topic-partition
+        # What each input partition had processed, without a hole (`pipeline.runtime.offsets`).
+        self.offsets = OffsetTracker()
         self._snapshots: list[Snapshot] = []  # write-behind state (`on_checkpoint`)
         self._held: list[Any] = []  # events of batches processed since the last checkpoint
         self._checkpoint_lock = asyncio.Lock()
@@ -124,6 +126,8 @@ class Runtime:
         self.app.timer(interval=_CHECKPOINT_TICK_S)(self._checkpoint_tick)
         # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
         run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
+        cap_commits(self.app, self._commit_limit)
+        self.add_status("offsets", lambda: {"redelivered": self.counters.redelivered, **self.offsets.counts})
         self.add_status("checkpoints", self._checkpoint_status)
         self.add_status("event_time", lambda: {"too_far_ahead": dict(self.counters.too_far_ahead),
                                                "late": dict(self.counters.late)})
@@ -175,7 +179,7 @@ class Runtime:
     def processed_offset(self, topic: Topic, partition: int) -> int:
         """Offset of the last record of an input topic-partition this worker processed (-1: none),
         dead-lettered records included: with the partition's end offset, it tells a caught-up input."""
-        return self._done.get((topic_name(self.settings.topic_prefix, topic), partition), -1)
+        return self.offsets.done.get((topic_name(self.settings.topic_prefix, topic), partition), -1)
 
     def extra_status(self) -> dict[str, Any]:
         """Capability figures for the status file (decisions, anomalies, mails, ...)."""
@@ -244,20 +248,21 @@ class Runtime:
         self.app.agent(self.topic(topic), name=f"tenantwatch.ingest.{topic.value}")(consume)
 
     async def process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
+        events = await self._first_time(records)
         while not self._gate.is_set():  # a checkpoint is taking its snapshot
             await self._gate.wait()
         self._busy += 1
         self._drained.clear()
         try:
-            await self._process(topic, name, codec, records)
+            await self._process(topic, name, codec, records, events)
         finally:
             self._busy -= 1
             if not self._busy:
                 self._drained.set()
             self._last_batch_end = time.monotonic()
 
-    async def _process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any]) -> None:
-        events = self._first_time(records)
+    async def _process(self, topic: Topic, name: str, codec: Codec[Any], records: Sequence[Any],
+                       events: Sequence[Any]) -> None:
         by_partition: dict[int, PartitionBatch] = {}
         spans: dict[int, list[RecordSpan]] = defaultdict(list)  # where each event came from, to dead-letter it
         dead: list[BaseModel] = []
@@ -333,26 +338,60 @@ class Runtime:
     async def _warm_outputs(self) -> None:
         await self.bulk.warm(topic_name(self.settings.topic_prefix, t) for t in Topic)
 
-    def _first_time(self, events: Sequence[Any]) -> list[Any]:
-        """Drop records this worker already processed (acknowledged all the same).
+    async def _first_time(self, events: Sequence[Any]) -> list[Any]:
+        """The records of a batch to process: each once, in order, none skipped (`pipeline.runtime.offsets`).
 
         After a rebalance Faust seeks back to committed offsets, and the consumer rewinds
         partitions that were never committed (`pipeline.runtime.faust_adapter`); records fetched
         before the seek may then arrive twice, and Faust re-delivers the last read offset.
-        Everything at or below the highest offset processed here has its state written
-        already (a batch is acknowledged only once durable), so it is skipped.
+        Everything at or below the last offset processed here has its state written already (a
+        batch is acknowledged only once durable), so it is skipped (and acknowledged all the
+        same). A record beyond the next one wanted is held back until the broker says whether
+        the offsets between hold records: if not, it is processed; if so, the consumer skipped
+        them, and the partition is read again from the first.
         """
-        done = self._done
+        admitted = self.offsets.admit(events, self._stream_start)
+        self.counters.redelivered += admitted.redelivered
+        if not admitted.gaps:
+            return admitted.fresh
+        return admitted.fresh + await self._settle_gaps(admitted)
+
+    async def _settle_gaps(self, admitted: Admitted) -> list[Any]:
         fresh: list[Any] = []
-        for ev in events:
-            msg = ev.message
-            key = (msg.topic, msg.partition)
-            if msg.offset <= done.get(key, -1):
-                self.counters.redelivered += 1
+        pending: dict[Key, Gap] = dict(admitted.gaps)
+        while pending:
+            key, gap = pending.popitem()
+            (topic, partition) = key
+            if gap.rewinding:  # fetched before the seek back took effect (or lost to it): seek again
+                await seek_partition(self.app, topic, partition, self.offsets.rewind_to(key, gap))
                 continue
-            done[key] = msg.offset
-            fresh.append(ev)
+            try:
+                first = await _first_offset_from(self.settings, topic, partition, gap.expected)
+            except Exception:
+                log.warning("could not ask the broker about %s[%d] from %d", topic, partition, gap.expected,
+                            exc_info=True)
+                first = None
+            if first is None:  # no answer: read again from the offset wanted, and ask again then
+                await seek_partition(self.app, topic, partition, self.offsets.rewind_to(key, gap, probed=False))
+                continue
+            settled = self.offsets.resolve(key, gap, first)
+            if settled is None:
+                log.warning("%s[%d]: records %d-%d were skipped by the consumer; reading them again",
+                            topic, partition, first, gap.seen - 1)
+                await seek_partition(self.app, topic, partition, self.offsets.rewind_to(key, gap))
+                continue
+            self.counters.redelivered += settled.redelivered
+            fresh.extend(settled.fresh)
+            pending.update(settled.gaps)
         return fresh
+
+    def _stream_start(self, key: Key) -> int | None:
+        return stream_start(self.app, *key) if key[0] in self._inputs else None
+
+    def _commit_limit(self, topic: str, partition: int) -> int | None:
+        if topic not in self._inputs:
+            return None
+        return self.offsets.commit_limit((topic, partition), self._stream_start)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_checkpoint(self, snapshot: Snapshot) -> None:
@@ -448,9 +487,8 @@ class Runtime:
     def resume_from(self, checkpoints: dict[int, Checkpoint]) -> None:
         """After recovery: records at or below a checkpoint's offsets are done (their effects are in
         the recovered state), and each input's event time is what it was at that checkpoint."""
+        self.offsets.reset({(name, p): offset for p, cp in checkpoints.items() for name, offset in cp.offsets.items()})
         for p, cp in checkpoints.items():
-            for name, offset in cp.offsets.items():
-                self._done[(name, p)] = offset
             for name, newest in cp.newest.items():
                 topic = self._inputs.get(name)
                 if topic is not None:
@@ -528,3 +566,9 @@ class Runtime:
 
 def _no_tenant(event: Any) -> str:
     return ""
+
+
+async def _first_offset_from(settings: Settings, topic: str, partition: int, offset: int) -> int | None:
+    from pipeline.adapters.kafka_reader import first_offset_from
+
+    return await first_offset_from(settings, topic, partition, offset)

@@ -53,8 +53,9 @@ from faust.streams import _current_event
 from faust.tables import TableManager
 from mode.utils.queues import FlowControlEvent
 
-__all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "before_recovery", "filter_changelog", "in_partition_of",
-           "keep_live_events_on_resume", "run_while_draining", "short_fetch_wait", "start_early"]
+__all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "before_recovery", "cap_commits", "filter_changelog",
+           "in_partition_of", "keep_live_events_on_resume", "run_while_draining", "seek_partition", "short_fetch_wait",
+           "start_early", "stream_start"]
 
 EarlyTask = Callable[[], Awaitable[None]]
 log = logging.getLogger(__name__)
@@ -143,6 +144,54 @@ async def _seek_uncommitted(app: Any) -> int:
         # On the driver's thread, which wants aiokafka's own TopicPartition; one call, one wait.
         await consumer._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in fresh))
     return len(fresh)
+
+
+def stream_start(app: Any, topic: str, partition: int) -> int | None:
+    """Where this worker reads a partition from when it has processed none of it: the committed
+    offset (0: never committed, read from the start), or None when it does not own the partition."""
+    from faust.types import TP
+
+    consumer = app.consumer
+    tp = TP(topic, partition)
+    if tp not in consumer.assignment():
+        return None
+    return int(consumer._committed_offset.get(tp) or 0)
+
+
+async def seek_partition(app: Any, topic: str, partition: int, offset: int) -> None:
+    """Fetch a partition again from `offset` (Faust's `Consumer.seek`, which also resets its read offset)."""
+    from faust.types import TP
+
+    await app.consumer.seek(TP(topic, partition), offset)
+
+
+def cap_commits(app: Any, limit: Callable[[str, int], int | None]) -> None:
+    """Never commit an offset of a partition beyond `limit(topic, partition)` (None: no bound).
+
+    Faust commits the first run of consecutive acknowledged offsets (`Consumer._new_offset`),
+    and for a partition never committed before it takes that run wherever it starts: records
+    at the head that were never delivered are committed past. It also fills offsets it saw
+    skipped in the fetched sequence as "gaps". The runtime knows what it processed without a
+    hole (`pipeline.runtime.offsets`); this bounds every commit by it. Offsets Faust took off
+    its acknowledged list above the bound are acknowledged again when their records come back.
+    """
+    consumer = app.consumer
+    if getattr(consumer, "_tw_caps_commits", False):
+        return
+    original = consumer._new_offset
+
+    def new_offset(tp: Any) -> int | None:
+        offset: int | None = original(tp)
+        if offset is None:
+            return None
+        bound = limit(tp.topic, tp.partition)
+        if bound is not None and offset > bound:
+            log.warning("commit of %s[%d] held at %d (acknowledged up to %d)", tp.topic, tp.partition, bound, offset)
+            return bound or None
+        return offset
+
+    consumer._new_offset = new_offset
+    consumer._tw_caps_commits = True
 
 
 def start_early(app: Any, fn: EarlyTask) -> None:

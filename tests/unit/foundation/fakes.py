@@ -21,6 +21,8 @@ def fake_app(**overrides: Any) -> Any:
         producer=SimpleNamespace(flush=_nothing, buffer=None),
         topic=lambda *a, **k: object(),
         agent=lambda *a, **k: (lambda fn: fn),
+        # Owns nothing: the runtime judges no partition's offsets (`pipeline.runtime.offsets`).
+        consumer=SimpleNamespace(_new_offset=lambda tp: None, assignment=set, _committed_offset={}),
     )
     for key, value in overrides.items():
         setattr(app, key, value)

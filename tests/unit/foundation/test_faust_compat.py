@@ -117,8 +117,8 @@ def test_runtime_skips_records_it_has_processed_already() -> None:
     from tests.unit.foundation.fakes import fake_app
 
     rt = Runtime(fake_app(), Settings())
-    first = rt._first_time([ev(0, 0), ev(0, 1), ev(1, 0)])
-    again = rt._first_time([ev(0, 1), ev(0, 2), ev(1, 0), ev(1, 1)])
+    first = asyncio.run(rt._first_time([ev(0, 0), ev(0, 1), ev(1, 0)]))
+    again = asyncio.run(rt._first_time([ev(0, 1), ev(0, 2), ev(1, 0), ev(1, 1)]))
     assert [(e.message.partition, e.message.offset) for e in first] == [(0, 0), (0, 1), (1, 0)]
     assert [(e.message.partition, e.message.offset) for e in again] == [(0, 2), (1, 1)]
     assert rt.counters.redelivered == 2
@@ -157,3 +157,5 @@ def test_the_faust_consumer_still_has_what_the_rewind_uses() -> None:
     assert isinstance(consumer._committed_offset, dict)
     assert callable(consumer._thread.seek_to_beginning)
     assert callable(consumer.perform_seek)
+    assert callable(consumer.seek)  # `seek_partition`
+    assert consumer._new_offset(TP("t", 0)) is None  # `cap_commits` wraps it: nothing acknowledged yet

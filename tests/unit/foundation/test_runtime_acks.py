@@ -215,8 +215,8 @@ def test_resume_from_a_checkpoint_skips_what_it_covers_and_restores_event_time()
     rt, _ = runtime()
     rt.add_input(Topic.REQUESTS, RequestEvent, rows=True)
     rt.resume_from({0: Checkpoint(3, {"tw.requests": 5}, {"tw.requests": 1_000.0})})
-    fresh = rt._first_time([SimpleNamespace(message=SimpleNamespace(topic="tw.requests", partition=0, offset=o))
-                            for o in (4, 5, 6)])
+    fresh = asyncio.run(rt._first_time([SimpleNamespace(message=SimpleNamespace(topic="tw.requests", partition=0,
+                                                                                offset=o)) for o in (4, 5, 6)]))
     assert [e.message.offset for e in fresh] == [6]
     assert rt.clock.newest((Topic.REQUESTS, 0)) == 1_000.0
 

@@ -22,7 +22,14 @@ from pipeline.runtime.checkpoints import Checkpoints
 from pipeline.runtime.clock import EventClock
 from pipeline.runtime.codec import Codec, Rejected, RowCodec, encode_batches, encode_one
 from pipeline.runtime.dlq import RecordSpan, dead_letter, source_of
-from pipeline.runtime.faust_adapter import cap_commits, run_while_draining, seek_partition, start_early, stream_start
+from pipeline.runtime.faust_adapter import (
+    cap_commits,
+    owned_highwaters,
+    run_while_draining,
+    seek_partition,
+    start_early,
+    stream_start,
+)
 from pipeline.runtime.offsets import Admitted, Gap, Key, OffsetTracker
 from pipeline.runtime.state import Checkpoint, EpochFence
 from pipeline.runtime.topics import Topic, topic_name
@@ -32,6 +39,7 @@ __all__ = ["Handler", "PartitionBatch", "Runtime", "Snapshot", "StagedWrite"]
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_TICK_S = 0.1  # how often an idle worker looks for held batches to checkpoint
+_TAIL_QUIET_S = 1.0  # how long the inputs stay quiet before unprocessed fetched records count as skipped
 # Inputs upstream apps write: their event times are screened before they move time. The other
 # inputs are this system's own outputs, derived from screened events.
 _SCREENED = frozenset({Topic.REQUESTS, Topic.BILLING, Topic.ERRORS, Topic.USAGE})
@@ -105,6 +113,7 @@ class Runtime:
         self._bulk_pending: list[asyncio.Future[Any]] = []
         # What each input partition had processed, without a hole (`pipeline.runtime.offsets`).
         self.offsets = OffsetTracker()
+        self._tails: dict[Key, tuple[int, int]] = {}  # (next wanted, high-water) at the last tail check
         self._snapshots: list[Snapshot] = []  # write-behind state (`on_checkpoint`)
         self._held: list[Any] = []  # events of batches processed since the last checkpoint
         self._checkpoint_lock = asyncio.Lock()
@@ -127,6 +136,7 @@ class Runtime:
         # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
         run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
         cap_commits(self.app, self._commit_limit)
+        self.app.timer(interval=_TAIL_QUIET_S)(self._check_tails)
         self.add_status("offsets", lambda: {"redelivered": self.counters.redelivered, **self.offsets.counts})
         self.add_status("checkpoints", self._checkpoint_status)
         self.add_status("event_time", lambda: {"too_far_ahead": dict(self.counters.too_far_ahead),
@@ -385,6 +395,43 @@ class Runtime:
             pending.update(settled.gaps)
         return fresh
 
+    async def _check_tails(self) -> None:
+        """Read again the last records of a partition the consumer skipped (no later record shows them).
+
+        While no batch runs, every record fetched should get processed: a partition whose
+        high-water mark stayed beyond the next offset wanted for a whole quiet period
+        (`_TAIL_QUIET_S`), and whose broker has a record there, is sought back to it (records
+        still queued would come twice and be skipped as redelivered).
+        """
+        quiet = time.monotonic() - self._last_batch_end >= _TAIL_QUIET_S
+        if self._busy or not quiet or getattr(self.app, "rebalancing", False):
+            self._tails.clear()
+            return
+        offsets = self.offsets
+        before, self._tails = self._tails, {}
+        for topic, partition, highwater in owned_highwaters(self.app, self._inputs):
+            key = (topic, partition)
+            wanted = offsets.next_wanted(key, self._stream_start)
+            if wanted is None or highwater <= wanted or offsets.tails_checked.get(key) == highwater:
+                continue
+            self._tails[key] = (wanted, highwater)
+            if before.get(key) != (wanted, highwater):
+                continue  # judged only once it stayed so for a whole quiet period
+            try:
+                first = await _first_offset_from(self.settings, topic, partition, wanted, timeout_s=1.0)
+            except Exception:
+                log.warning("could not ask the broker about %s[%d] from %d", topic, partition, wanted, exc_info=True)
+                continue
+            if first is None or first >= highwater:  # no record there (transaction markers)
+                offsets.tails_checked[key] = highwater
+                continue
+            if self._busy or offsets.next_wanted(key, self._stream_start) != wanted:
+                return  # records came meanwhile: not a tail
+            log.warning("%s[%d]: records %d-%d were fetched but never processed; reading them again",
+                        topic, partition, wanted, highwater - 1)
+            offsets.counts["tail_seeks"] += 1
+            await seek_partition(self.app, topic, partition, wanted)
+
     def _stream_start(self, key: Key) -> int | None:
         return stream_start(self.app, *key) if key[0] in self._inputs else None
 
@@ -568,7 +615,8 @@ def _no_tenant(event: Any) -> str:
     return ""
 
 
-async def _first_offset_from(settings: Settings, topic: str, partition: int, offset: int) -> int | None:
+async def _first_offset_from(settings: Settings, topic: str, partition: int, offset: int,
+                             timeout_s: float = 10.0) -> int | None:
     from pipeline.adapters.kafka_reader import first_offset_from
 
-    return await first_offset_from(settings, topic, partition, offset)
+    return await first_offset_from(settings, topic, partition, offset, timeout_s)

@@ -1,4 +1,4 @@
-"""Workarounds for Faust behaviours that would otherwise cost us data (two), start-up time
+"""Workarounds for Faust behaviours that would otherwise cost us data (three), start-up time
 (one) or latency (one).
 
 Table writes from batched iteration (faust-streaming #497). A Table write picks its changelog
@@ -22,6 +22,13 @@ the queues only when flow was suspended, and rewinds never-committed partitions 
 recovery's seek (with two workers, records published while a worker finished a rebalance
 were skipped and never read: a fresh partition has no committed offset to seek back to;
 records Faust's fetch loop marked read while the flow was stopped likewise).
+
+Records skipped without a trace. Besides the two paths above, Faust drops fetched records of
+partitions outside its active set and deliveries cut short by a stopping flow, relying on a
+later seek; and its commit of a never-committed partition takes the first run of acknowledged
+offsets wherever it starts. The runtime checks what it is handed (`pipeline.runtime.offsets`)
+with `stream_start`, `seek_partition` and `owned_highwaters`, and `cap_commits` keeps every commit
+at or below what it processed without a hole.
 
 A second of start-up. Faust's `TableManager.on_start` naps 1 s so that tables defined late
 still make it into the subscription, and `app.task` coroutines start only once table
@@ -54,8 +61,8 @@ from faust.tables import TableManager
 from mode.utils.queues import FlowControlEvent
 
 __all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "before_recovery", "cap_commits", "filter_changelog",
-           "in_partition_of", "keep_live_events_on_resume", "run_while_draining", "seek_partition", "short_fetch_wait",
-           "start_early", "stream_start"]
+           "in_partition_of", "keep_live_events_on_resume", "owned_highwaters", "run_while_draining",
+           "seek_partition", "short_fetch_wait", "start_early", "stream_start"]
 
 EarlyTask = Callable[[], Awaitable[None]]
 log = logging.getLogger(__name__)
@@ -156,6 +163,24 @@ def stream_start(app: Any, topic: str, partition: int) -> int | None:
     if tp not in consumer.assignment():
         return None
     return int(consumer._committed_offset.get(tp) or 0)
+
+
+def owned_highwaters(app: Any, topics: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, high-water mark) of each partition of `topics` this worker owns and has fetched from."""
+    from faust.exceptions import ConsumerNotStarted
+
+    consumer = app.consumer
+    out: list[tuple[str, int, int]] = []
+    try:
+        assigned = consumer.assignment()
+    except ConsumerNotStarted:
+        return out
+    for tp in assigned:
+        if tp.topic in topics:
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                out.append((tp.topic, tp.partition, int(highwater)))
+    return out
 
 
 async def seek_partition(app: Any, topic: str, partition: int, offset: int) -> None:

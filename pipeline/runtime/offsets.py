@@ -14,6 +14,10 @@ every record at or below it was processed, or is known not to exist. A record ar
   gap, and the held records are processed; some, and the caller seeks back and the held records
   are dropped (they come again after the seek).
 
+A skipped record shows as a gap only when a later record of its partition arrives. For the last
+records of a partition that goes quiet, the runtime compares the partition's high-water mark with
+`next_wanted` once the inputs are quiet (`Runtime._check_tails`).
+
 `commit_limit` bounds what may be committed to what was processed without a hole. Pure: the
 runtime (`pipeline.runtime.core`) does the probing and seeking, `faust_adapter` the capping.
 """
@@ -53,7 +57,9 @@ class OffsetTracker:
     def __init__(self) -> None:
         self.done: dict[Key, int] = {}
         self._rewinding: set[Key] = set()
-        self.counts = {"gaps_without_records": 0, "skips_refetched": 0, "seeks": 0}
+        # High-water marks whose tail was found to hold no record (markers): not probed again.
+        self.tails_checked: dict[Key, int] = {}
+        self.counts = {"gaps_without_records": 0, "skips_refetched": 0, "seeks": 0, "tail_seeks": 0}
 
     def admit(self, events: Iterable[Any], start_of: StartOf) -> Admitted:
         """Split a batch of Faust events (`.message.topic/.partition/.offset`)."""
@@ -110,14 +116,19 @@ class OffsetTracker:
             self._rewinding.add(key)
         return self.done.get(key, gap.expected - 1) + 1
 
-    def commit_limit(self, key: Key, start_of: StartOf) -> int | None:
-        """The highest offset that may be committed for `key` (None: no bound)."""
+    def next_wanted(self, key: Key, start_of: StartOf) -> int | None:
+        """The offset of the next record `key` must process (None: a partition not judged)."""
         last = self.done.get(key)
         if last is not None:
             return last + 1
         return start_of(key)
 
+    def commit_limit(self, key: Key, start_of: StartOf) -> int | None:
+        """The highest offset that may be committed for `key` (None: no bound)."""
+        return self.next_wanted(key, start_of)
+
     def reset(self, done: Mapping[Key, int]) -> None:
         """After recovery: exactly what the recovered checkpoints cover, nothing else remembered."""
         self.done = dict(done)
         self._rewinding.clear()
+        self.tails_checked.clear()

@@ -57,27 +57,30 @@ def test_records_the_consumer_skipped_are_read_again_and_counted_once(settings_f
     ensure_topics(settings)
     topic = topic_name(settings.topic_prefix, Topic.REQUESTS)
     tenant = f"skip-{uuid.uuid4().hex[:6]}"
-    events = requests(tenant, 60)
+    events = requests(tenant, 90)
     producer = KafkaProducer(bootstrap_servers=settings.broker)
-    for i, event in enumerate(events):  # 30 records a partition, offsets 0-29
-        producer.send(topic, value=json.dumps(event).encode(), partition=i % 2)
+    for i, event in enumerate(events):  # 30 records a partition (0-2), offsets 0-29
+        producer.send(topic, value=json.dumps(event).encode(), partition=i % 3)
     producer.flush()
     producer.close()
 
     (tmp_path / "sitecustomize.py").write_text(LOSE_ONCE)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    # The head of a never-committed partition (the chaos case), and records in the middle of one.
-    monkeypatch.setenv("TW_TEST_LOSE_ONCE", f"{topic}:0:0,1;{topic}:1:10,11,12")
+    # The head of a never-committed partition (the chaos case), records in the middle of one, and
+    # the last records of one (no later record shows the gap).
+    monkeypatch.setenv("TW_TEST_LOSE_ONCE", f"{topic}:0:0,1;{topic}:1:10,11,12;{topic}:2:28,29")
     worker = worker_factory(settings, capabilities="")
 
     wait_for(lambda: caught_up(settings.broker, settings.app_id, [topic]), timeout=120,
              what=lambda: f"the worker committing every record of {topic} (log: {worker.log})")
-    assert worker.output().count("test: lost") == 5, "the consumer lost the chosen records"
+    assert worker.output().count("test: lost") == 7, "the consumer lost the chosen records"
     wait_for(lambda: events_processed(settings) == len(events), timeout=30,
              what=lambda: f"{len(events)} requests processed, have {events_processed(settings)}")
     offsets = worker_statuses(settings)[0]["extra"]["offsets"]
     assert offsets["skips_refetched"] == 2, offsets
     assert offsets["gaps_without_records"] == 0, offsets
+    assert offsets["tail_seeks"] == 1, offsets
     assert "were skipped by the consumer; reading them again" in worker.output()
+    assert "records 28-29 were fetched but never processed; reading them again" in worker.output()
     assert worker.proc is not None
     assert worker.proc.poll() is None

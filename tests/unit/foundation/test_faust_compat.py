@@ -158,4 +158,5 @@ def test_the_faust_consumer_still_has_what_the_rewind_uses() -> None:
     assert callable(consumer._thread.seek_to_beginning)
     assert callable(consumer.perform_seek)
     assert callable(consumer.seek)  # `seek_partition`
+    assert callable(consumer.highwater)  # `owned_highwaters`
     assert consumer._new_offset(TP("t", 0)) is None  # `cap_commits` wraps it: nothing acknowledged yet

@@ -195,6 +195,51 @@ def test_the_runtime_probes_a_gap_and_reads_skipped_records_again(monkeypatch: A
     assert asyncio.run(run((0, 1), (0, 2), (0, 3), (0, 4), (1, 3))) == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 3)]
     assert consumer._new_offset(TP(T, 0)) == 5
     assert rt.extra_status()["offsets"] == {"redelivered": 0, "gaps_without_records": 1, "skips_refetched": 1,
-                                            "seeks": 1}
+                                            "seeks": 1, "tail_seeks": 0}
     cap_commits(rt.app, lambda topic, p: 0)  # idempotent: the runtime's bound stays the one in force
     assert consumer._new_offset(TP(T, 0)) == 5
+
+
+def test_a_quiet_partition_whose_last_records_were_skipped_is_read_again(monkeypatch: Any) -> None:
+    """Would fail if records the consumer fetched but never handed over stayed unprocessed because
+    no later record came to show the gap, or if a tail without records were sought again and again."""
+    from faust.types import TP
+
+    from pipeline.runtime import core
+    from pipeline.runtime.core import Runtime
+    from pipeline.runtime.topics import Topic
+    from pipeline.settings import Settings
+    from schemas.events import RequestEvent
+    from tests.unit.foundation.fakes import fake_app
+
+    seeks: list[tuple[int, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append((tp.partition, offset))
+
+    highwater = {TP(T, 0): 5, TP(T, 1): 3}  # partition 1: offset 2 is a transaction marker
+    consumer = SimpleNamespace(_new_offset=lambda tp: None, assignment=lambda: set(highwater), _committed_offset={},
+                               seek=seek, highwater=highwater.get)
+    rt = Runtime(fake_app(consumer=consumer), Settings())
+    rt.add_input(Topic.REQUESTS, RequestEvent, rows=True)
+    probes: list[tuple[int, int]] = []
+
+    async def first_offset_from(settings: Any, topic: str, partition: int, offset: int, timeout_s: float) -> Any:
+        probes.append((partition, offset))
+        return offset if partition == 0 else None
+
+    monkeypatch.setattr(core, "_first_offset_from", first_offset_from)
+    asyncio.run(rt._first_time([ev(0), ev(1), ev(2), ev(0, p=1), ev(1, p=1)]))  # 3 and 4 of partition 0 lost
+    rt._last_batch_end -= 2 * core._TAIL_QUIET_S
+    asyncio.run(rt._check_tails())
+    assert (seeks, probes) == ([], []), "judged only once it stayed so for a whole quiet period"
+    asyncio.run(rt._check_tails())
+    assert seeks == [(0, 3)]
+    assert sorted(probes) == [(0, 3), (1, 2)]
+    assert asyncio.run(rt._first_time([ev(3), ev(4)])) != []  # what the seek fetched again
+    rt._last_batch_end -= 2 * core._TAIL_QUIET_S
+    for _ in range(3):
+        asyncio.run(rt._check_tails())
+    assert sorted(probes) == [(0, 3), (1, 2)], "a tail without records is not probed again"
+    assert seeks == [(0, 3)]
+    assert rt.offsets.counts["tail_seeks"] == 1

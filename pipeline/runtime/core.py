@@ -373,7 +373,7 @@ class Runtime:
             key, gap = pending.popitem()
             (topic, partition) = key
             if gap.rewinding:  # fetched before the seek back took effect (or lost to it): seek again
-                await seek_partition(self.app, topic, partition, self.offsets.rewind_to(key, gap))
+                await self._seek(topic, partition, self.offsets.rewind_to(key, gap))
                 continue
             try:
                 first = await _first_offset_from(self.settings, topic, partition, gap.expected)
@@ -382,13 +382,13 @@ class Runtime:
                             exc_info=True)
                 first = None
             if first is None:  # no answer: read again from the offset wanted, and ask again then
-                await seek_partition(self.app, topic, partition, self.offsets.rewind_to(key, gap, probed=False))
+                await self._seek(topic, partition, self.offsets.rewind_to(key, gap, probed=False))
                 continue
             settled = self.offsets.resolve(key, gap, first)
             if settled is None:
                 log.warning("%s[%d]: records %d-%d were skipped by the consumer; reading them again",
                             topic, partition, first, gap.seen - 1)
-                await seek_partition(self.app, topic, partition, self.offsets.rewind_to(key, gap))
+                await self._seek(topic, partition, self.offsets.rewind_to(key, gap))
                 continue
             self.counters.redelivered += settled.redelivered
             fresh.extend(settled.fresh)
@@ -430,7 +430,13 @@ class Runtime:
             log.warning("%s[%d]: records %d-%d were fetched but never processed; reading them again",
                         topic, partition, wanted, highwater - 1)
             offsets.counts["tail_seeks"] += 1
-            await seek_partition(self.app, topic, partition, wanted)
+            await self._seek(topic, partition, wanted)
+
+    async def _seek(self, topic: str, partition: int, offset: int) -> None:
+        try:
+            await seek_partition(self.app, topic, partition, offset)
+        except Exception:  # e.g. revoked by a rebalance meanwhile, whose own seek takes over
+            log.warning("could not seek %s[%d] to %d", topic, partition, offset, exc_info=True)
 
     def _stream_start(self, key: Key) -> int | None:
         return stream_start(self.app, *key) if key[0] in self._inputs else None

@@ -136,7 +136,9 @@ class Runtime:
         # Rebalances and shutdown wait for every message's ack: checkpoint meanwhile.
         run_while_draining(self.app, self.checkpoint, _CHECKPOINT_TICK_S)
         cap_commits(self.app, self._commit_limit)
-        self.app.timer(interval=_TAIL_QUIET_S)(self._check_tails)
+        # Longer than a batch may wait to fill, so what waits in a stream buffer is not taken for lost.
+        self._tail_quiet_s = max(_TAIL_QUIET_S, 2 * max(settings.take_within_s, settings.take_within_other_s))
+        self.app.timer(interval=self._tail_quiet_s)(self._check_tails)
         self.add_status("offsets", lambda: {"redelivered": self.counters.redelivered, **self.offsets.counts})
         self.add_status("checkpoints", self._checkpoint_status)
         self.add_status("event_time", lambda: {"too_far_ahead": dict(self.counters.too_far_ahead),
@@ -400,10 +402,10 @@ class Runtime:
 
         While no batch runs, every record fetched should get processed: a partition whose
         high-water mark stayed beyond the next offset wanted for a whole quiet period
-        (`_TAIL_QUIET_S`), and whose broker has a record there, is sought back to it (records
+        (1 s, or twice the longest a batch waits to fill), and whose broker has a record there, is sought back to it (records
         still queued would come twice and be skipped as redelivered).
         """
-        quiet = time.monotonic() - self._last_batch_end >= _TAIL_QUIET_S
+        quiet = time.monotonic() - self._last_batch_end >= self._tail_quiet_s
         if self._busy or not quiet or getattr(self.app, "rebalancing", False):
             self._tails.clear()
             return

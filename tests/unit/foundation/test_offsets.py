@@ -230,14 +230,14 @@ def test_a_quiet_partition_whose_last_records_were_skipped_is_read_again(monkeyp
 
     monkeypatch.setattr(core, "_first_offset_from", first_offset_from)
     asyncio.run(rt._first_time([ev(0), ev(1), ev(2), ev(0, p=1), ev(1, p=1)]))  # 3 and 4 of partition 0 lost
-    rt._last_batch_end -= 2 * core._TAIL_QUIET_S
+    rt._last_batch_end -= 2 * rt._tail_quiet_s
     asyncio.run(rt._check_tails())
     assert (seeks, probes) == ([], []), "judged only once it stayed so for a whole quiet period"
     asyncio.run(rt._check_tails())
     assert seeks == [(0, 3)]
     assert sorted(probes) == [(0, 3), (1, 2)]
     assert asyncio.run(rt._first_time([ev(3), ev(4)])) != []  # what the seek fetched again
-    rt._last_batch_end -= 2 * core._TAIL_QUIET_S
+    rt._last_batch_end -= 2 * rt._tail_quiet_s
     for _ in range(3):
         asyncio.run(rt._check_tails())
     assert sorted(probes) == [(0, 3), (1, 2)], "a tail without records is not probed again"

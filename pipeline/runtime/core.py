@@ -401,9 +401,9 @@ class Runtime:
         """Read again the last records of a partition the consumer skipped (no later record shows them).
 
         While no batch runs, every record fetched should get processed: a partition whose
-        high-water mark stayed beyond the next offset wanted for a whole quiet period
-        (1 s, or twice the longest a batch waits to fill), and whose broker has a record there, is sought back to it (records
-        still queued would come twice and be skipped as redelivered).
+        high-water mark stayed beyond the next offset wanted for a whole quiet period (1 s, or
+        twice the longest a batch waits to fill), and whose broker has a record there, is sought
+        back to it (records still queued would come twice and be skipped as redelivered).
         """
         quiet = time.monotonic() - self._last_batch_end >= self._tail_quiet_s
         if self._busy or not quiet or getattr(self.app, "rebalancing", False):

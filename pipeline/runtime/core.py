@@ -25,6 +25,7 @@ from pipeline.runtime.dlq import RecordSpan, dead_letter, source_of
 from pipeline.runtime.faust_adapter import (
     cap_commits,
     owned_highwaters,
+    owned_partitions,
     run_while_draining,
     seek_partition,
     start_early,
@@ -115,6 +116,7 @@ class Runtime:
         self.offsets = OffsetTracker()
         self._tails: dict[Key, tuple[int, int]] = {}  # (next wanted, high-water) at the last tail check
         self._snapshots: list[Snapshot] = []  # write-behind state (`on_checkpoint`)
+        self._on_resumed: list[Callable[[], None]] = []
         self._held: list[Any] = []  # events of batches processed since the last checkpoint
         self._checkpoint_lock = asyncio.Lock()
         self._gate = asyncio.Event()  # cleared while a checkpoint takes its snapshot: no batch starts
@@ -539,6 +541,16 @@ class Runtime:
                     cp.newest[name] = newest
         return out
 
+    def on_resumed(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` after each recovery, once the recovered state is final and before any batch runs:
+        a capability may rebuild its memory from its tables then, rather than on its first batch."""
+        self._on_resumed.append(fn)
+
+    def owned_partitions(self, topic: Topic) -> list[int]:
+        """The partitions of input `topic` this worker owns now."""
+        name = topic_name(self.settings.topic_prefix, topic)
+        return [p for _, p in owned_partitions(self.app, {name})]
+
     def resume_from(self, checkpoints: dict[int, Checkpoint]) -> None:
         """After recovery: records at or below a checkpoint's offsets are done (their effects are in
         the recovered state), and each input's event time is what it was at that checkpoint."""
@@ -548,6 +560,11 @@ class Runtime:
                 topic = self._inputs.get(name)
                 if topic is not None:
                     self.clock.observe((topic, p), newest)
+        for fn in self._on_resumed:
+            try:
+                fn()
+            except Exception:  # a head start only: the capability rebuilds on its first batch anyway
+                log.exception("rebuilding memory after recovery failed")
 
     async def _checkpoint_tick(self) -> None:
         if not self._held:

@@ -61,7 +61,8 @@ from faust.tables import TableManager
 from mode.utils.queues import FlowControlEvent
 
 __all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "before_recovery", "cap_commits", "filter_changelog",
-           "in_partition_of", "keep_live_events_on_resume", "owned_highwaters", "run_while_draining",
+           "in_partition_of", "keep_live_events_on_resume", "owned_highwaters", "owned_partitions",
+           "run_while_draining",
            "seek_partition", "short_fetch_wait", "start_early", "stream_start"]
 
 EarlyTask = Callable[[], Awaitable[None]]
@@ -165,21 +166,26 @@ def stream_start(app: Any, topic: str, partition: int) -> int | None:
     return int(consumer._committed_offset.get(tp) or 0)
 
 
-def owned_highwaters(app: Any, topics: Any) -> list[tuple[str, int, int]]:
-    """(topic, partition, high-water mark) of each partition of `topics` this worker owns and has fetched from."""
+def owned_partitions(app: Any, topics: Any) -> list[tuple[str, int]]:
+    """(topic, partition) of each partition of `topics` this worker owns (none before its consumer starts)."""
     from faust.exceptions import ConsumerNotStarted
 
-    consumer = app.consumer
-    out: list[tuple[str, int, int]] = []
     try:
-        assigned = consumer.assignment()
+        assigned = app.consumer.assignment()
     except ConsumerNotStarted:
-        return out
-    for tp in assigned:
-        if tp.topic in topics:
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                out.append((tp.topic, tp.partition, int(highwater)))
+        return []
+    return sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in topics)
+
+
+def owned_highwaters(app: Any, topics: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, high-water mark) of each partition of `topics` this worker owns and has fetched from."""
+    from faust.types import TP
+
+    out: list[tuple[str, int, int]] = []
+    for topic, partition in owned_partitions(app, topics):
+        highwater = app.consumer.highwater(TP(topic, partition))
+        if highwater is not None:
+            out.append((topic, partition, int(highwater)))
     return out
 
 

@@ -276,3 +276,20 @@ def test_a_worker_whose_input_went_quiet_commits_without_waiting_for_the_interva
         assert commits == [[0, 1]]
 
     asyncio.run(scenario())
+
+
+def test_capabilities_rebuild_their_memory_once_recovery_has_resumed() -> None:
+    """Would fail if a capability's rebuild ran before the recovered offsets were in force, or if a
+    failing rebuild (a head start only) broke the rebalance that called it."""
+    from pipeline.runtime.state import Checkpoint
+
+    rt, _ = runtime()
+    seen: list[dict[tuple[str, int], int]] = []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    rt.on_resumed(broken)
+    rt.on_resumed(lambda: seen.append(dict(rt.offsets.done)))
+    rt.resume_from({2: Checkpoint(1, {"tw.requests": 9}, {})})
+    assert seen == [{("tw.requests", 2): 9}]

@@ -66,14 +66,15 @@ class OffsetTracker:
         done, rewinding = self.done, self._rewinding
         fresh: list[Any] = []
         gaps: dict[Key, Gap] = {}
+        starts: dict[Key, int | None] = {}
         redelivered = 0
         for ev in events:
             msg = ev.message
             key = (msg.topic, msg.partition)
             offset = msg.offset
             last = done.get(key)
-            if last is None:
-                start = start_of(key)
+            if last is None:  # (asked once a batch: held-back records of the key come here each)
+                start = starts[key] if key in starts else starts.setdefault(key, start_of(key))
                 last = offset - 1 if start is None else start - 1
             if offset <= last:
                 redelivered += 1

@@ -8,7 +8,10 @@ How the expected value of a point at time `t` is built (all windows are rolling)
   over a rolling window, `RollingStats`);
 - **seasonal offset** of a slot (hour of day, or hour of week) = mean over the last
   `history_days` occurrences (weeks for the weekly profile) of that slot of
-  (bucket mean − level at the time), kept in a compact ring (`SlotProfile`);
+  (bucket mean − level at the time), kept in a compact ring (`SlotProfile`); with
+  `shrink_weekly` (the product's metrics, `detector._shrinks_weekly`) a weekly slot's mean is
+  shrunk towards the mean of all slots by how little its two samples say (empirical Bayes,
+  `SlotProfile.shrunk`);
 - **σ** = the larger of 1.4826 × rolling median |residual| (MAD) and the rolling `tail_q`
   quantile of |residual| over its normal value, over the last `scale_window` points
   (`RollingQuantiles`, river's `stats.RollingQuantile` in Python, so its window can be
@@ -114,31 +117,95 @@ class SlotProfile:
 
     Each slot keeps its last `window` samples in a ring; windows are short (days or weeks),
     so the mean is a plain sum over at most `window` floats.
+
+    `shrunk` is what the baseline expects of a slot: its mean pulled towards the mean of all
+    slots by how little its own samples say (empirical Bayes, the James-Stein estimate). A
+    weekly slot holds two samples; where a stream's noise is larger than its real weekly
+    shape, two samples are mostly noise. Unshrunk, they made the expected error ratio of a
+    quiet hour 0.0045 and of the next 0.13 for a tenant whose 4xx share is 6 % at every
+    hour (a night hour of 10 requests usually has no 4xx: the two samples were 0), and such an
+    hour with 3 of 13 requests failing was a decisive 4σ anomaly. The shrinkage is
+    τ² / (τ² + s²/k) for a slot of k samples, with s² the pooled variance of the samples
+    around their slot's mean and τ² the variance of the slots' true means (the variance of
+    the slot means, less what their noise explains; at least 0): a real daily shape is kept
+    whole, a shape of noise is flattened.
     """
 
-    __slots__ = ("_count", "_pos", "_values", "slots", "window")
+    __slots__ = ("_count", "_fit", "_inv", "_means", "_pos", "_squares", "_ss", "_ss_stale", "_values", "slots",
+                 "window")
 
     def __init__(self, slots: int, window: int) -> None:
         self.slots, self.window = slots, window
         self._values = array("d", bytes(8 * slots * window))
         self._count = array("H", bytes(2 * slots))
         self._pos = array("H", bytes(2 * slots))
+        self._derive()
+
+    def _derive(self) -> None:
+        """Per-slot figures the shrinkage reads, from the samples (kept as slots change; not saved)."""
+        slots = self.slots
+        self._means = array("d", bytes(8 * slots))  # a slot's mean (0 while empty)
+        self._squares = array("d", bytes(8 * slots))  # its mean squared
+        self._inv = array("d", bytes(8 * slots))  # 1 / its sample count
+        self._ss = array("d", bytes(8 * slots))  # Σ (sample − its mean)², of the slots not in `_ss_stale`
+        self._ss_stale: set[int] = set()  # computed when the shrinkage is next read (a daily profile never is)
+        self._fit: tuple[float, float, float] | None = None  # (centre, τ², s²), refitted after an update
+        for slot in range(slots):
+            if self._count[slot]:
+                self._slot_changed(slot)
+
+    def _slot_changed(self, slot: int) -> None:
+        k = self._count[slot]
+        base = slot * self.window
+        m = math.fsum(self._values[base : base + k]) / k
+        self._means[slot], self._squares[slot], self._inv[slot] = m, m * m, 1.0 / k
+        self._ss_stale.add(slot)
+        self._fit = None
 
     def update(self, slot: int, x: float) -> None:
         base = slot * self.window
         self._values[base + self._pos[slot]] = x
         self._pos[slot] = (self._pos[slot] + 1) % self.window
         self._count[slot] = min(self._count[slot] + 1, self.window)
+        self._slot_changed(slot)
 
     def count(self, slot: int) -> int:
         return self._count[slot]
 
     def mean(self, slot: int) -> float | None:
+        return self._means[slot] if self._count[slot] else None
+
+    def shrunk(self, slot: int) -> float | None:
+        """The slot's mean shrunk towards the mean of all slots (see the class); None if empty."""
         n = self._count[slot]
         if not n:
             return None
-        base = slot * self.window
-        return math.fsum(self._values[base : base + n]) / n
+        if self._fit is None:
+            self._fit = self._refit()
+        centre, tau2, within = self._fit
+        noise = within / n
+        weight = 1.0 if noise <= 0.0 else tau2 / (tau2 + noise)
+        return centre + weight * (self._means[slot] - centre)
+
+    def _refit(self) -> tuple[float, float, float]:
+        """(centre, τ², s²) over the slots with samples: sums over the per-slot arrays (C loops;
+        the same arrays give the same sums, so a restored profile continues identically)."""
+        window, values, means = self.window, self._values, self._means
+        for slot in self._ss_stale:
+            k = self._count[slot]
+            m, base = means[slot], slot * window
+            self._ss[slot] = sum([(v - m) * (v - m) for v in values[base : base + k]]) if k > 1 else 0.0
+        self._ss_stale.clear()
+        filled = self.slots - self._count.count(0)
+        dof = sum(self._count) - filled
+        if filled < 2 or not dof:  # nothing tells noise from shape yet: the means as they are
+            return 0.0, 1.0, 0.0
+        within = sum(self._ss) / dof
+        total = sum(self._means)
+        centre = total / filled
+        between = max(0.0, sum(self._squares) - total * centre) / (filled - 1)
+        tau2 = max(0.0, between - within * sum(self._inv) / filled)
+        return centre, tau2, within
 
     def snapshot(self) -> dict[str, Any]:
         return {"slots": self.slots, "window": self.window, "values": floats_to_text(self._values),
@@ -159,6 +226,7 @@ class SlotProfile:
                 type(p) is int and 0 <= p < window for p in pos):
             raise f.fail("count", "counts and positions must lie within the window")
         out._values, out._count, out._pos = values, array("H", count), array("H", pos)
+        out._derive()
         return out
 
 
@@ -320,6 +388,7 @@ class SeasonalBaseline:
         scale_clip_sigma: float = 8.0,
         sigma_floor: float = 1e-9,
         auto_gain: float = 0.75,
+        shrink_weekly: bool = False,
     ) -> None:
         if bucket_s <= 0 or _DAY_S % bucket_s:
             raise ValueError("bucket_s must divide a day")
@@ -331,6 +400,9 @@ class SeasonalBaseline:
         self.scale_clip_sigma = scale_clip_sigma
         self.sigma_floor = sigma_floor
         self.auto_gain = auto_gain
+        # Weekly slot means (two samples each) shrunk by empirical Bayes (`SlotProfile.shrunk`):
+        # set for the product's metric kinds (`StreamDetector`), whose samples carry count noise.
+        self.shrink_weekly = shrink_weekly
         self.level = RollingStats(level_buckets)
         per_day = round(_DAY_S / bucket_s)
         self._offsets = {
@@ -357,6 +429,7 @@ class SeasonalBaseline:
         return {
             "season": self.season.value,
             **{k: getattr(self, k) for k in self._KNOBS + self._COUNTS},
+            "shrink_weekly": self.shrink_weekly,
             "level": self.level.snapshot(), "per_bucket": self._per_bucket.snapshot(),
             "offsets": {s.value: p.snapshot() for s, p in self._offsets.items()},
             "scales": {s.value: sc.snapshot() for s, sc in self._scales.items()},
@@ -381,6 +454,10 @@ class SeasonalBaseline:
             setattr(out, k, v)
         for k in cls._COUNTS:
             setattr(out, k, f.integer(k))
+        shrink = data.get("shrink_weekly", False) if isinstance(data, dict) else False  # absent: saved before it
+        if not isinstance(shrink, bool):
+            raise f.fail("shrink_weekly", "must be true or false")
+        out.shrink_weekly = shrink
         out.level, out._per_bucket = RollingStats.restore(f.raw("level")), RollingStats.restore(f.raw("per_bucket"))
         offsets, scales = f.sub("offsets"), f.sub("scales")
         out._offsets = {s: SlotProfile.restore(offsets.raw(s.value)) for s in (Season.DAILY, Season.WEEKLY)}
@@ -401,7 +478,7 @@ class SeasonalBaseline:
         bucket = math.floor(ts / self.bucket_s)
         for season, profile in self._offsets.items():
             slot = bucket % profile.slots
-            offset = profile.mean(slot)
+            offset = profile.shrunk(slot) if season is Season.WEEKLY and self.shrink_weekly else profile.mean(slot)
             need = 3 if season is Season.DAILY else 2
             if offset is not None and profile.count(slot) >= need:
                 out[season] = level + offset

@@ -32,7 +32,8 @@ windows where 2.3 charges are usual, which happens by chance once in 100 such st
 about 0.04 false alerts a day for a tenant of that size, near the whole 0.05 budget. Measured
 (single runs): confirming two windows without a charge at 2.25σ (e^-4.4, the bar that tells a
 2.2-charge tenant's drop in two windows) brings every drop of `eval scenarios` within two
-windows, but adds false revenue alerts wherever two quiet windows come by chance: false
+windows, but adds false revenue alerts wherever two quiet windows come by chance (measured
+before the weekly profile's shrinkage, `baseline.SlotProfile.shrunk`): false
 alerts per clean tenant-day 0.006 → 0.011 there, 0.042 → 0.083 in the quick run (its tenant
 of 1.9 still takes four), 0.018 → 0.028 in `--preset demo` (precision 0.62 → 0.50); the pooled
 test at 2.25σ instead of 3σ: precision 0.91 → 0.74; at 2.6σ: no drop caught sooner, precision

@@ -17,6 +17,7 @@ from river import stats
 from agents.anomaly.alerts import SeriesRing
 from agents.anomaly.baseline import RollingQuantiles, SeasonalBaseline
 from agents.anomaly.detector import StreamDetector
+from agents.anomaly.kinds import Kind
 from agents.anomaly.metrics import TenantMetrics
 from agents.anomaly.rules import default_rule
 from agents.anomaly.state_codec import DETECTOR_CODEC, METRICS_CODEC, RING_CODEC, register_codecs
@@ -242,3 +243,25 @@ def test_a_detector_saved_before_kinds_keeps_raw_baselines_and_restarts_transfor
     assert fresh.n == 0
     assert fresh.baseline.n == 0
     assert fresh.last_ts == revenue.last_ts  # redeliveries are still skipped
+
+
+def test_a_detector_saved_before_weekly_shrinkage_takes_it_by_its_kind() -> None:
+    """A baseline record without `shrink_weekly`: a product metric's detector shrinks its weekly
+    profile from then on, a NAB (level) series does not; saved again, the flag is in the record."""
+    volume = json.loads(json.dumps(_detector_mid_episode().snapshot()))
+    assert volume["baseline"]["shrink_weekly"] is True
+    del volume["baseline"]["shrink_weekly"]
+    restored = StreamDetector.restore(volume)
+    assert restored.baseline.shrink_weekly is True
+    assert restored.snapshot()["baseline"]["shrink_weekly"] is True
+    level = StreamDetector("nab", MetricName.REQUEST_VOLUME, RULE, kind=Kind.LEVEL)
+    for t, x in _points(200):
+        level.observe(t, x, RULE)
+    saved = json.loads(json.dumps(level.snapshot()))
+    assert saved["baseline"]["shrink_weekly"] is False
+    del saved["baseline"]["shrink_weekly"]
+    assert StreamDetector.restore(saved).baseline.shrink_weekly is False
+    bad = json.loads(json.dumps(level.snapshot()))
+    bad["baseline"]["shrink_weekly"] = "yes"
+    with pytest.raises(ValueError, match="shrink_weekly"):
+        StreamDetector.restore(bad)

@@ -232,6 +232,9 @@ def main() -> None:
                 if cp.get("recent"):
                     print(f"  checkpoint pauses (last {cp['recent']}): p50 {cp['pause_ms_p50']:.1f} ms, "
                           f"max {cp['pause_ms_max']:.1f} ms")
+                offsets = status.get("extra", {}).get("offsets", {})
+                if offsets:  # the input check's work (re-reads, probes) would show in the delay
+                    print("  input offsets: " + ", ".join(f"{k} {v}" for k, v in sorted(offsets.items())))
 
             base = requests_processed(settings)
             rng = random.Random(7)

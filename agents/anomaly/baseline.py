@@ -118,8 +118,9 @@ class SlotProfile:
     Each slot keeps its last `window` samples in a ring; windows are short (days or weeks),
     so the mean is a plain sum over at most `window` floats.
 
-    `shrunk` is what the baseline expects of a slot: its mean pulled towards the mean of all
-    slots by how little its own samples say (empirical Bayes, the James-Stein estimate). A
+    `shrunk` (what a baseline with `shrink_weekly` expects of a weekly slot) is the slot's mean
+    pulled towards the mean of all slots by how little its own samples say (empirical Bayes,
+    the James-Stein estimate). A
     weekly slot holds two samples; where a stream's noise is larger than its real weekly
     shape, two samples are mostly noise. Unshrunk, they made the expected error ratio of a
     quiet hour 0.0045 and of the next 0.13 for a tenant whose 4xx share is 6 % at every
@@ -127,8 +128,8 @@ class SlotProfile:
     hour with 3 of 13 requests failing was a decisive 4σ anomaly. The shrinkage is
     τ² / (τ² + s²/k) for a slot of k samples, with s² the pooled variance of the samples
     around their slot's mean and τ² the variance of the slots' true means (the variance of
-    the slot means, less what their noise explains; at least 0): a real daily shape is kept
-    whole, a shape of noise is flattened.
+    the slot means, less what their noise explains; at least 0): a real shape is kept whole,
+    a shape of noise is flattened.
     """
 
     __slots__ = ("_count", "_fit", "_inv", "_means", "_pos", "_squares", "_ss", "_ss_stale", "_values", "slots",

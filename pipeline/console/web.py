@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "tw_session"
 LOGIN_COOKIE = "tw_login"
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)  # the signed-in session of a request
 _FORM_FIELDS = ("action", "tenant", "ip", "cidr", "duration", "per_minute", "per_hour", "per_day", "on",
                 "anomaly_id", "metric", "step", "at")
 _PUBLIC = ("/login", "/login/once", "/static/console.css")
@@ -118,7 +119,7 @@ class Console:
             if not tokens_match(session.csrf, _str(form.get("csrf"))):
                 return _render("message.html", 403, title="Refused", session=session,
                                message="Missing or wrong CSRF token: reload the page and try again.")
-        request["session"] = session
+        request[SESSION] = session
         return await handler(request)
 
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -128,7 +129,7 @@ class Console:
         return await self.blocking(self.c.reader.read, name, params)  # type: ignore[no-any-return]
 
     def page(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-        return _render(template, status, session=request["session"], path=request.path,
+        return _render(template, status, session=request[SESSION], path=request.path,
                        read_mode=self.c.reader.mode, **context)
 
     def _login_cookie(self, request: web.Request) -> tuple[str, bool]:
@@ -283,7 +284,7 @@ class Console:
             return self.page(request, "message.html", 400, title="Not sent", message=str(exc))
         if form.get("confirm") != "yes":
             return self.page(request, "message.html", 400, title="Not sent", message="The action was not confirmed.")
-        owner = request["session"].owner
+        owner = request[SESSION].owner
         verdicts: list[Verdict] = await self.blocking(self.c.submit, planned, owner)
         return self.page(request, "verdict.html", title="Verdict", plan=planned,
                          verdicts=verdicts, back=safe_next(form.get("back"), "/anomalies"))
@@ -299,9 +300,12 @@ def _qs(**values: str) -> str:
     return urlencode(values)
 
 
+CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
+
+
 def build_app(config: ConsoleConfig) -> web.Application:
     console = Console(config)
     app = web.Application(middlewares=[_headers, console.guard], client_max_size=64 << 10)
     app.add_routes(console.routes())
-    app["console"] = console
+    app[CONSOLE] = console
     return app

@@ -74,7 +74,9 @@ class OffsetTracker:
             offset = msg.offset
             last = done.get(key)
             if last is None:  # (asked once a batch: held-back records of the key come here each)
-                start = starts[key] if key in starts else starts.setdefault(key, start_of(key))
+                if key not in starts:
+                    starts[key] = start_of(key)
+                start = starts[key]
                 last = offset - 1 if start is None else start - 1
             if offset <= last:
                 redelivered += 1

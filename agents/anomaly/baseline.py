@@ -48,6 +48,7 @@ from typing import Any
 
 from river import stats
 
+from agents.anomaly.river_state import set_var_state, var_state
 from pipeline.runtime.snapshot import Fields, floats_to_text
 from schemas.anomaly import Season
 
@@ -97,18 +98,15 @@ class RollingStats:
         return math.sqrt(var) if var > 0 else 0.0  # rounding can leave a tiny negative variance
 
     def snapshot(self) -> dict[str, Any]:
-        mean = self._var.mean
-        return {"size": self._window.maxlen, "window": floats_to_text(self._window), "n": mean.n,
-                "mean": mean._mean, "s": self._var._S}
+        n, mean, s = var_state(self._var)
+        return {"size": self._window.maxlen, "window": floats_to_text(self._window), "n": n, "mean": mean, "s": s}
 
     @classmethod
     def restore(cls, data: object) -> RollingStats:
         f = Fields(data, "rolling")
         out = cls(f.integer("size", 1, MAX_WINDOW))
         out._window.extend(f.floats("window", out._window.maxlen or 0))
-        out._var.mean.n = f.number("n", 0, MAX_WINDOW)
-        out._var.mean._mean = f.number("mean")
-        out._var._S = f.number("s")
+        set_var_state(out._var, f.number("n", 0, MAX_WINDOW), f.number("mean"), f.number("s"))
         return out
 
 

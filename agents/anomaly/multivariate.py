@@ -51,6 +51,7 @@ from operator import attrgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final
 
+from agents.anomaly.river_state import first_window, set_first_window, set_tree_nodes, tree_nodes
 from pipeline.runtime import table_codecs
 from pipeline.runtime.table_codecs import TableValue
 from schemas.anomaly import Verdict
@@ -163,7 +164,7 @@ class TenantHST:
         for f in shape.features:  # as river's build leaves them (not read afterwards)
             t.limits[f]  # a defaultdict: the lookup inserts the default limits
         t.rng.setstate(shape.rng_state)
-        t.trees, t._tree_nodes = trees, nodes
+        set_tree_nodes(t, trees, nodes)
         self._enc = _EncodeCache([n for tree in nodes for n in tree], shape.section, pending.code,
                                  self.n // self.window_size, pending.r_raw)
         self._pending = None
@@ -290,7 +291,7 @@ def _packed(code: str, values: Any) -> bytes:
 
 def _new_cache(hst: TenantHST) -> _EncodeCache:
     t = hst._trees
-    nodes = [n for tree in t._tree_nodes for n in tree]  # river's own depth-first node lists
+    nodes = [n for tree in tree_nodes(t) for n in tree]  # river's own depth-first node lists
     features = tuple(t.limits)
     section = bytes((len(features),)) + _names(features) + _U32.pack(_fingerprint(_spec(nodes)))
     return _EncodeCache(nodes, section, _mass_code(t.window_size), -1, b"")
@@ -308,7 +309,7 @@ def encode_hst(hst: TenantHST) -> bytes:
     built = bool(t.trees)
     try:
         parts = [_HEAD.pack(_VERSION, t.n_trees, t.height, t.window_size, t.seed, hst.n, t.counter,
-                            (_FIRST_WINDOW if t._first_window else 0) | (_BUILT if built else 0), len(hst.latest))]
+                            (_FIRST_WINDOW if first_window(t) else 0) | (_BUILT if built else 0), len(hst.latest))]
         mins, maxs = hst.scaler.min, hst.scaler.max
         for name, value in hst.latest.items():
             parts.append(_names((name,)))
@@ -390,7 +391,8 @@ def decode_hst(data: bytes) -> TenantHST:
         hst.scaler.max[name].max = hi
     hst.n = n
     t = hst._trees
-    t.counter, t._first_window = counter, bool(flags & _FIRST_WINDOW)
+    t.counter = counter
+    set_first_window(t, bool(flags & _FIRST_WINDOW))
     if flags & _BUILT:
         features = tuple(r.name() for _ in range(r.take(1)[0]))
         fingerprint = _U32.unpack(r.take(4))[0]

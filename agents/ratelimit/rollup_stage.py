@@ -41,7 +41,7 @@ from agents.ratelimit.rollup import MinuteRollups
 from pipeline.runtime.codec import encode_batch, encode_one
 from pipeline.runtime.core import PartitionBatch, Runtime, StagedWrite
 from pipeline.runtime.table_codecs import BytesValue, StrKey
-from pipeline.runtime.topics import Topic, topic_name
+from pipeline.runtime.topics import Topic
 from schemas.ratelimit import Rollup, RollupParts
 
 __all__ = ["RollupStage"]
@@ -73,7 +73,6 @@ class RollupStage:
         # Held from closing a partition's minutes to sending them with its watermark (the batch
         # handler and the idle tick): a watermark never overtakes a part it covers.
         self.lock = asyncio.Lock()
-        self._requests = topic_name(s.topic_prefix, Topic.REQUESTS)
         runtime.add_input(Topic.ROLLUP_PARTS, RollupParts)
         runtime.on(Topic.ROLLUP_PARTS, self.on_parts)
         runtime.on_checkpoint(self._snapshot)
@@ -119,22 +118,18 @@ class RollupStage:
             self._idle.pop(source, None)
 
     async def _idle_tick(self) -> None:
-        consumer = getattr(self.runtime.app, "_consumer", None)  # Faust creates it when the worker starts
-        if consumer is None:
-            return
         now = time.monotonic()
-        for tp in sorted(consumer.assignment()):
-            p = tp.partition
+        for p in self.runtime.owned_partitions(Topic.REQUESTS):  # none before the worker's consumer starts
             done = self.runtime.processed_offset(Topic.REQUESTS, p)
             # An idle partition is announced again only when it read records since (dead letters
             # only: no batch woke it), so combiners compare its partition's end with the new offset.
-            if tp.topic != self._requests or self._idle.get(p) == done:
+            if self._idle.get(p) == done:
                 continue
             seen = self._seen.get(p)
             if seen is None or seen[0] != done:
                 self._seen[p] = (done, now)
                 continue
-            end = consumer.highwater(tp)
+            end = self.runtime.highwaters(Topic.REQUESTS).get(p)  # None: not fetched from yet
             if end is None or done + 1 < end or now - seen[1] < self.idle_s:
                 continue
             async with self.lock:  # no batch of p between the flush and its envelopes

@@ -41,6 +41,7 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
 
     from pipeline.adapters.kafka_admin import ensure_topics
     from pipeline.runtime.app import create_app
+    from pipeline.runtime.faust_adapter import leader_topic
 
     app, runtime = create_app(settings, capabilities)
     # Table changelogs too: when Faust creates them itself while joining the group, the
@@ -50,7 +51,7 @@ def run_worker(settings: Settings, capabilities: tuple[str, ...] | None = None, 
     # metadata in 2 of 12 bench runs once the table manager's 1 s start-up nap was gone.
     ensure_topics(settings, extra={**{t.changelog_topic.get_topic_name(): True for t in app.tables.values()},
                                    runtime.checkpoints.topic: True},
-                  one_partition=[app._leader_assignor._leader_topic_name])
+                  one_partition=[leader_topic(app)])
     status = status_dir(settings) / f"worker-{os.getpid()}.json"
     metrics.register_runtime(runtime)
     if settings.metrics_port is not None:
@@ -90,17 +91,11 @@ def _tune_gc() -> None:
 
 def _export_lag(app: Any, group: str) -> None:
     """Consumer lag of this worker's partitions (highwater − next offset to read) for Prometheus."""
-    consumer = getattr(app, "_consumer", None)  # not yet created before the worker starts
-    if consumer is None:
-        return
-    for tp in consumer.assignment():
-        read = consumer._read_offset.get(tp)  # Faust keeps no public accessor for it
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # noqa: S112 - highwater is unknown until the first fetch of a fresh assignment
-            continue
+    from pipeline.runtime.faust_adapter import read_offsets
+
+    for topic, partition, read, high in read_offsets(app):
         if high is not None and read is not None:
-            metrics.set_consumer_lag(group, tp.topic, tp.partition, high - read - 1)
+            metrics.set_consumer_lag(group, topic, partition, high - read - 1)
 
 
 def run_writer(settings: Settings) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic_core import from_json
 
 from pipeline.runtime.codec import Codec
+from pipeline.runtime.faust_adapter import refresh_metadata
 
 __all__ = ["BroadcastReader"]
 
@@ -64,7 +65,7 @@ class BroadcastReader:
         try:
             partitions = consumer.partitions_for_topic(self.topic)
             while not partitions:
-                await consumer._client.force_metadata_update()  # the topic may be minutes old
+                await refresh_metadata(consumer)  # the topic may be minutes old
                 partitions = consumer.partitions_for_topic(self.topic) or set()
                 if not partitions:
                     await asyncio.sleep(0.5)

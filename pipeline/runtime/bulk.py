@@ -23,9 +23,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.serializers.codecs import get_codec
 
+from pipeline.runtime.faust_adapter import new_producer_batch, running_producer
 from pipeline.runtime.table_codecs import dumper
 from pipeline.sdk import partition_for
 
@@ -53,7 +53,7 @@ class BatchAppender:
     async def append(self, topic: str, partition: int, records: Iterable[Raw],
                      headers: Sequence[tuple[str, bytes]] = ()) -> int:
         """Append (key, value) byte pairs to `topic`/`partition`, each with `headers`; returns how many."""
-        producer = self.app.producer._producer  # the running aiokafka producer
+        producer = running_producer(self.app)
         batch = _new_batch(producer)
         n = 0
         hdrs = list(headers)
@@ -76,7 +76,7 @@ class BatchAppender:
     async def _count(self, topic: str) -> int:
         count = self._partitions.get(topic)
         if count is None:
-            count = self._partitions[topic] = len(await self.app.producer._producer.partitions_for(topic))
+            count = self._partitions[topic] = len(await running_producer(self.app).partitions_for(topic))
         return count
 
     async def send_keyed(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
@@ -95,12 +95,9 @@ class BatchAppender:
         self.pending.append(await producer.send_batch(batch, topic, partition=partition))
 
 
-def _new_batch(producer: Any) -> BatchBuilder:
-    """An empty batch of up to `BATCH_BYTES`, compressed as the producer's (`AIOKafkaProducer.create_batch`)."""
-    accumulator = producer._message_accumulator
-    if getattr(accumulator, "_txn_manager", None) is not None:  # transactional batches: the producer's own
-        return producer.create_batch()
-    return BatchBuilder(BATCH_BYTES, accumulator._compression_type)
+def _new_batch(producer: Any) -> Any:
+    """An empty batch of up to `BATCH_BYTES`, compressed as the producer's."""
+    return new_producer_batch(producer, BATCH_BYTES)
 
 
 def _dumper(serializer: Any) -> Callable[[Any], bytes]:

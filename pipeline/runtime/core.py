@@ -24,8 +24,10 @@ from pipeline.runtime.codec import Codec, Rejected, RowCodec, encode_batches, en
 from pipeline.runtime.dlq import RecordSpan, dead_letter, source_of
 from pipeline.runtime.faust_adapter import (
     cap_commits,
+    commit_now,
     owned_highwaters,
     owned_partitions,
+    queued_sends,
     run_while_draining,
     seek_partition,
     start_early,
@@ -551,6 +553,12 @@ class Runtime:
         name = topic_name(self.settings.topic_prefix, topic)
         return [p for _, p in owned_partitions(self.app, {name})]
 
+    def highwaters(self, topic: Topic) -> dict[int, int]:
+        """The high-water mark (end offset) of each partition of input `topic` this worker owns,
+        as its consumer last fetched it (partitions not fetched from yet are left out)."""
+        name = topic_name(self.settings.topic_prefix, topic)
+        return {p: high for _, p, high in owned_highwaters(self.app, {name})}
+
     def resume_from(self, checkpoints: dict[int, Checkpoint]) -> None:
         """After recovery: records at or below a checkpoint's offsets are done (their effects are in
         the recovered state), and each input's event time is what it was at that checkpoint."""
@@ -583,20 +591,16 @@ class Runtime:
         caught up has its offsets committed a tick after its last batch is durable, and a
         restart re-reads nothing it had finished.
         """
-        consumer = getattr(self.app, "_consumer", None)  # Faust creates it when the worker starts
-        if consumer is None:
-            return
         try:
-            await consumer.commit()
+            await commit_now(self.app)
         except Exception:  # the periodic commit retries; a failed early one costs nothing
             log.warning("early offset commit failed", exc_info=True)
 
     def _queued_writes(self) -> list[asyncio.Future[Any]]:
         """Futures of every record produced so far and not yet known acknowledged."""
-        pending = getattr(getattr(self.app.producer, "buffer", None), "pending", None)
         # In Faust's buffer or as bulk batches (the bulk list is pruned only once its futures are
         # done: other batches may still wait on the same futures).
-        return [f for f in getattr(pending, "_queue", ()) if isinstance(f, asyncio.Future)] + self._bulk_pending
+        return queued_sends(self.app) + self._bulk_pending
 
     async def _wait_durable(self, queued: list[asyncio.Future[Any]]) -> None:
         await self.app.producer.flush()

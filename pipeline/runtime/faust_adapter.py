@@ -60,10 +60,11 @@ from faust.streams import _current_event
 from faust.tables import TableManager
 from mode.utils.queues import FlowControlEvent
 
-__all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "before_recovery", "cap_commits", "filter_changelog",
-           "in_partition_of", "keep_live_events_on_resume", "owned_highwaters", "owned_partitions",
-           "run_while_draining",
-           "seek_partition", "short_fetch_wait", "start_early", "stream_start"]
+__all__ = ["PromptTableManager", "ResumeKeepsLiveEvents", "before_recovery", "cap_commits", "commit_now",
+           "filter_changelog", "in_partition_of", "keep_live_events_on_resume", "leader_topic", "new_producer_batch",
+           "owned_highwaters", "owned_partitions", "queued_sends", "read_offsets", "refresh_metadata",
+           "run_while_draining", "running_producer", "seek_partition", "short_fetch_wait", "start_early",
+           "stream_start"]
 
 EarlyTask = Callable[[], Awaitable[None]]
 log = logging.getLogger(__name__)
@@ -187,6 +188,77 @@ def owned_highwaters(app: Any, topics: Any) -> list[tuple[str, int, int]]:
         if highwater is not None:
             out.append((topic, partition, int(highwater)))
     return out
+
+
+def _started_consumer(app: Any) -> Any | None:
+    """Faust's consumer once the worker created it (`app.consumer` would build one before)."""
+    return getattr(app, "_consumer", None)
+
+
+async def commit_now(app: Any) -> bool:
+    """Commit the acknowledged offsets now (Faust's `Consumer.commit`); False before the consumer exists."""
+    consumer = _started_consumer(app)
+    if consumer is None:
+        return False
+    await consumer.commit()
+    return True
+
+
+def read_offsets(app: Any) -> list[tuple[str, int, int | None, int | None]]:
+    """(topic, partition, read offset, high-water mark) of each partition the worker owns: the
+    last offset Faust handed to a stream (None: none yet) and the broker's end as last fetched
+    (None: not fetched yet). Faust has no public accessor for the read offset."""
+    from faust.exceptions import ConsumerNotStarted
+
+    consumer = _started_consumer(app)
+    if consumer is None:
+        return []
+    try:
+        assigned = consumer.assignment()
+    except ConsumerNotStarted:  # built, its thread not started yet
+        return []
+    out: list[tuple[str, int, int | None, int | None]] = []
+    for tp in sorted(assigned):
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # unknown until the first fetch of a fresh assignment
+            high = None
+        read = consumer._read_offset.get(tp)
+        out.append((tp.topic, tp.partition, None if read is None else int(read),
+                    None if high is None else int(high)))
+    return out
+
+
+def queued_sends(app: Any) -> list[asyncio.Future[Any]]:
+    """Futures of the records waiting in Faust's producer buffer (`topic.send`), not yet handed to aiokafka."""
+    pending = getattr(getattr(app.producer, "buffer", None), "pending", None)
+    return [f for f in getattr(pending, "_queue", ()) if isinstance(f, asyncio.Future)]
+
+
+def running_producer(app: Any) -> Any:
+    """The running aiokafka producer behind Faust's (`pipeline.runtime.bulk` appends batches to it)."""
+    return app.producer._producer
+
+
+def new_producer_batch(producer: Any, max_bytes: int) -> Any:
+    """An empty aiokafka batch of up to `max_bytes`, compressed as `producer`'s batches
+    (`AIOKafkaProducer.create_batch` takes its size from the producer's settings)."""
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    accumulator = producer._message_accumulator
+    if getattr(accumulator, "_txn_manager", None) is not None:  # transactional batches: the producer's own
+        return producer.create_batch()
+    return BatchBuilder(max_bytes, accumulator._compression_type)
+
+
+def leader_topic(app: Any) -> str:
+    """The topic of Faust's leader assignor (one partition; created before the worker starts)."""
+    return str(app._leader_assignor._leader_topic_name)
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Ask the broker for fresh metadata now (an aiokafka consumer's client; a topic may be minutes old)."""
+    await consumer._client.force_metadata_update()
 
 
 async def seek_partition(app: Any, topic: str, partition: int, offset: int) -> None:

@@ -160,3 +160,41 @@ def test_the_faust_consumer_still_has_what_the_rewind_uses() -> None:
     assert callable(consumer.seek)  # `seek_partition`
     assert callable(consumer.highwater)  # `owned_highwaters`
     assert consumer._new_offset(TP("t", 0)) is None  # `cap_commits` wraps it: nothing acknowledged yet
+
+
+def test_the_faust_app_still_has_what_the_other_adapters_read() -> None:
+    """Fails loudly on a Faust, mode or aiokafka release that renames what `commit_now`,
+    `read_offsets`, `queued_sends`, `leader_topic`, `new_producer_batch` or `refresh_metadata` use."""
+    import asyncio
+
+    import faust
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from pipeline.runtime.faust_adapter import (
+        commit_now,
+        leader_topic,
+        new_producer_batch,
+        queued_sends,
+        read_offsets,
+    )
+
+    app = faust.App("tw-compat-probe-2", broker="kafka://127.0.0.1:1")
+    assert read_offsets(app) == []  # no consumer built yet: nothing owned, none created
+    assert asyncio.run(commit_now(app)) is False
+    assert app._consumer is None  # neither call built one
+    assert leader_topic(app).startswith("tw-compat-probe-2")
+    assert queued_sends(app) == []
+    assert isinstance(app.producer.buffer.pending._queue, object)  # the deque `queued_sends` lists
+    assert app.consumer is not None  # built, its thread not started
+    assert read_offsets(app) == []
+
+    async def aiokafka_parts() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")  # not started: no broker needed
+        batch = new_producer_batch(producer, 1000)
+        assert batch.append(key=b"k", value=b"v", timestamp=None, headers=[]) is not None
+        batch.close()
+        assert batch.size() > 0
+        kafka_consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+        assert callable(kafka_consumer._client.force_metadata_update)  # `refresh_metadata`
+
+    asyncio.run(aiokafka_parts())

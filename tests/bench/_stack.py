@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -33,3 +34,17 @@ def bench_stack(partitions: int = 4) -> Iterator[tuple[Settings, Path]]:
             yield settings, root
         finally:
             broker.stop()
+
+
+def broker_pid(root: Path) -> int | None:
+    """The pid of the broker `bench_stack` started under `root` (None if it is not running)."""
+    return KafkaBroker(cache_dir=root, work_dir=root / "kafka").process.pid()  # from its pid file
+
+
+def pin_all_threads(pid: int, cpus: set[int]) -> None:
+    """Pin every thread `pid` has now (threads it starts later inherit their creator's cores)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except ProcessLookupError:  # a thread that just ended
+            continue

@@ -43,7 +43,7 @@ from pipeline.runtime.topics import Topic, topic_name
 from pipeline.sdk import Publisher
 from pipeline.settings import Settings
 from schemas.commands import Action
-from tests.bench._stack import bench_stack
+from tests.bench._stack import bench_stack, pin_all_threads
 from tests.conftest import WorkerProcess, requests_processed, worker_statuses
 
 
@@ -240,15 +240,6 @@ def stamp_on_arrival(settings: Settings) -> None:
                                             configs={"message.timestamp.type": "LogAppendTime"})])
     finally:
         admin.close()
-
-
-def pin_all_threads(pid: int, cpus: set[int]) -> None:
-    """Pin every thread `pid` has now (threads it starts later inherit their creator's cores)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), cpus)
-        except ProcessLookupError:  # a thread that just ended
-            continue
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -169,13 +169,7 @@ def stream_start(app: Any, topic: str, partition: int) -> int | None:
 
 def owned_partitions(app: Any, topics: Any) -> list[tuple[str, int]]:
     """(topic, partition) of each partition of `topics` this worker owns (none before its consumer starts)."""
-    from faust.exceptions import ConsumerNotStarted
-
-    try:
-        assigned = app.consumer.assignment()
-    except ConsumerNotStarted:
-        return []
-    return sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in topics)
+    return [(tp.topic, tp.partition) for tp in _assigned(app.consumer) if tp.topic in topics]
 
 
 def owned_highwaters(app: Any, topics: Any) -> list[tuple[str, int, int]]:
@@ -195,6 +189,18 @@ def _started_consumer(app: Any) -> Any | None:
     return getattr(app, "_consumer", None)
 
 
+def _assigned(consumer: Any | None) -> list[Any]:
+    """The partitions (Faust TPs) a worker consumer owns, sorted; none before it has started."""
+    from faust.exceptions import ConsumerNotStarted
+
+    if consumer is None:
+        return []
+    try:
+        return sorted(consumer.assignment())
+    except ConsumerNotStarted:  # built, its thread not started yet
+        return []
+
+
 async def commit_now(app: Any) -> bool:
     """Commit the acknowledged offsets now (Faust's `Consumer.commit`); False before the consumer exists."""
     consumer = _started_consumer(app)
@@ -208,17 +214,9 @@ def read_offsets(app: Any) -> list[tuple[str, int, int | None, int | None]]:
     """(topic, partition, read offset, high-water mark) of each partition the worker owns: the
     last offset Faust handed to a stream (None: none yet) and the broker's end as last fetched
     (None: not fetched yet). Faust has no public accessor for the read offset."""
-    from faust.exceptions import ConsumerNotStarted
-
-    consumer = _started_consumer(app)
-    if consumer is None:
-        return []
-    try:
-        assigned = consumer.assignment()
-    except ConsumerNotStarted:  # built, its thread not started yet
-        return []
+    consumer: Any = _started_consumer(app)  # None: no partitions below
     out: list[tuple[str, int, int | None, int | None]] = []
-    for tp in sorted(assigned):
+    for tp in _assigned(consumer):
         try:
             high = consumer.highwater(tp)
         except Exception:  # unknown until the first fetch of a fresh assignment
